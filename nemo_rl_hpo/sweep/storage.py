@@ -1,0 +1,143 @@
+"""Storage URLs: SQLite on one machine, a journal file or PostgreSQL for a cluster.
+
+One parser for every place that opens a study (sweeper, trial job, CLI, report), and one masker
+for every place that prints or saves a URL: a password never leaves the process memory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
+
+JOURNAL_SCHEME = "journal://"
+MEMORY_URL = "memory://"
+
+_live: dict[str, BaseStorage] = {}
+_live_lock = threading.Lock()
+
+
+class StorageError(ValueError):
+    """A storage URL that cannot be opened; the message says which key to fix."""
+
+
+def mask(url: str | None) -> str | None:
+    """Return ``url`` with any password replaced by ``***``."""
+    if url is None:
+        return None
+    return re.sub(r"(://[^/:@\s]*:)([^@/\s]*)@", r"\1***@", str(url))
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """Split a URL into (url without password, password or None)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, None
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), parts.password
+
+
+def insert_password(url: str, password: str) -> str:
+    """Inverse of :func:`split_password` for a URL that has a user but no password."""
+    parts = urlsplit(url)
+    if parts.username is None or parts.password is not None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}:{password}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def journal_path(url: str) -> Path | None:
+    """The file of a ``journal://`` URL (``journal:///abs/path`` or ``journal://rel/path``)."""
+    if not url.startswith(JOURNAL_SCHEME):
+        return None
+    return Path(url[len(JOURNAL_SCHEME) :])
+
+
+def sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(url[len("sqlite:///") :])
+
+
+def register_live(url: str, storage: BaseStorage) -> None:
+    """Let in-process jobs (basic launcher) reuse the sweeper's storage object."""
+    with _live_lock:
+        _live[url] = storage
+
+
+def open_storage(url: str, *, heartbeat_interval: int | None = None) -> BaseStorage:
+    """Open a storage URL: sqlite:///, postgresql://, mysql://, journal://PATH or memory://."""
+    import optuna
+
+    with _live_lock:
+        if url in _live:
+            return _live[url]
+    if url == MEMORY_URL or url.startswith(MEMORY_URL):
+        storage: BaseStorage = optuna.storages.InMemoryStorage()
+        register_live(url, storage)
+        return storage
+    jpath = journal_path(url)
+    if jpath is not None:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        jpath.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(jpath)))
+    spath = sqlite_path(url)
+    if spath is not None:
+        spath.parent.mkdir(parents=True, exist_ok=True)
+    if not re.match(r"^[a-z0-9+]+://", url):
+        raise StorageError(
+            f"hydra.sweeper.storage={mask(url)!r} is not a storage URL; use sqlite:///path.db, "
+            "journal:///path/journal.log, postgresql://user@host/db or null for the default."
+        )
+    engine_kwargs: dict[str, object] = {}
+    if url.startswith("sqlite"):
+        # Several job processes write one file: wait for the lock instead of failing at once.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=None if heartbeat_interval is None else max(3 * heartbeat_interval, 10),
+        )
+    except Exception as e:  # sqlalchemy raises many types; all mean "cannot open"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StorageError(
+            f"hydra.sweeper.storage={mask(url)!r} cannot be opened ({mask(first)}); check the "
+            "URL, that the server runs and the driver is installed."
+        ) from None
+
+
+def env_password_var() -> str:
+    """Name of the variable that carries a storage password to jobs (never written to files)."""
+    from nemo_rl_hpo.trial import ENV_STORAGE_PASSWORD
+
+    return ENV_STORAGE_PASSWORD
+
+
+def export_password(url: str) -> str:
+    """Put the URL's password in this process's environment; return the URL without it.
+
+    Children (local subprocesses, sbatch with its default ``--export=ALL``) inherit it, while the
+    returned URL is what goes into Hydra overrides and therefore into job dirs.
+    """
+    bare, password = split_password(url)
+    if password is not None:
+        os.environ[env_password_var()] = password
+    return bare

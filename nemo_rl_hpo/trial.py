@@ -1,0 +1,191 @@
+"""The one seam a training script touches: report progress, ask whether to stop, find checkpoints.
+
+Inside a sweep the sweeper tells each job which Optuna trial it is through environment variables
+that every Hydra launcher carries (``hydra.job.env_set``; a storage password travels only in the
+sweeper's process environment, never in a file). Outside a sweep every call is a cheap no-op, so
+the same script runs standalone, under ``-m`` with any sweeper, or as a SLURM job::
+
+    from nemo_rl_hpo import trial
+
+    for step in range(max_steps):
+        ...
+        if step % eval_interval == 0:
+            trial.report(step, {"val_loss": val_loss, "val_accuracy": acc})
+            if trial.should_prune():
+                break  # the sweeper records the trial PRUNED; the job ends normally
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+
+# Environment contract between the sweeper (writer) and the job (reader).
+ENV_STORAGE = "NEMO_RL_HPO_STORAGE"  # storage URL, password removed
+ENV_STORAGE_PASSWORD = "NEMO_RL_HPO_STORAGE_PASSWORD"  # inherited from the sweeper's process only
+ENV_STUDY = "NEMO_RL_HPO_STUDY"  # study name
+ENV_TRIAL = "NEMO_RL_HPO_TRIAL"  # trial number in the study
+ENV_PRUNE_METRIC = "NEMO_RL_HPO_PRUNE_METRIC"  # metric name reported to the pruner
+ENV_CHECKPOINT_DIR = "NEMO_RL_HPO_CHECKPOINT_DIR"  # where this job saves checkpoints (PBT)
+ENV_RESUME_FROM = "NEMO_RL_HPO_RESUME_FROM"  # checkpoint file to start from (PBT exploit)
+ENV_STEPS = "NEMO_RL_HPO_STEPS"  # steps this job should train up to (PBT round end)
+
+# Trial user attributes the sweeper reads back.
+ATTR_PRUNED = "pruned_at_step"
+ATTR_METRICS_PREFIX = "metric:"
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    """Which Optuna trial this process is, as told by the sweeper."""
+
+    storage: str
+    study_name: str
+    number: int
+    prune_metric: str | None
+
+
+def info() -> TrialInfo | None:
+    """The trial this job belongs to, or ``None`` outside a sweep."""
+    study = os.environ.get(ENV_STUDY)
+    number = os.environ.get(ENV_TRIAL)
+    storage = os.environ.get(ENV_STORAGE)
+    if not (study and number and storage):
+        return None
+    return TrialInfo(
+        storage=_with_password(storage, os.environ.get(ENV_STORAGE_PASSWORD)),
+        study_name=study,
+        number=int(number),
+        prune_metric=os.environ.get(ENV_PRUNE_METRIC) or None,
+    )
+
+
+def active() -> bool:
+    """True inside a sweep job that can reach its study."""
+    return info() is not None
+
+
+def report(step: int, metrics: float | Mapping[str, float]) -> None:
+    """Record an intermediate value for the pruner (and every metric for learning curves).
+
+    ``metrics`` is a number or a mapping; with a mapping, the sweeper's prune metric (its first
+    objective) is the value the pruner sees. Non-finite values are skipped for the pruner.
+    """
+    handle = _handle()
+    if handle is None:
+        return
+    trial, prune_metric = handle
+    if isinstance(metrics, Mapping):
+        values = {str(k): float(v) for k, v in metrics.items() if _is_number(v)}
+        key = prune_metric if prune_metric in values else next(iter(values), None)
+        value = values.get(key) if key is not None else None
+        curves = dict(trial.user_attrs.get("curves", {}))  # type: ignore[attr-defined]
+        for name, v in values.items():
+            curves.setdefault(name, {})[str(step)] = v
+        trial.storage.set_trial_user_attr(trial._trial_id, "curves", curves)  # type: ignore[attr-defined]
+    else:
+        value = float(metrics)
+    if value is None or not math.isfinite(value):
+        return
+    if len(trial.study.directions) > 1:
+        return  # Optuna has no intermediate values for multi-objective studies
+    trial.report(value, step)
+    trial.storage.set_trial_user_attr(trial._trial_id, "last_step", int(step))
+
+
+def should_prune() -> bool:
+    """Ask the study's pruner; ``False`` outside a sweep or for multi-objective studies.
+
+    When it answers ``True`` the trial is marked so that the sweeper records it PRUNED once the
+    job returns, so a script may simply stop training and return its metrics.
+    """
+    handle = _handle()
+    if handle is None:
+        return False
+    trial, _ = handle
+    if len(trial.study.directions) > 1:
+        return False
+    if not trial.should_prune():
+        return False
+    step = trial.storage.get_trial(trial._trial_id).last_step
+    trial.storage.set_trial_user_attr(trial._trial_id, ATTR_PRUNED, step)
+    log.info("trial %d pruned at step %s", trial.number, step)
+    return True
+
+
+def checkpoint_dir() -> Path:
+    """Where this job reads and writes its checkpoints.
+
+    The sweeper may name it (PBT members share a tree); otherwise it is the Hydra job's output
+    dir, so a requeued SLURM job or a resumed run in the same dir finds its own checkpoints.
+    """
+    explicit = os.environ.get(ENV_CHECKPOINT_DIR)
+    if explicit:
+        return Path(explicit)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return Path(HydraConfig.get().runtime.output_dir)
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        pass
+    return Path.cwd()
+
+
+def resume_from() -> Path | None:
+    """A checkpoint the sweeper wants this job to start from (PBT exploit), if any."""
+    path = os.environ.get(ENV_RESUME_FROM)
+    return Path(path) if path else None
+
+
+def target_steps() -> int | None:
+    """The step this job should train up to, when the sweeper sets it (PBT rounds)."""
+    steps = os.environ.get(ENV_STEPS)
+    return int(steps) if steps else None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _with_password(url: str, password: str | None) -> str:
+    if not password:
+        return url
+    from nemo_rl_hpo.sweep.storage import insert_password
+
+    return insert_password(url, password)
+
+
+def _handle() -> tuple[optuna.trial.Trial, str | None] | None:
+    meta = info()
+    if meta is None:
+        return None
+    return _trial(meta.storage, meta.study_name, meta.number), meta.prune_metric
+
+
+@lru_cache(maxsize=8)
+def _trial_cached(storage_url: str, study_name: str, number: int) -> optuna.trial.Trial:
+    import optuna
+
+    from nemo_rl_hpo.sweep.storage import open_storage
+
+    storage = open_storage(storage_url)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    study_id = storage.get_study_id_from_name(study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+    return optuna.trial.Trial(study, trial_id)
+
+
+def _trial(storage_url: str, study_name: str, number: int) -> optuna.trial.Trial:
+    return _trial_cached(storage_url, study_name, number)
