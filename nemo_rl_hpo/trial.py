@@ -17,6 +17,7 @@ the same script runs standalone, under ``-m`` with any sweeper, or as a SLURM jo
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -31,15 +32,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Environment contract between the sweeper (writer) and the job (reader).
-ENV_STORAGE = "NEMO_RL_HPO_STORAGE"  # storage URL, password removed
+# Environment contract between the sweeper (writer) and the job (reader): one variable holding a
+# JSON object, so a job's overrides stay readable. Keys: storage (URL, password removed), study,
+# number, prune_metric, objectives, weights, and for PBT rounds checkpoint_dir, resume_from, steps.
+ENV_TRIAL = "NEMO_RL_HPO_TRIAL"
 ENV_STORAGE_PASSWORD = "NEMO_RL_HPO_STORAGE_PASSWORD"  # inherited from the sweeper's process only
-ENV_STUDY = "NEMO_RL_HPO_STUDY"  # study name
-ENV_TRIAL = "NEMO_RL_HPO_TRIAL"  # trial number in the study
-ENV_PRUNE_METRIC = "NEMO_RL_HPO_PRUNE_METRIC"  # metric name reported to the pruner
-ENV_CHECKPOINT_DIR = "NEMO_RL_HPO_CHECKPOINT_DIR"  # where this job saves checkpoints (PBT)
-ENV_RESUME_FROM = "NEMO_RL_HPO_RESUME_FROM"  # checkpoint file to start from (PBT exploit)
-ENV_STEPS = "NEMO_RL_HPO_STEPS"  # steps this job should train up to (PBT round end)
 
 # Trial user attributes the sweeper reads back.
 ATTR_PRUNED = "pruned_at_step"
@@ -56,18 +53,33 @@ class TrialInfo:
     prune_metric: str | None
 
 
+def context() -> dict[str, Any]:
+    """The raw JSON context the sweeper put in this job's environment ({} outside a sweep)."""
+    return _parse_context(os.environ.get(ENV_TRIAL, ""))
+
+
+@lru_cache(maxsize=16)
+def _parse_context(raw: str) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        log.warning("%s is not valid JSON; ignoring it", ENV_TRIAL)
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def info() -> TrialInfo | None:
     """The trial this job belongs to, or ``None`` outside a sweep."""
-    study = os.environ.get(ENV_STUDY)
-    number = os.environ.get(ENV_TRIAL)
-    storage = os.environ.get(ENV_STORAGE)
-    if not (study and number and storage):
+    ctx = context()
+    if not (ctx.get("study") and ctx.get("storage") and ctx.get("number") is not None):
         return None
     return TrialInfo(
-        storage=_with_password(storage, os.environ.get(ENV_STORAGE_PASSWORD)),
-        study_name=study,
-        number=int(number),
-        prune_metric=os.environ.get(ENV_PRUNE_METRIC) or None,
+        storage=_with_password(str(ctx["storage"]), os.environ.get(ENV_STORAGE_PASSWORD)),
+        study_name=str(ctx["study"]),
+        number=int(ctx["number"]),
+        prune_metric=ctx.get("prune_metric") or None,
     )
 
 
@@ -130,7 +142,7 @@ def checkpoint_dir() -> Path:
     The sweeper may name it (PBT members share a tree); otherwise it is the Hydra job's output
     dir, so a requeued SLURM job or a resumed run in the same dir finds its own checkpoints.
     """
-    explicit = os.environ.get(ENV_CHECKPOINT_DIR)
+    explicit = context().get("checkpoint_dir")
     if explicit:
         return Path(explicit)
     try:
@@ -145,13 +157,13 @@ def checkpoint_dir() -> Path:
 
 def resume_from() -> Path | None:
     """A checkpoint the sweeper wants this job to start from (PBT exploit), if any."""
-    path = os.environ.get(ENV_RESUME_FROM)
+    path = context().get("resume_from")
     return Path(path) if path else None
 
 
 def target_steps() -> int | None:
     """The step this job should train up to, when the sweeper sets it (PBT rounds)."""
-    steps = os.environ.get(ENV_STEPS)
+    steps = context().get("steps")
     return int(steps) if steps else None
 
 

@@ -44,7 +44,9 @@ def split_password(url: str) -> tuple[str, str | None]:
     if parts.port:
         host = f"{host}:{parts.port}"
     netloc = f"{user}@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), parts.password
+    return urlunsplit(
+        (parts.scheme, netloc, parts.path, parts.query, parts.fragment)
+    ), parts.password
 
 
 def insert_password(url: str, password: str) -> str:

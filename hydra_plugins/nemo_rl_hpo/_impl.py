@@ -1,0 +1,663 @@
+"""Hydra side of the Optuna sweeper: config -> search space, study, launcher, results.
+
+Hydra knowledge (composing group options, launching, overrides) stays here; the trial loop,
+search space and storage live in ``nemo_rl_hpo.sweep`` / ``nemo_rl_hpo.search``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.errors import CompactHydraException
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from optuna.trial import FrozenTrial, TrialState
+
+from hydra_plugins.nemo_rl_hpo._task import TrialTask
+from nemo_rl_hpo import trial as trial_api
+from nemo_rl_hpo.search.grammar import ParsedParam, SearchSpaceError, parse_params
+from nemo_rl_hpo.search.space import SearchSpace
+from nemo_rl_hpo.sweep import storage as st
+from nemo_rl_hpo.sweep.core import (
+    AsyncSweep,
+    LaunchOutcome,
+    SweepAborted,
+    SweepSettings,
+    SweepSummary,
+    counted_trials,
+)
+from nemo_rl_hpo.sweep.objectives import ObjectiveError, parse_objectives
+
+log = logging.getLogger(__name__)
+
+_MISSING = object()
+
+
+class SweepConfigError(CompactHydraException):
+    """Bad sweeper input: Hydra prints just this one line, before any job starts."""
+
+
+def hydra_quote(value: str) -> str:
+    """Quote a string as a Hydra override value (escapes per Hydra's quoted-string grammar)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class OptunaSweeperImpl:
+    def __init__(self, **cfg: Any) -> None:
+        self.cfg = cfg
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.launcher: Launcher | None = None
+
+    # ------------------------------------------------------------------------ setup
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=TrialTask(task_function)
+        )
+        _warn_if_upstream_installed()
+
+    # ------------------------------------------------------------------- validation
+    def _get(self, key: str, default: Any = None) -> Any:
+        value = self.cfg.get(key, default)
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+        return value
+
+    def _settings(self) -> tuple[SweepSettings, list[str], list[str], list[float] | None]:
+        n_trials = self._get("n_trials", 20)
+        n_jobs = self._get("n_jobs", 2)
+        timeout = self._get("timeout")
+        rate = self._get("max_failure_rate", 0.0)
+        retry = self._get("retry_failed", 0)
+        hb = self._get("heartbeat_interval", 10.0)
+        if not isinstance(n_trials, int) or n_trials < 1:
+            raise SweepConfigError(
+                f"hydra.sweeper.n_trials must be at least 1, but got {n_trials!r}."
+            )
+        if not isinstance(n_jobs, int) or n_jobs < 1:
+            raise SweepConfigError(
+                f"hydra.sweeper.n_jobs must be at least 1 (trials in flight), but got {n_jobs!r}."
+            )
+        if timeout is not None and (not _is_num(timeout) or timeout <= 0):
+            raise SweepConfigError(
+                f"hydra.sweeper.timeout must be a positive number of seconds or null, "
+                f"but got {timeout!r}."
+            )
+        if not _is_num(rate) or not 0.0 <= rate <= 1.0:
+            raise SweepConfigError(
+                f"hydra.sweeper.max_failure_rate must be in [0, 1], but got {rate!r}."
+            )
+        if not isinstance(retry, int) or retry < 0:
+            raise SweepConfigError(
+                f"hydra.sweeper.retry_failed must be 0 or more, but got {retry!r}."
+            )
+        if not _is_num(hb) or hb <= 0:
+            raise SweepConfigError(
+                f"hydra.sweeper.heartbeat_interval must be positive seconds, but got {hb!r}."
+            )
+        directions = self._directions()
+        try:
+            names, weights = parse_objectives(self._get("objectives"))
+        except ObjectiveError as e:
+            raise SweepConfigError(str(e)) from None
+        expected = 1 if weights is not None else len(directions)
+        if weights is not None and len(directions) != 1:
+            raise SweepConfigError(
+                "hydra.sweeper.objectives with weights make one weighted objective, but "
+                f"hydra.sweeper.direction has {len(directions)} entries; give one direction."
+            )
+        if names and weights is None and len(names) != expected:
+            raise SweepConfigError(
+                f"hydra.sweeper.objectives names {len(names)} metric(s) {names} but "
+                f"hydra.sweeper.direction has {len(directions)}; give one direction per objective."
+            )
+        settings = SweepSettings(
+            n_trials=n_trials,
+            n_jobs=n_jobs,
+            timeout=float(timeout) if timeout is not None else None,
+            max_failure_rate=float(rate),
+            retry_failed=retry,
+            heartbeat_interval=float(hb),
+            stale_after=max(6 * float(hb), 30.0),
+        )
+        return settings, directions, names, weights
+
+    def _directions(self) -> list[str]:
+        raw = self._get("direction", "minimize")
+        items = raw if isinstance(raw, list) else [raw]
+        out: list[str] = []
+        for d in items:
+            name = str(getattr(d, "name", d)).lower()
+            if name not in ("minimize", "maximize"):
+                raise SweepConfigError(
+                    f"hydra.sweeper.direction: {d!r} is not a direction; use minimize or maximize "
+                    "(or a list of them for several objectives)."
+                )
+            out.append(name)
+        if not out:
+            raise SweepConfigError("hydra.sweeper.direction must name at least one direction.")
+        return out
+
+    # ---------------------------------------------------------------- search space
+    def _space(self, arguments: list[str]) -> SearchSpace:
+        assert self.config is not None
+        if self._get("search_space") is not None:
+            raise SweepConfigError(
+                "hydra.sweeper.search_space was removed in hydra-optuna-sweeper 1.2; "
+                "write the space in hydra.sweeper.params with choice()/interval()/range()."
+            )
+        params = self._get("params") or {}
+        if not isinstance(params, Mapping):
+            raise SweepConfigError(
+                f"hydra.sweeper.params must be a mapping of key: grammar, got {type(params).__name__}."
+            )
+        try:
+            parsed = parse_params(params, arguments)
+        except SearchSpaceError as e:
+            raise SweepConfigError(str(e)) from None
+        groups = self._group_keys(parsed)
+        choices = {
+            str(k): (None if v is None else str(v))
+            for k, v in OmegaConf.to_container(self.config.hydra.runtime.choices).items()  # type: ignore[union-attr]
+        }
+        task_cfg = self.config
+
+        def has_key(key: str) -> bool:
+            return OmegaConf.select(task_cfg, key, default=_MISSING) is not _MISSING
+
+        known = _flat_keys(OmegaConf.masked_copy(task_cfg, [k for k in task_cfg if k != "hydra"]))
+        try:
+            return SearchSpace(parsed, groups, choices, has_key, known)
+        except SearchSpaceError as e:
+            raise SweepConfigError(str(e)) from None
+
+    def _group_keys(self, parsed: list[ParsedParam]) -> dict[str, dict[str, frozenset[str]]]:
+        """For every config group a searched key lives in: option -> keys it defines."""
+        assert self.hydra_context is not None and self.config is not None
+        loader = self.hydra_context.config_loader
+        choices = self.config.hydra.runtime.choices
+        candidates: set[str] = set()
+        for p in parsed:
+            if p.distribution is None:
+                continue
+            parts = p.bare_key.split(".")
+            for i in range(1, len(parts) + 1):
+                candidates.add("/".join(parts[:i]))
+        out: dict[str, dict[str, frozenset[str]]] = {}
+        for group in sorted(candidates):
+            if group.startswith("hydra"):
+                continue
+            try:
+                options = loader.get_group_options(group)
+            except Exception:
+                options = []
+            if not options:
+                continue
+            prefix = "" if group in choices else "+"
+            keys: dict[str, frozenset[str]] = {}
+            for option in options:
+                try:
+                    cfg = loader.load_sweep_config(self.config, [f"{prefix}{group}={option}"])
+                    node = OmegaConf.select(cfg, group.replace("/", "."))
+                except Exception as e:  # an option that does not compose alone has no keys
+                    log.debug("option %s/%s does not compose: %s", group, option, e)
+                    node = None
+                keys[option] = frozenset(_flat_keys(node)) if node is not None else frozenset()
+            out[group] = keys
+        return out
+
+    # -------------------------------------------------------------------- storage
+    def _storage_url(self, sweep_dir: Path) -> str:
+        raw = self._get("storage")
+        if raw is None:
+            if self._is_slurm():
+                return f"{st.JOURNAL_SCHEME}{sweep_dir / 'optuna.journal'}"
+            return f"sqlite:///{sweep_dir / 'optuna.db'}"
+        if not isinstance(raw, str):
+            raise SweepConfigError(
+                f"hydra.sweeper.storage must be a URL string or null, got {type(raw).__name__}."
+            )
+        return raw
+
+    def _is_slurm(self) -> bool:
+        assert self.config is not None
+        target = str(OmegaConf.select(self.config, "hydra.launcher._target_", default=""))
+        return "Slurm" in target
+
+    def _sampler(self, space: SearchSpace, directions: list[str]) -> optuna.samplers.BaseSampler:
+        cfg = self.cfg.get("sampler")
+        if cfg is None:
+            return optuna.samplers.TPESampler(constant_liar=True)
+        target = str(cfg.get("_target_", ""))
+        kwargs: dict[str, Any] = {}
+        if target.endswith("GridSampler") and cfg.get("search_space") is None:
+            kwargs["search_space"] = _grid_space(space)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                sampler = instantiate(cfg, **kwargs)
+        except CompactHydraException:
+            raise
+        except Exception as e:
+            msg = str(e).strip().splitlines()
+            raise SweepConfigError(
+                f"hydra.sweeper.sampler ({target}) cannot be created: {msg[-1] if msg else e}"
+            ) from None
+        assert isinstance(sampler, optuna.samplers.BaseSampler)
+        return sampler
+
+    def _pruner(self) -> optuna.pruners.BasePruner:
+        cfg = self.cfg.get("pruner")
+        if cfg is None:
+            return optuna.pruners.NopPruner()
+        try:
+            pruner = instantiate(cfg)
+        except Exception as e:
+            msg = str(e).strip().splitlines()
+            raise SweepConfigError(
+                f"hydra.sweeper.pruner ({cfg.get('_target_')}) cannot be created: "
+                f"{msg[-1] if msg else e}"
+            ) from None
+        assert isinstance(pruner, optuna.pruners.BasePruner)
+        return pruner
+
+    # ---------------------------------------------------------------------- sweep
+    def sweep(self, arguments: list[str]) -> None:
+        assert self.config is not None and self.launcher is not None
+        started_at = datetime.now()
+        settings, directions, objectives, weights = self._settings()
+        space = self._space(arguments)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
+        url = self._storage_url(sweep_dir)
+        bare_url = st.export_password(url)
+        masked = st.mask(url)
+        try:
+            storage = st.open_storage(url)
+        except st.StorageError as e:
+            raise SweepConfigError(str(e)) from None
+        st.register_live(bare_url, storage)
+        sampler = self._sampler(space, directions)
+        pruner = self._pruner()
+        custom = self._custom_search_space()
+        study_name = str(self._get("study_name") or self.config.hydra.job.name)
+        try:
+            study = optuna.create_study(
+                storage=storage,
+                study_name=study_name,
+                sampler=sampler,
+                pruner=pruner,
+                directions=directions,
+                load_if_exists=True,
+            )
+        except Exception as e:
+            raise SweepConfigError(
+                f"hydra.sweeper.storage={masked!r}: cannot create study {study_name!r} ({e})."
+            ) from None
+        existing = [d.name.lower() for d in study.directions]
+        if existing != directions:
+            raise SweepConfigError(
+                f"study {study_name!r} in {masked} optimizes {existing}, but "
+                f"hydra.sweeper.direction is {directions}; set hydra.sweeper.study_name to a new "
+                "name or restore the direction."
+            )
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        resume = self._resume_command(sweep_dir, study_name)
+        self._set_study_attrs(study, sweep_dir, masked, sampler, objectives, directions, resume)
+        _atomic_write(
+            sweep_dir / "sweep.json",
+            json.dumps({"study_name": study_name, "storage": st.mask(bare_url)}, indent=2),
+        )
+        basic = type(self.launcher).__name__ == "BasicLauncher"
+        if basic and settings.n_jobs > 1:
+            log.info(
+                "the basic launcher runs trials one at a time (n_jobs=%d ignored)", settings.n_jobs
+            )
+            settings.n_jobs = 1
+        done_before = counted_trials(study.get_trials(deepcopy=False))
+        log.info(
+            "Study %r in %s: %d/%d trials so far; sampler %s, pruner %s, %d in parallel",
+            study_name,
+            masked,
+            done_before,
+            settings.n_trials,
+            type(sampler).__name__,
+            type(pruner).__name__,
+            settings.n_jobs,
+        )
+        log.info("Resume this sweep with: %s", resume)
+        self._warm_start(study, space)
+
+        context = {
+            "study": study_name,
+            "storage": bare_url,
+            "prune_metric": objectives[0] if objectives else None,
+            "objectives": objectives,
+            "weights": weights,
+        }
+        launcher = self.launcher
+
+        def launch(trial: optuna.Trial, overrides: list[str]) -> LaunchOutcome:
+            ctx = json.dumps({**context, "number": trial.number}, separators=(",", ":"))
+            env_ov = f"++hydra.job.env_set.{trial_api.ENV_TRIAL}={hydra_quote(ctx)}"
+            (ret,) = launcher.launch([[*overrides, env_ov]], initial_job_idx=trial.number)
+            if ret.status.name == "FAILED":
+                err = ret._return_value
+                return LaunchOutcome(ok=False, error=f"{type(err).__name__}: {err}")
+            return LaunchOutcome(ok=True)
+
+        progress = _Progress(settings, study)
+        core = AsyncSweep(
+            study,
+            space,
+            launch,
+            settings,
+            extend=(lambda t: custom(self.config, t)) if custom is not None else None,
+            on_trial_end=progress,
+            is_job_alive=_job_alive,
+        )
+        reattached = core.recover()
+        error: SweepAborted | None = None
+        try:
+            summary = core.run(reattached)
+        except SweepAborted as e:
+            error = e
+            summary = SweepSummary(started=time.time())
+        finally:
+            self._write_outputs(study, sweep_dir, started_at)
+        counts = summary.counts or {}
+        log.info(
+            "Sweep done: %s. Results in %s",
+            ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no trials",
+            sweep_dir,
+        )
+        if error is not None:
+            raise SweepConfigError(str(error))
+
+    # -------------------------------------------------------------------- helpers
+    def _custom_search_space(self) -> Any:
+        path = self._get("custom_search_space")
+        if not path:
+            return None
+        try:
+            return get_method(path)
+        except Exception:
+            raise SweepConfigError(
+                f"hydra.sweeper.custom_search_space={path!r} cannot be imported; give the dotted "
+                "path of a function fn(cfg, trial) on the Python path."
+            ) from None
+
+    def _resume_command(self, sweep_dir: Path, study_name: str) -> str:
+        args = [
+            a for a in sys.argv[1:] if not a.startswith(("hydra.sweep.dir=", "-m", "--multirun"))
+        ]
+        args = [a for a in args if not a.startswith("hydra.sweeper.study_name=")]
+        argv0 = sys.argv[0]
+        try:
+            argv0 = os.path.relpath(argv0)
+        except ValueError:
+            pass
+        cmd = ["python", argv0, "-m", *args, f"hydra.sweep.dir={sweep_dir}"]
+        cmd.append(f"hydra.sweeper.study_name={study_name}")
+        return " ".join(shlex.quote(st.mask(a) or a) for a in cmd)
+
+    def _set_study_attrs(
+        self,
+        study: optuna.Study,
+        sweep_dir: Path,
+        masked: str | None,
+        sampler: optuna.samplers.BaseSampler,
+        objectives: list[str],
+        directions: list[str],
+        resume: str,
+    ) -> None:
+        assert self.config is not None
+        argv0 = sys.argv[0]
+        try:
+            argv0 = os.path.relpath(argv0)
+        except ValueError:
+            pass
+        task_overrides = [str(o) for o in self.config.hydra.overrides.task]
+        attrs = {
+            "nemo_rl_hpo:command": ["python", argv0],
+            "nemo_rl_hpo:base_overrides": [
+                st.mask(o) or o for o in task_overrides if not _is_sweep(o)
+            ],
+            "nemo_rl_hpo:objectives": objectives or (["value"] if len(directions) == 1 else []),
+            "nemo_rl_hpo:sweep_dir": str(sweep_dir),
+            "nemo_rl_hpo:sampler": type(sampler).__name__,
+            "nemo_rl_hpo:kind": "optuna",
+            "nemo_rl_hpo:storage": masked,
+            "nemo_rl_hpo:resume_command": resume,
+        }
+        for k, v in attrs.items():
+            study.set_user_attr(k, v)
+
+    def _warm_start(self, study: optuna.Study, space: SearchSpace) -> None:
+        ws = self._get("warm_start")
+        if not ws or not ws.get("study_name"):
+            return
+        from nemo_rl_hpo.sweep.warm_start import warm_start
+
+        try:
+            warm_start(
+                study,
+                space,
+                storage=ws.get("storage"),
+                study_name=str(ws["study_name"]),
+                top_k=int(ws.get("top_k", 5)),
+                mode=str(ws.get("mode", "enqueue")),
+            )
+        except ValueError as e:
+            raise SweepConfigError(str(e)) from None
+
+    def _write_outputs(self, study: optuna.Study, sweep_dir: Path, started_at: datetime) -> None:
+        sweep_cfg = {k: self._get(k) for k in self.cfg if k not in ("_target_",)}
+        if sweep_cfg.get("storage"):
+            sweep_cfg["storage"] = st.mask(str(sweep_cfg["storage"]))
+        try:
+            from nemo_rl_hpo.report.results import write_results
+
+            write_results(
+                study,
+                sweep_dir,
+                sweep_config=sweep_cfg,
+                started_at=started_at,
+                finished_at=datetime.now(),
+            )
+        except ImportError:
+            log.warning("results writer not available")
+        except Exception as e:
+            log.warning("could not write results: %s", e)
+        if not self._get("write_report", True):
+            return
+        try:
+            from nemo_rl_hpo.report import build_report
+
+            build_report(study, sweep_dir / "report")
+        except ImportError:
+            log.warning("report builder not available")
+        except Exception as e:
+            log.warning("could not write the report: %s", e)
+
+
+class _Progress:
+    """One line per finished trial: n/total, state, value, best, running, elapsed, ETA."""
+
+    def __init__(self, settings: SweepSettings, study: optuna.Study) -> None:
+        self.settings = settings
+        self.study = study
+        self.t0 = time.time()
+        self.done = 0
+
+    def __call__(self, t: FrozenTrial, summary: SweepSummary) -> None:
+        self.done += 1
+        trials = self.study.get_trials(deepcopy=False)
+        finished = sum(1 for x in trials if x.state.is_finished() and x.state != TrialState.WAITING)
+        running = sum(1 for x in trials if x.state == TrialState.RUNNING)
+        elapsed = time.time() - self.t0
+        left = max(0, self.settings.n_trials - counted_trials(trials))
+        per = elapsed / self.done
+        eta = per * (left + running) / max(1, self.settings.n_jobs)
+        value = "-" if t.values is None else ",".join(f"{v:.6g}" for v in t.values)
+        best = "-"
+        try:
+            if len(self.study.directions) == 1:
+                b = self.study.best_trial
+                best = f"{b.value:.6g} (#{b.number})"
+            else:
+                best = f"{len(self.study.best_trials)} on the Pareto front"
+        except ValueError:
+            pass
+        reason = ""
+        if t.state == TrialState.FAIL:
+            reason = f" reason={t.user_attrs.get('fail_reason', '?')}"
+        if t.state == TrialState.PRUNED:
+            reason = f" at step {t.user_attrs.get('pruned_at_step', t.last_step)}"
+        log.info(
+            "[%d/%d] trial %d %s value=%s best=%s running=%d elapsed=%s eta=%s%s",
+            finished,
+            self.settings.n_trials,
+            t.number,
+            t.state.name,
+            value,
+            best,
+            running,
+            _hms(elapsed),
+            _hms(eta),
+            reason,
+        )
+
+
+def _job_alive(t: FrozenTrial) -> bool:
+    """Whether the job of a trial still runs: SLURM by its id, local by host and pid."""
+    sid = t.user_attrs.get("slurm_job_id")
+    if sid:
+        try:
+            out = subprocess.run(
+                ["squeue", "-h", "-j", str(sid), "-o", "%T"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            ).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return out.upper() in {
+            "PENDING",
+            "RUNNING",
+            "REQUEUED",
+            "CONFIGURING",
+            "COMPLETING",
+            "SUSPENDED",
+            "REQUEUE_HOLD",
+            "REQUEUE_FED",
+        }
+    pid = t.user_attrs.get("job_pid")
+    if pid and t.user_attrs.get("job_host") == socket.gethostname():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return False
+
+
+def _grid_space(space: SearchSpace) -> dict[str, list[Any]]:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    grid: dict[str, list[Any]] = {}
+    for p in space.params:
+        d = p.distribution
+        if isinstance(d, CategoricalDistribution):
+            grid[p.key] = list(d.choices)
+        elif isinstance(d, IntDistribution) and not d.log:
+            grid[p.key] = list(range(d.low, d.high + 1, d.step))
+        elif isinstance(d, FloatDistribution) and d.step is not None:
+            n = int(round((d.high - d.low) / d.step))
+            grid[p.key] = [d.low + i * d.step for i in range(n + 1)]
+        else:
+            raise SweepConfigError(
+                f"hydra.sweeper.params.{p.key}: the grid sampler needs a finite set of values; "
+                "use choice() or range(), or give hydra.sweeper.sampler.search_space."
+            )
+    return grid
+
+
+def _flat_keys(node: Any, prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            full = f"{prefix}{k}"
+            keys.append(full)
+            try:
+                child = node._get_node(k)
+            except Exception:
+                continue
+            if isinstance(child, DictConfig):
+                keys.extend(_flat_keys(child, full + "."))
+    return keys
+
+
+def _is_sweep(override: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        (ov,) = OverridesParser.create().parse_overrides([override])
+    except Exception:
+        return False
+    return bool(ov.is_sweep_override())
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+_warned = False
+
+
+def _warn_if_upstream_installed() -> None:
+    global _warned
+    if _warned:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:
+        log.warning(
+            "hydra-optuna-sweeper is also installed; hydra/sweeper=optuna runs nemo-rl-hpo's "
+            "sweeper (pip uninstall hydra-optuna-sweeper to silence this)."
+        )
+    _warned = True

@@ -1,0 +1,335 @@
+"""The asynchronous trial loop every sweeper shares: ask, launch, collect, tell, repeat.
+
+Up to ``n_jobs`` trials are in flight; a new one starts as soon as any slot frees up, so one
+slow trial never idles the others (hydra-optuna-sweeper waits for whole batches). The launch
+itself is a callable (the Hydra adapter wraps ``launcher.launch``), so nothing here knows Hydra.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nemo_rl_hpo.search.space import SearchSpace
+
+log = logging.getLogger(__name__)
+
+SYS_OWNER = "nemo_rl_hpo:owner"  # {"host", "pid", "token"} of the sweeper that launched a trial
+SYS_HEARTBEAT = "nemo_rl_hpo:heartbeat"  # unix time of the owner's last sign of life
+SYS_OVERFLOW = "nemo_rl_hpo:overflow"  # asked after the global budget was spent: not counted
+ATTR_RETRY_OF = "retry_of"
+ATTR_RETRIED = "retried"
+
+
+class SweepAborted(RuntimeError):
+    """Too many trials failed (``max_failure_rate``); the message carries the first failure."""
+
+
+@dataclass(frozen=True)
+class LaunchOutcome:
+    """What the launcher said about one job (the job itself tells the study its values)."""
+
+    ok: bool
+    error: str | None = None
+
+
+@dataclass
+class SweepSettings:
+    n_trials: int
+    n_jobs: int = 1
+    timeout: float | None = None  # seconds after which no new trial starts
+    max_failure_rate: float = 0.0
+    retry_failed: int = 0  # how many times a failed configuration is tried again
+    heartbeat_interval: float = 10.0
+    stale_after: float = 60.0  # a trial without heartbeat for this long is orphaned
+
+
+@dataclass
+class _Running:
+    trial: optuna.Trial
+    started: float
+    future: Future[LaunchOutcome]
+
+
+@dataclass
+class SweepSummary:
+    started: float
+    finished: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    launched: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+LaunchFn = Callable[[optuna.Trial, list[str]], LaunchOutcome]
+Extender = Callable[[optuna.Trial], None]
+
+
+def counted_trials(trials: Sequence[FrozenTrial]) -> int:
+    """Trials that use the global budget: finished or running, minus retried failures."""
+    n = 0
+    for t in trials:
+        if t.system_attrs.get(SYS_OVERFLOW):
+            continue
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
+            n += 1
+        elif t.state == TrialState.FAIL and not t.user_attrs.get(ATTR_RETRIED):
+            n += 1
+    return n
+
+
+class AsyncSweep:
+    """Drive one study to ``n_trials`` through a blocking per-trial ``launch`` callable."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        space: SearchSpace,
+        launch: LaunchFn,
+        settings: SweepSettings,
+        extend: Extender | None = None,
+        on_trial_end: Callable[[FrozenTrial, SweepSummary], None] | None = None,
+        is_job_alive: Callable[[FrozenTrial], bool] | None = None,
+    ) -> None:
+        self.study = study
+        self.space = space
+        self.launch = launch
+        self.settings = settings
+        self.extend = extend
+        self.on_trial_end = on_trial_end
+        self.is_job_alive = is_job_alive
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+        self._running: dict[int, _Running] = {}
+        self._stop = threading.Event()
+        self._storage = study._storage
+        self._study_id = study._study_id
+
+    # ----------------------------------------------------------------- bookkeeping helpers
+    def _trials(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False)
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_interval):
+            self._beat()
+
+    def _beat(self) -> None:
+        now = time.time()
+        for trial_id in [r.trial._trial_id for r in list(self._running.values())]:
+            try:
+                self._storage.set_trial_system_attr(trial_id, SYS_HEARTBEAT, now)
+            except Exception as e:  # storage hiccup: the next beat retries
+                log.debug("heartbeat failed: %s", e)
+
+    def _is_orphan(self, t: FrozenTrial) -> bool:
+        """A RUNNING trial whose sweeper is gone (dead local pid, or heartbeat too old)."""
+        owner = t.system_attrs.get(SYS_OWNER)
+        if isinstance(owner, dict) and owner.get("host") == socket.gethostname():
+            pid = int(owner.get("pid", -1))
+            if pid == os.getpid():
+                return owner.get("token") != self.token
+            if not _pid_alive(pid):
+                return True
+        beat = t.system_attrs.get(SYS_HEARTBEAT)
+        last = float(beat) if beat is not None else _ts(t.datetime_start)
+        return time.time() - last > self.settings.stale_after
+
+    def recover(self) -> list[FrozenTrial]:
+        """Handle trials a dead sweeper left RUNNING: re-attach live jobs, fail the rest."""
+        reattach: list[FrozenTrial] = []
+        for t in self._trials():
+            if t.state != TrialState.RUNNING or not self._is_orphan(t):
+                continue
+            if self.is_job_alive is not None and self.is_job_alive(t):
+                log.info(
+                    "re-attaching to trial %d (job %s still running)",
+                    t.number,
+                    t.user_attrs.get("slurm_job_id") or t.user_attrs.get("job_pid"),
+                )
+                reattach.append(t)
+                continue
+            self._fail(t, "its sweeper stopped while it ran (orphaned RUNNING trial)")
+        return reattach
+
+    def _fail(self, t: FrozenTrial, reason: str) -> None:
+        self._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+        try:
+            self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        except Exception as e:
+            log.warning("could not fail trial %d: %s", t.number, e)
+            return
+        log.warning("trial %d FAIL: %s", t.number, reason)
+        self._maybe_retry(self._storage.get_trial(t._trial_id))
+
+    def _maybe_retry(self, t: FrozenTrial) -> bool:
+        if t.state != TrialState.FAIL or self.settings.retry_failed <= 0:
+            return False
+        attempt = int(t.user_attrs.get("attempt", 0))
+        if attempt >= self.settings.retry_failed or t.user_attrs.get(ATTR_RETRIED):
+            return False
+        self._storage.set_trial_user_attr(t._trial_id, ATTR_RETRIED, True)
+        self.study.enqueue_trial(
+            dict(t.params), user_attrs={ATTR_RETRY_OF: t.number, "attempt": attempt + 1}
+        )
+        log.info("trial %d will be retried (attempt %d)", t.number, attempt + 1)
+        return True
+
+    # ------------------------------------------------------------------------- the loop
+    def _ask(self) -> tuple[optuna.Trial, list[str]] | None:
+        trial = self.study.ask()
+        self._storage.set_trial_system_attr(
+            trial._trial_id,
+            SYS_OWNER,
+            {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token},
+        )
+        self._storage.set_trial_system_attr(trial._trial_id, SYS_HEARTBEAT, time.time())
+        # Global budget across cooperating sweepers: trials asked after it was spent give way.
+        earlier = [t for t in self._trials() if t.number < trial.number]
+        if counted_trials(earlier) >= self.settings.n_trials:
+            self._storage.set_trial_system_attr(trial._trial_id, SYS_OVERFLOW, True)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return None
+        values = self.space.suggest(trial)
+        if self.extend is not None:
+            self.extend(trial)
+        extra = {k: v for k, v in trial.params.items() if k not in values}
+        values.update(extra)
+        overrides = self.space.overrides(values)
+        self._storage.set_trial_user_attr(
+            trial._trial_id, "overrides", [o for o in overrides if not o.startswith("hydra.")]
+        )
+        return trial, overrides
+
+    def run(self, reattached: Sequence[FrozenTrial] = ()) -> SweepSummary:
+        s = self.settings
+        summary = SweepSummary(started=time.time())
+        pool = ThreadPoolExecutor(max_workers=max(1, s.n_jobs), thread_name_prefix="trial")
+        beat = threading.Thread(target=self._heartbeat_loop, daemon=True)
+        beat.start()
+        watchers: dict[int, Future[LaunchOutcome]] = {}
+        for t in reattached:
+            trial = optuna.Trial(self.study, t._trial_id)
+            self._storage.set_trial_system_attr(
+                t._trial_id,
+                SYS_OWNER,
+                {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token},
+            )
+            fut = pool.submit(self._watch, t)
+            self._running[t.number] = _Running(trial, time.time(), fut)
+            watchers[t.number] = fut
+        n_failed_here = 0
+        n_finished_here = 0
+        aborted: str | None = None
+        try:
+            while True:
+                while (
+                    len(self._running) < max(1, s.n_jobs)
+                    and aborted is None
+                    and not self._timed_out(summary)
+                    and counted_trials(self._trials()) < s.n_trials
+                ):
+                    asked = self._ask()
+                    if asked is None:
+                        break
+                    trial, overrides = asked
+                    fut = pool.submit(self._launch_guarded, trial, overrides)
+                    self._running[trial.number] = _Running(trial, time.time(), fut)
+                    summary.launched += 1
+                if not self._running:
+                    break
+                done, _ = wait(
+                    [r.future for r in self._running.values()], return_when=FIRST_COMPLETED
+                )
+                for number in [n for n, r in self._running.items() if r.future in done]:
+                    run = self._running.pop(number)
+                    outcome = run.future.result()
+                    frozen = self._finish(run.trial, outcome)
+                    n_finished_here += 1
+                    if frozen.state == TrialState.FAIL and not frozen.user_attrs.get(ATTR_RETRIED):
+                        n_failed_here += 1
+                        reason = str(frozen.user_attrs.get("fail_reason", "unknown"))
+                        summary.failures.append(f"trial {frozen.number}: {reason}")
+                        if n_failed_here / n_finished_here > s.max_failure_rate:
+                            aborted = summary.failures[0]
+                    if self.on_trial_end is not None:
+                        self.on_trial_end(frozen, summary)
+        finally:
+            self._stop.set()
+            pool.shutdown(wait=True)
+        summary.finished = time.time()
+        summary.counts = _count_states(self._trials())
+        if aborted is not None:
+            raise SweepAborted(
+                f"{n_failed_here} of {n_finished_here} trials failed, more than "
+                f"hydra.sweeper.max_failure_rate={s.max_failure_rate}; first failure: {aborted}"
+            )
+        return summary
+
+    def _timed_out(self, summary: SweepSummary) -> bool:
+        return self.settings.timeout is not None and (
+            time.time() - summary.started >= self.settings.timeout
+        )
+
+    def _launch_guarded(self, trial: optuna.Trial, overrides: list[str]) -> LaunchOutcome:
+        try:
+            return self.launch(trial, overrides)
+        except BaseException as e:  # the launcher itself failed (killed job, submit error)
+            msg = str(e).strip().splitlines()
+            return LaunchOutcome(ok=False, error=f"{type(e).__name__}: {msg[0] if msg else ''}")
+
+    def _watch(self, t: FrozenTrial) -> LaunchOutcome:
+        """Wait for a re-attached job: the job tells the study itself when it ends."""
+        while True:
+            state = self._storage.get_trial(t._trial_id).state
+            if state.is_finished():
+                return LaunchOutcome(ok=True)
+            if self.is_job_alive is not None and not self.is_job_alive(t):
+                time.sleep(2.0)  # the job may be writing its result right now
+                if self._storage.get_trial(t._trial_id).state.is_finished():
+                    return LaunchOutcome(ok=True)
+                return LaunchOutcome(ok=False, error="the job ended without reporting a result")
+            time.sleep(1.0)
+
+    def _finish(self, trial: optuna.Trial, outcome: LaunchOutcome) -> FrozenTrial:
+        frozen = self._storage.get_trial(trial._trial_id)
+        if frozen.state == TrialState.RUNNING:
+            reason = outcome.error or "the job ended without reporting a result (killed?)"
+            self._fail(frozen, reason)
+            frozen = self._storage.get_trial(trial._trial_id)
+        elif frozen.state == TrialState.FAIL:
+            self._maybe_retry(frozen)
+            frozen = self._storage.get_trial(trial._trial_id)
+        return frozen
+
+
+def _count_states(trials: Sequence[FrozenTrial]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in trials:
+        if t.system_attrs.get(SYS_OVERFLOW):
+            continue
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return counts
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _ts(dt: Any) -> float:
+    return dt.timestamp() if dt is not None else 0.0

@@ -1,0 +1,96 @@
+"""Job-side bookkeeping: the trial job itself records where it runs and tells its own result.
+
+Because the job, not the driver, writes the final state into the shared storage, a result is
+never lost when the sweeper dies while trials run (SLURM jobs outlive it), and a requeued job
+still produces exactly one record. The driver only fails trials that ended without telling.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from nemo_rl_hpo import trial as trial_api
+from nemo_rl_hpo.sweep.objectives import ObjectiveError, numeric_metrics, objective_values
+
+log = logging.getLogger(__name__)
+
+
+def slurm_job_id() -> str | None:
+    """The id sacct and submitit know this job by (``ARRAYID_TASK`` for array tasks)."""
+    array_id = os.environ.get("SLURM_ARRAY_JOB_ID")
+    task_id = os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_id and task_id:
+        return f"{array_id}_{task_id}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def _study() -> tuple[optuna.Study, int] | None:
+    info = trial_api.info()
+    if info is None:
+        return None
+    t = trial_api._trial(info.storage, info.study_name, info.number)
+    return t.study, t._trial_id
+
+
+def on_job_start(job_dir: str | None) -> None:
+    """Record where this trial runs (host, pid, SLURM id, restarts) on the trial."""
+    handle = _study()
+    if handle is None:
+        return
+    study, trial_id = handle
+    attrs: dict[str, Any] = {"job_host": socket.gethostname(), "job_pid": os.getpid()}
+    if job_dir:
+        attrs["job_dir"] = job_dir
+    sid = slurm_job_id()
+    if sid:
+        attrs["slurm_job_id"] = sid
+        attrs["node"] = os.environ.get("SLURMD_NODENAME", socket.gethostname())
+        attrs["slurm_restart_count"] = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    for k, v in attrs.items():
+        study._storage.set_trial_user_attr(trial_id, k, v)
+
+
+def on_job_end(completed: bool, value: Any) -> TrialState | None:
+    """Tell the study how this job ended. ``value``: the return, or the exception raised."""
+    handle = _study()
+    if handle is None:
+        return None
+    study, trial_id = handle
+    storage = study._storage
+    frozen = storage.get_trial(trial_id)
+    if frozen.state.is_finished():
+        return frozen.state
+    ctx = trial_api.context()
+    objectives = ctx.get("objectives") or None
+    weights = ctx.get("weights")
+    state: TrialState
+    values: list[float] | None = None
+    if completed:
+        for name, metric in numeric_metrics(value).items():
+            storage.set_trial_user_attr(trial_id, trial_api.ATTR_METRICS_PREFIX + name, metric)
+        if trial_api.ATTR_PRUNED in frozen.user_attrs:
+            state = TrialState.PRUNED
+        else:
+            try:
+                values = objective_values(value, len(study.directions), objectives, weights)
+                state = TrialState.COMPLETE
+            except ObjectiveError as e:
+                storage.set_trial_user_attr(trial_id, "fail_reason", str(e))
+                state = TrialState.FAIL
+    elif isinstance(value, optuna.TrialPruned):
+        state = TrialState.PRUNED
+    else:
+        reason = f"{type(value).__name__}: {value}"
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason[:2000])
+        state = TrialState.FAIL
+    try:
+        study.tell(frozen.number, values, state=state, skip_if_finished=True)
+    except Exception as e:  # e.g. the driver failed it meanwhile: keep the job's exit clean
+        log.warning("could not record trial %d as %s: %s", frozen.number, state.name, e)
+    return state
