@@ -1,0 +1,130 @@
+"""What the scheduler hands out (:class:`Job`) and what it keeps of each run (:class:`RoundRecord`).
+
+Both convert to and from the Optuna user attributes under which the sweeper stores a member round
+as one trial, so a study alone is enough to resume a population (``PBTScheduler.from_records``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ATTR_MEMBER = "pbt:member"  # int: the member (population slot) that ran the round
+ATTR_ROUND = "pbt:round"  # int: 0-based round; it trains steps [round, round+1) * interval
+ATTR_ATTEMPT = "pbt:attempt"  # int: 0 for the first run of this member round, 1.. for retries
+ATTR_PARENT = "pbt:parent"  # int | None: member whose checkpoint and params it copied (exploit)
+ATTR_PARAMS = "pbt:params"  # dict: the hyperparameters the round trained with
+ATTR_START_CHECKPOINT = "pbt:start_checkpoint"  # str | None: checkpoint the round started from
+ATTR_CHECKPOINT = "pbt:checkpoint"  # str: checkpoint the round saved
+
+
+@dataclass(frozen=True)
+class Job:
+    """One member round to launch: train from ``start_checkpoint`` up to ``target_step``."""
+
+    member: int
+    round: int
+    attempt: int  # 0, or the retry number after failures of this member round
+    params: dict[str, Any]  # hyperparameters for this round
+    parent: int | None  # member whose round-(round-1) checkpoint+params were copied, or None
+    start_checkpoint: str | None  # None in round 0 (fresh start), else a previous checkpoint
+    save_checkpoint: str  # where this job saves (a directory path; unique per member round)
+    start_step: int  # round * perturbation_interval: the step start_checkpoint is at
+    target_step: int  # (round + 1) * perturbation_interval: the step to train up to
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return (self.member, self.round, self.attempt)
+
+    def user_attrs(self) -> dict[str, Any]:
+        """Attributes to set on the Optuna trial that runs this job (before it finishes)."""
+        return {
+            ATTR_MEMBER: self.member,
+            ATTR_ROUND: self.round,
+            ATTR_ATTEMPT: self.attempt,
+            ATTR_PARENT: self.parent,
+            ATTR_PARAMS: dict(self.params),
+            ATTR_START_CHECKPOINT: self.start_checkpoint,
+            ATTR_CHECKPOINT: self.save_checkpoint,
+        }
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """A finished member round: the job's inputs and its outcome (``value`` None: failed)."""
+
+    member: int
+    round: int
+    params: dict[str, Any]
+    parent: int | None
+    value: float | None  # None when the job failed (an error, no value, or NaN)
+    checkpoint: str | None  # what the job saved; the next round or an exploiter starts here
+    attempt: int = 0
+    start_checkpoint: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.value is None
+
+    def user_attrs(self) -> dict[str, Any]:
+        """Optuna user attributes of the trial that ran this round (the value is its value)."""
+        return {
+            ATTR_MEMBER: self.member,
+            ATTR_ROUND: self.round,
+            ATTR_ATTEMPT: self.attempt,
+            ATTR_PARENT: self.parent,
+            ATTR_PARAMS: dict(self.params),
+            ATTR_START_CHECKPOINT: self.start_checkpoint,
+            ATTR_CHECKPOINT: self.checkpoint,
+        }
+
+    @classmethod
+    def from_user_attrs(cls, attrs: Mapping[str, Any], value: float | None) -> RoundRecord:
+        """Rebuild a record from a trial's user attributes and value (None for a failed trial)."""
+        missing = [k for k in (ATTR_MEMBER, ATTR_ROUND, ATTR_PARAMS) if k not in attrs]
+        if missing:
+            raise ValueError(
+                f"a PBT trial needs the user attributes {', '.join(missing)}, but they are "
+                "missing; was the trial written by the PBT sweeper?"
+            )
+        parent = attrs.get(ATTR_PARENT)
+        return cls(
+            member=int(attrs[ATTR_MEMBER]),
+            round=int(attrs[ATTR_ROUND]),
+            params=dict(attrs[ATTR_PARAMS]),
+            parent=None if parent is None else int(parent),
+            value=clean_value(value),
+            checkpoint=attrs.get(ATTR_CHECKPOINT),
+            attempt=int(attrs.get(ATTR_ATTEMPT, 0)),
+            start_checkpoint=attrs.get(ATTR_START_CHECKPOINT),
+        )
+
+
+@dataclass(frozen=True)
+class ScheduleStep:
+    """One round of a hyperparameter schedule, followed back through exploits."""
+
+    round: int
+    member: int  # the member that trained this round of the lineage
+    params: dict[str, Any]
+    value: float
+    start_step: int
+    target_step: int
+    exploited_from: int | None  # this round started from that member's checkpoint, or None
+
+
+def clean_value(value: Any) -> float | None:
+    """A job's value as the scheduler uses it: None and NaN mean failed; other numbers float."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)  # numpy scalars, 0-d tensors
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"a PBT round's value must be a number or None, but got {value!r}."
+            ) from None
+    v = float(value)
+    return None if math.isnan(v) else v
