@@ -28,7 +28,6 @@ SYS_OWNER = "nemo_rl_hpo:owner"  # {"host", "pid", "token"} of the sweeper that 
 SYS_HEARTBEAT = "nemo_rl_hpo:heartbeat"  # unix time of the owner's last sign of life
 SYS_OVERFLOW = "nemo_rl_hpo:overflow"  # asked after the global budget was spent: not counted
 ATTR_RETRY_OF = "retry_of"
-ATTR_RETRIED = "retried"
 
 
 class SweepAborted(RuntimeError):
@@ -76,15 +75,21 @@ Extender = Callable[[optuna.Trial], None]
 
 def counted_trials(trials: Sequence[FrozenTrial]) -> int:
     """Trials that use the global budget: finished or running, minus retried failures."""
+    retried = retried_numbers(trials)
     n = 0
     for t in trials:
         if t.system_attrs.get(SYS_OVERFLOW):
             continue
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
             n += 1
-        elif t.state == TrialState.FAIL and not t.user_attrs.get(ATTR_RETRIED):
+        elif t.state == TrialState.FAIL and t.number not in retried:
             n += 1
     return n
+
+
+def retried_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of failed trials that a later trial retries (finished trials are read-only)."""
+    return {int(t.user_attrs[ATTR_RETRY_OF]) for t in trials if ATTR_RETRY_OF in t.user_attrs}
 
 
 class AsyncSweep:
@@ -173,9 +178,8 @@ class AsyncSweep:
         if t.state != TrialState.FAIL or self.settings.retry_failed <= 0:
             return False
         attempt = int(t.user_attrs.get("attempt", 0))
-        if attempt >= self.settings.retry_failed or t.user_attrs.get(ATTR_RETRIED):
+        if attempt >= self.settings.retry_failed or t.number in retried_numbers(self._trials()):
             return False
-        self._storage.set_trial_user_attr(t._trial_id, ATTR_RETRIED, True)
         self.study.enqueue_trial(
             dict(t.params), user_attrs={ATTR_RETRY_OF: t.number, "attempt": attempt + 1}
         )
@@ -253,7 +257,9 @@ class AsyncSweep:
                     outcome = run.future.result()
                     frozen = self._finish(run.trial, outcome)
                     n_finished_here += 1
-                    if frozen.state == TrialState.FAIL and not frozen.user_attrs.get(ATTR_RETRIED):
+                    if frozen.state == TrialState.FAIL and frozen.number not in retried_numbers(
+                        self._trials()
+                    ):
                         n_failed_here += 1
                         reason = str(frozen.user_attrs.get("fail_reason", "unknown"))
                         summary.failures.append(f"trial {frozen.number}: {reason}")
