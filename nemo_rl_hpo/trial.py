@@ -51,6 +51,7 @@ class TrialInfo:
     study_name: str
     number: int
     prune_metric: str | None
+    pruner: str = "null"  # JSON of the sweeper's pruner config (``_target_`` + arguments)
 
 
 def context() -> dict[str, Any]:
@@ -80,6 +81,7 @@ def info() -> TrialInfo | None:
         study_name=str(ctx["study"]),
         number=int(ctx["number"]),
         prune_metric=ctx.get("prune_metric") or None,
+        pruner=json.dumps(ctx.get("pruner")),
     )
 
 
@@ -183,21 +185,41 @@ def _handle() -> tuple[optuna.trial.Trial, str | None] | None:
     meta = info()
     if meta is None:
         return None
-    return _trial(meta.storage, meta.study_name, meta.number), meta.prune_metric
+    return _trial(meta.storage, meta.study_name, meta.number, meta.pruner), meta.prune_metric
+
+
+def make_pruner(config: Any) -> optuna.pruners.BasePruner:
+    """The sweeper's pruner, rebuilt in the job from its config (None: never prune)."""
+    import optuna
+
+    if not config:
+        return optuna.pruners.NopPruner()
+    from hydra.utils import instantiate
+
+    pruner = instantiate(config)
+    if not isinstance(pruner, optuna.pruners.BasePruner):
+        raise TypeError(f"the sweeper's pruner {config!r} is not an Optuna pruner")
+    return pruner
 
 
 @lru_cache(maxsize=8)
-def _trial_cached(storage_url: str, study_name: str, number: int) -> optuna.trial.Trial:
+def _trial_cached(
+    storage_url: str, study_name: str, number: int, pruner: str = "null"
+) -> optuna.trial.Trial:
     import optuna
 
     from nemo_rl_hpo.sweep.storage import open_storage
 
     storage = open_storage(storage_url)
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = optuna.load_study(
+        study_name=study_name, storage=storage, pruner=make_pruner(json.loads(pruner))
+    )
     study_id = storage.get_study_id_from_name(study_name)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
     return optuna.trial.Trial(study, trial_id)
 
 
-def _trial(storage_url: str, study_name: str, number: int) -> optuna.trial.Trial:
-    return _trial_cached(storage_url, study_name, number)
+def _trial(
+    storage_url: str, study_name: str, number: int, pruner: str = "null"
+) -> optuna.trial.Trial:
+    return _trial_cached(storage_url, study_name, number, pruner)

@@ -289,38 +289,12 @@ class OptunaSweeperImpl:
         settings, directions, objectives, weights = self._settings()
         space = self._space(arguments)
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
-        url = self._storage_url(sweep_dir)
-        bare_url = st.export_password(url)
-        masked = st.mask(url)
-        try:
-            storage = st.open_storage(url)
-        except st.StorageError as e:
-            raise SweepConfigError(str(e)) from None
-        st.register_live(bare_url, storage)
         sampler = self._sampler(space, directions)
         pruner = self._pruner()
         custom = self._custom_search_space()
-        study_name = str(self._get("study_name") or self.config.hydra.job.name)
-        try:
-            study = optuna.create_study(
-                storage=storage,
-                study_name=study_name,
-                sampler=sampler,
-                pruner=pruner,
-                directions=directions,
-                load_if_exists=True,
-            )
-        except Exception as e:
-            raise SweepConfigError(
-                f"hydra.sweeper.storage={masked!r}: cannot create study {study_name!r} ({e})."
-            ) from None
-        existing = [d.name.lower() for d in study.directions]
-        if existing != directions:
-            raise SweepConfigError(
-                f"study {study_name!r} in {masked} optimizes {existing}, but "
-                f"hydra.sweeper.direction is {directions}; set hydra.sweeper.study_name to a new "
-                "name or restore the direction."
-            )
+        study, study_name, bare_url, masked = self._open_study(
+            sweep_dir, directions, sampler, pruner
+        )
         sweep_dir.mkdir(parents=True, exist_ok=True)
         resume = self._resume_command(sweep_dir, study_name)
         self._set_study_attrs(study, sweep_dir, masked, sampler, objectives, directions, resume)
@@ -354,17 +328,11 @@ class OptunaSweeperImpl:
             "prune_metric": objectives[0] if objectives else None,
             "objectives": objectives,
             "weights": weights,
+            "pruner": self._get("pruner"),
         }
-        launcher = self.launcher
 
         def launch(trial: optuna.Trial, overrides: list[str]) -> LaunchOutcome:
-            ctx = json.dumps({**context, "number": trial.number}, separators=(",", ":"))
-            env_ov = f"++hydra.job.env_set.{trial_api.ENV_TRIAL}={hydra_quote(ctx)}"
-            (ret,) = launcher.launch([[*overrides, env_ov]], initial_job_idx=trial.number)
-            if ret.status.name == "FAILED":
-                err = ret._return_value
-                return LaunchOutcome(ok=False, error=f"{type(err).__name__}: {err}")
-            return LaunchOutcome(ok=True)
+            return self._launch_trial(trial, overrides, context)
 
         progress = _Progress(settings, study)
         core = AsyncSweep(
@@ -395,6 +363,60 @@ class OptunaSweeperImpl:
             raise SweepConfigError(str(error))
 
     # -------------------------------------------------------------------- helpers
+    def _open_study(
+        self,
+        sweep_dir: Path,
+        directions: list[str],
+        sampler: optuna.samplers.BaseSampler,
+        pruner: optuna.pruners.BasePruner,
+    ) -> tuple[optuna.Study, str, str, str]:
+        """Create or load the study; returns (study, name, URL without password, masked URL)."""
+        assert self.config is not None
+        url = self._storage_url(sweep_dir)
+        bare_url = st.export_password(url)
+        masked = st.mask(url) or ""
+        try:
+            storage = st.open_storage(url)
+        except st.StorageError as e:
+            raise SweepConfigError(str(e)) from None
+        st.register_live(bare_url, storage)
+        study_name = str(self._get("study_name") or self.config.hydra.job.name)
+        try:
+            study = optuna.create_study(
+                storage=storage,
+                study_name=study_name,
+                sampler=sampler,
+                pruner=pruner,
+                directions=directions,  # type: ignore[arg-type]
+                load_if_exists=True,
+            )
+        except Exception as e:
+            raise SweepConfigError(
+                f"hydra.sweeper.storage={masked!r}: cannot create study {study_name!r} "
+                f"({st.mask(str(e))})."
+            ) from None
+        existing = [d.name.lower() for d in study.directions]
+        if existing != directions:
+            raise SweepConfigError(
+                f"study {study_name!r} in {masked} optimizes {existing}, but "
+                f"hydra.sweeper.direction is {directions}; set hydra.sweeper.study_name to a new "
+                "name or restore the direction."
+            )
+        return study, study_name, bare_url, masked
+
+    def _launch_trial(
+        self, trial: optuna.Trial, overrides: list[str], context: Mapping[str, Any]
+    ) -> LaunchOutcome:
+        """Launch one job for ``trial``; the job learns its trial from ``hydra.job.env_set``."""
+        assert self.launcher is not None
+        ctx = json.dumps({**context, "number": trial.number}, separators=(",", ":"))
+        env_ov = f"++hydra.job.env_set.{trial_api.ENV_TRIAL}={hydra_quote(ctx)}"
+        (ret,) = self.launcher.launch([[*overrides, env_ov]], initial_job_idx=trial.number)
+        if ret.status.name == "FAILED":
+            err = ret._return_value
+            return LaunchOutcome(ok=False, error=f"{type(err).__name__}: {err}")
+        return LaunchOutcome(ok=True)
+
     def _custom_search_space(self) -> Any:
         path = self._get("custom_search_space")
         if not path:

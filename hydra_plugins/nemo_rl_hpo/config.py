@@ -264,3 +264,31 @@ for _name, _node in _SAMPLERS.items():
     cs.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider=PROVIDER)
 for _name, _pnode in _PRUNERS.items():
     cs.store(group="hydra/sweeper/pruner", name=_name, node=_pnode, provider=PROVIDER)
+
+
+@dataclass
+class PBTSweeperConf:
+    """Population-based training: member rounds are trials of one Optuna study."""
+
+    _target_: str = f"{_IMPL}.pbt_sweeper.PBTSweeper"
+    _recursive_: bool = False
+    population_size: int = 4  # members trained side by side
+    perturbation_interval: int = 100  # training steps per round (exploit/explore after each)
+    num_rounds: int | None = 4  # rounds per member (budget = population x rounds x interval)
+    total_steps: int | None = None  # alternative budget: steps per member (multiple of interval)
+    quantile_fraction: float = 0.25  # bottom fraction that copies a top member each round
+    resample_probability: float = 0.25  # chance a parameter is redrawn instead of perturbed
+    perturbation_factors: list[float] = field(default_factory=lambda: [0.8, 1.2])  # multipliers
+    synchronous: bool = False  # true: wait for the whole population at each round
+    max_retries: int = 2  # re-runs of a failed member round before the member retires
+    seed: int | None = None  # PBT's random decisions (kept in the study for resumes)
+    direction: Any = "minimize"  # minimize | maximize the objective
+    objectives: Any = None  # metric name picked from a returned mapping, e.g. [val_loss]
+    storage: Any = None  # null: SQLite in the sweep dir (journal file under SLURM)
+    study_name: str | None = None  # null: the job name
+    n_jobs: int = 2  # member rounds in flight at once
+    params: dict[str, Any] | None = None  # same grammar as the Optuna sweeper
+    write_report: bool = True  # write report/ at the end
+
+
+cs.store(group="hydra/sweeper", name="pbt", node=PBTSweeperConf, provider=PROVIDER)

@@ -34,7 +34,7 @@ def _study() -> tuple[optuna.Study, int] | None:
     info = trial_api.info()
     if info is None:
         return None
-    t = trial_api._trial(info.storage, info.study_name, info.number)
+    t = trial_api._trial(info.storage, info.study_name, info.number, info.pruner)
     return t.study, t._trial_id
 
 
