@@ -351,6 +351,7 @@ class OptunaSweeperImpl:
         except SweepAborted as e:
             error = e
             summary = SweepSummary(started=time.time())
+            summary.counts = _count(study)
         finally:
             self._write_outputs(study, sweep_dir, started_at)
         counts = summary.counts or {}
@@ -569,6 +570,13 @@ class _Progress:
             _hms(eta),
             reason,
         )
+
+
+def _count(study: optuna.Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return counts
 
 
 def _job_alive(t: FrozenTrial) -> bool:
