@@ -1,0 +1,272 @@
+"""Results files and the offline report, on studies shaped like our sweeper's.
+
+The studies come from tests/report_fixtures.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from optuna.study import StudyDirection
+from PIL import Image
+
+from nemo_rl_hpo.report import build_report, write_results
+from nemo_rl_hpo.report.plots import reference_point
+from nemo_rl_hpo.report.trials import parse_overrides, pbt_summary
+from tests import report_fixtures as rf
+
+START = dt.datetime(2026, 11, 28, 12, 0, 0)
+CONFIG = {"storage": "postgresql://alice:s3cret@db.example/optuna", "n_trials": 24}
+
+# Files every report of a single-objective study with intermediate values holds.
+SO_PLOTS = [
+    "history",
+    "importance_ped_anova",
+    "importance_fanova",
+    "parallel_coordinate",
+    "slice",
+    "contour",
+    "intermediate_values",
+]
+
+
+def _write(study: optuna.Study, sweep_dir: Path, finished: bool = True) -> dict:
+    return write_results(
+        study,
+        sweep_dir,
+        sweep_config=CONFIG,
+        started_at=START,
+        finished_at=START + dt.timedelta(hours=1) if finished else None,
+    )
+
+
+@pytest.fixture(scope="module")
+def so(tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study, Path]:
+    d = tmp_path_factory.mktemp("so")
+    study = rf.single_objective(d)
+    _write(study, d)
+    build_report(study, d / "report")
+    return study, d
+
+
+@pytest.fixture(scope="module")
+def mo(tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study, Path]:
+    d = tmp_path_factory.mktemp("mo")
+    study = rf.multi_objective(d)
+    _write(study, d)
+    build_report(study, d / "report")
+    return study, d
+
+
+@pytest.fixture(scope="module")
+def pbt(tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study, Path]:
+    d = tmp_path_factory.mktemp("pbt")
+    study = rf.pbt(d)
+    _write(study, d)
+    build_report(study, d / "report")
+    return study, d
+
+
+def _assert_real_png(path: Path) -> None:
+    img = Image.open(path)
+    img.load()
+    # A plot at 100 dpi from a >= 6.4 x 3 inch figure: anything smaller is a broken render.
+    assert img.width >= 600 and img.height >= 300, (path.name, img.size)
+    # Not a blank canvas: pixels vary.
+    assert np.asarray(img.convert("L"), dtype=float).std() > 5.0, path.name
+
+
+def _assert_offline_html(path: Path) -> str:
+    text = path.read_text()
+    # The figure itself is in the file ...
+    assert "Plotly.newPlot(" in text, path.name
+    # ... and so is plotly.js: no script is fetched from a CDN or any URL.
+    # (plotly.js mentions cdn.plot.ly as the default of an unused geo option: not a fetch.)
+    assert not re.search(r"<script[^>]+src=", text), path.name
+    assert "plotly.js v" in text and len(text) > 3_000_000, path.name
+    return text
+
+
+# ---------------------------------------------------------------- results files
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            ["optimizer=sgd", "optimizer.momentum=0.9"],
+            {"optimizer": "sgd", "optimizer.momentum": 0.9},
+        ),
+        (["batch_size=8", "learning_rate=1e-4"], {"batch_size": 8, "learning_rate": 1e-4}),
+        (["+w=0.5", "++z=true", "n=null"], {"+w": 0.5, "++z": True, "n": None}),
+        (["~dropout", "name='a b'", "xs=[1,2]"], {"name": "a b", "xs": [1, 2]}),
+    ],
+)
+def test_overrides_parse_to_hydra_typed_params(overrides: list[str], expected: dict) -> None:
+    # Hydra keys (with +/++) and the value types the app receives; deletions carry no value.
+    assert parse_overrides(overrides) == expected
+
+
+def test_single_objective_yaml_has_exactly_upstream_keys(so: tuple[optuna.Study, Path]) -> None:
+    study, d = so
+    data = yaml.safe_load((d / "optimization_results.yaml").read_text())
+    # hydra-optuna-sweeper's _serialize_results writes these three keys, in this order.
+    assert list(data) == ["name", "best_params", "best_value"]
+    assert data["name"] == "optuna"
+    best = study.best_trial
+    assert data["best_value"] == pytest.approx(best.value)
+    # best_params are the Hydra overrides of the best trial, conditional keys included.
+    assert data["best_params"] == parse_overrides(best.user_attrs["overrides"])
+
+
+def test_multi_objective_yaml_lists_the_pareto_front(mo: tuple[optuna.Study, Path]) -> None:
+    study, d = mo
+    data = yaml.safe_load((d / "optimization_results.yaml").read_text())
+    assert list(data) == ["name", "solutions"]
+    assert all(list(s) == ["params", "values"] for s in data["solutions"])
+    # The solutions are Optuna's own Pareto front, nothing more or less.
+    got = sorted(tuple(s["values"]) for s in data["solutions"])
+    assert got == sorted(tuple(t.values) for t in study.best_trials)
+    assert 1 < len(got) < len(study.trials)
+
+
+def test_results_json_summarizes_the_sweep(so: tuple[optuna.Study, Path]) -> None:
+    study, d = so
+    text = (d / "optimization_results.json").read_text()
+    data = json.loads(text)
+    # The password of any URL in the sweep config never reaches the disk.
+    assert "s3cret" not in text
+    assert data["sweep_config"]["storage"] == "postgresql://alice:***@db.example/optuna"
+    assert data["counts"] == {"RUNNING": 1, "COMPLETE": 19, "PRUNED": 3, "FAIL": 1, "WAITING": 0}
+    assert data["study_name"] == "so" and data["objectives"] == ["val_loss"]
+    assert data["sampler"] == "TPESampler" and data["directions"] == ["minimize"]
+    assert data["started_at"] == START.isoformat() and data["finished"] is True
+    best = study.best_trial
+    # The reproduce command is the app command + fixed overrides + the trial's overrides.
+    assert data["best"]["command"] == shlex.join(
+        rf.COMMAND + rf.BASE + best.user_attrs["overrides"]
+    )
+    assert data["best"]["number"] == best.number
+    pruned = [t for t in data["trials"] if t["state"] == "PRUNED"]
+    # Learning curves of pruned trials are kept: intermediate values and the curves attr.
+    assert pruned and all(len(t["intermediate_values"]) == 3 for t in pruned)
+    assert all(t["curves"]["val_loss"] for t in pruned)
+    assert len(data["trials"]) == len(study.trials)
+
+
+def test_results_before_any_trial_completes(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="s")
+    study.ask()  # one RUNNING trial, nothing finished
+    data = _write(study, tmp_path, finished=False)
+    upstream = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    # Same keys as upstream even with no result yet; values say "none yet".
+    assert upstream == {"name": "optuna", "best_params": {}, "best_value": None}
+    assert data["best"] is None and data["counts"]["RUNNING"] == 1 and data["finished"] is False
+    mo = optuna.create_study(directions=["minimize", "maximize"])
+    _write(mo, tmp_path / "mo", finished=False)
+    assert yaml.safe_load((tmp_path / "mo" / "optimization_results.yaml").read_text()) == {
+        "name": "optuna",
+        "solutions": [],
+    }
+
+
+def test_plain_study_uses_optuna_params(tmp_path: Path) -> None:
+    study = rf.plain(tmp_path)
+    data = _write(study, tmp_path)
+    # Without the sweeper's attributes, params are Optuna's and the command is the overrides.
+    assert data["best"]["params"] == study.best_trial.params
+    assert data["best"]["command"].split()[0].startswith("x=")
+    assert data["objectives"] == ["value"]
+
+
+def test_pbt_results_hold_the_best_members_schedule(pbt: tuple[optuna.Study, Path]) -> None:
+    study, d = pbt
+    data = json.loads((d / "optimization_results.json").read_text())["pbt"]
+    last = [t for t in study.trials if t.user_attrs["pbt:round"] == 2]
+    best_last = min(last, key=lambda t: t.value)
+    assert data["final_value"] == pytest.approx(best_last.value)
+    assert data["best_member"] == best_last.user_attrs["pbt:member"]
+    # One entry per round, and each round's member is the parent the next round exploited.
+    assert [s["round"] for s in data["schedule"]] == [0, 1, 2]
+    for prev, nxt in zip(data["schedule"][:-1], data["schedule"][1:], strict=True):
+        assert prev["member"] == (nxt["parent"] if nxt["parent"] is not None else nxt["member"])
+    assert data["schedule"][-1]["params"] == best_last.user_attrs["pbt:params"]
+
+
+def test_pbt_summary_without_finished_rounds_is_none() -> None:
+    assert pbt_summary([], StudyDirection.MINIMIZE) is None
+
+
+def test_reference_point_is_worse_than_every_point() -> None:
+    ref = reference_point(
+        [[1.0, 10.0], [2.0, 5.0]], [StudyDirection.MINIMIZE, StudyDirection.MAXIMIZE]
+    )
+    # 10 % of the range beyond the worst value, on each objective's bad side.
+    assert ref == pytest.approx([2.1, 4.5])
+
+
+# ---------------------------------------------------------------- report
+
+
+def test_single_objective_report_files_are_real(so: tuple[optuna.Study, Path]) -> None:
+    study, d = so
+    out = d / "report"
+    for stem in SO_PLOTS:
+        _assert_offline_html(out / f"{stem}.html")
+        _assert_real_png(out / f"{stem}.png")
+    history = (out / "history.html").read_text()
+    # The figure data is in the file: the best value is one of the plotted points.
+    assert repr(study.best_value) in history
+    index = _assert_offline_html(out / "index.html")
+    # index.html embeds every plot and shows the summary: best trial, counts, the command.
+    assert index.count("Plotly.newPlot(") == len(SO_PLOTS)
+    assert shlex.join(rf.COMMAND + rf.BASE + study.best_trial.user_attrs["overrides"]) in index
+    assert "COMPLETE" in index and "PRUNED" in index and "Top importances" in index
+    assert "Skipped" not in index
+
+
+def test_multi_objective_report_has_pareto_and_hypervolume(mo: tuple[optuna.Study, Path]) -> None:
+    _, d = mo
+    out = d / "report"
+    for stem in ["pareto_front", "hypervolume_history", "history_val_loss", "history_train_time_s"]:
+        _assert_offline_html(out / f"{stem}.html")
+        _assert_real_png(out / f"{stem}.png")
+    index = (out / "index.html").read_text()
+    assert "Pareto front" in index
+    # No trial reported intermediate values: that plot is skipped with a note, not an error.
+    assert not (out / "intermediate_values.png").exists()
+    assert "Skipped: no trial reported intermediate values" in index
+
+
+def test_pbt_report_has_lineage_and_schedules(pbt: tuple[optuna.Study, Path]) -> None:
+    _, d = pbt
+    out = d / "report"
+    for stem in ["pbt_lineage", "pbt_schedules", "history", "intermediate_values"]:
+        _assert_offline_html(out / f"{stem}.html")
+        _assert_real_png(out / f"{stem}.png")
+    index = (out / "index.html").read_text()
+    assert "PBT: best member's schedule" in index and "exploited from" in index
+    # One searched parameter: importance and contour cannot be drawn, and say why.
+    assert "needs at least 2 searched parameters (have 1)" in index
+    assert not (out / "contour.png").exists()
+
+
+@pytest.mark.parametrize("n_complete", [0, 1])
+def test_report_of_a_barely_started_study_does_not_crash(tmp_path: Path, n_complete: int) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="s")
+    for _ in range(n_complete):
+        t = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        study.tell(t, 0.5)
+    study.ask()  # running
+    index = build_report(study, tmp_path / "report")
+    text = index.read_text()
+    assert "Skipped" in text and "importance" in text.lower()
+    assert ("No complete trial yet" in text) == (n_complete == 0)
