@@ -194,7 +194,6 @@ class AsyncSweep:
             SYS_OWNER,
             {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token},
         )
-        self._storage.set_trial_system_attr(trial._trial_id, SYS_HEARTBEAT, time.time())
         # Global budget across cooperating sweepers: trials asked after it was spent give way.
         earlier = [t for t in self._trials() if t.number < trial.number]
         if counted_trials(earlier) >= self.settings.n_trials:

@@ -10,7 +10,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
@@ -112,18 +112,40 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None) -> BaseStor
     else:
         engine_kwargs["pool_pre_ping"] = True
     try:
-        return optuna.storages.RDBStorage(
+        rdb = optuna.storages.RDBStorage(
             url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_interval,
             grace_period=None if heartbeat_interval is None else max(3 * heartbeat_interval, 10),
         )
+        if url.startswith("sqlite"):
+            _fast_sqlite(rdb)
+        return rdb
     except Exception as e:  # sqlalchemy raises many types; all mean "cannot open"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StorageError(
             f"hydra.sweeper.storage={mask(url)!r} cannot be opened ({mask(first)}); check the "
             "URL, that the server runs and the driver is installed."
         ) from None
+
+
+def _fast_sqlite(rdb: Any) -> None:
+    """WAL + synchronous=NORMAL: no fsync per commit (≈10 ms each here), still crash-safe.
+
+    A killed process loses nothing that was committed; only a power loss may drop the last
+    commits. Readers (report, status, jobs) no longer block the writer. WAL needs a local file
+    system, which is why SLURM sweeps default to a journal file instead.
+    """
+    from sqlalchemy import event
+
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    event.listen(rdb.engine, "connect", _pragmas)
+    rdb.engine.dispose()  # connections made while creating tables reconnect with the pragmas
 
 
 def env_password_var() -> str:
