@@ -242,3 +242,48 @@ def test_async_utilization_submitit_local(tmp_path: Path) -> None:
     # at the latest after 3 trials per slot, so a greedy refill ends within ~max duration of the
     # ideal; synchronous batches of 3 here occupy slots only ~0.6 of the wall time.
     assert utilization >= 0.85
+
+
+def test_warm_start_enqueues_best_configurations_first(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    run_app("toy", f"hydra.sweep.dir={first}", "hydra.sweeper.n_trials=6")
+    earlier = load(first, "app")
+    second = tmp_path / "second"
+    run_app(
+        "toy",
+        f"hydra.sweep.dir={second}",
+        "hydra.sweeper.n_trials=3",
+        f"hydra.sweeper.warm_start.storage=sqlite:///{first / 'optuna.db'}",
+        "hydra.sweeper.warm_start.study_name=app",
+        "hydra.sweeper.warm_start.top_k=2",
+        "x=interval(-2.0, 3.0)",
+        "y=int(interval(0, 4))",
+    )
+    study = load(second, "app")
+    ranked = sorted(earlier.trials, key=lambda t: t.value)
+    # Rule: the warm-started sweep's first trials are the earlier study's best, best first.
+    assert study.trials[0].params == ranked[0].params
+    assert study.trials[0].value == pytest.approx(ranked[0].value)
+    assert study.trials[1].params == ranked[1].params
+    assert study.trials[0].user_attrs["warm_start_from"] == f"app#{ranked[0].number}"
+    assert len(study.trials) == 3
+
+
+def test_warm_start_prior_adds_observations_without_spending_trials(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    run_app("toy", f"hydra.sweep.dir={first}", "hydra.sweeper.n_trials=5")
+    second = tmp_path / "second"
+    run_app(
+        "toy",
+        f"hydra.sweep.dir={second}",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.warm_start.storage=sqlite:///{first / 'optuna.db'}",
+        "hydra.sweeper.warm_start.study_name=app",
+        "hydra.sweeper.warm_start.mode=prior",
+    )
+    study = load(second, "app")
+    prior = [t for t in study.trials if t.user_attrs.get("warm_start_prior")]
+    ran = [t for t in study.trials if not t.user_attrs.get("warm_start_prior")]
+    # Rule: all 5 earlier trials become observations; the budget of 2 runs is still spent.
+    assert len(prior) == 5 and len(ran) == 2
+    assert all((second / str(t.number)).is_dir() for t in ran)

@@ -27,8 +27,8 @@ CASES = [
     ("bad direction", ["hydra.sweeper.direction=minimise"], "'minimise' is not a direction"),
     (
         "objectives vs directions",
-        ["hydra.sweeper.objectives=[loss,other,steps]", "hydra.sweeper.direction=[minimize,minimize]"],
-        "give one direction per objective",
+        ["hydra.sweeper.objectives=[loss]", "hydra.sweeper.direction=[minimize,minimize]"],
+        "give one objective per direction",
     ),
     ("conditional key in no option", ["opt=choice(a,b)", "opt.beta=interval(0.1,0.9)"],
      "'beta' exists in no option of group 'opt'"),

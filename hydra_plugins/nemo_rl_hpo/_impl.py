@@ -127,11 +127,16 @@ class OptunaSweeperImpl:
                 "hydra.sweeper.objectives with weights make one weighted objective, but "
                 f"hydra.sweeper.direction has {len(directions)} entries; give one direction."
             )
-        if names and weights is None and len(names) != expected:
+        if names and weights is None and len(names) < expected:
             raise SweepConfigError(
                 f"hydra.sweeper.objectives names {len(names)} metric(s) {names} but "
-                f"hydra.sweeper.direction has {len(directions)}; give one direction per objective."
+                f"hydra.sweeper.direction has {len(directions)}; give one objective per direction."
             )
+        if names and weights is None and len(names) > expected:
+            # Metrics are listed in priority order: a single-objective sweep of an app whose
+            # config lists [val_loss, train_time_s] optimizes val_loss.
+            log.info("optimizing the first %d of objectives %s", expected, names)
+            names = names[:expected]
         settings = SweepSettings(
             n_trials=n_trials,
             n_jobs=n_jobs,

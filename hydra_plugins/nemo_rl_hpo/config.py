@@ -203,7 +203,7 @@ class WilcoxonPrunerConfig(PrunerConfig):
 @dataclass
 class WarmStartConfig:
     storage: str | None = None  # storage URL of the earlier study (null: this sweep's storage)
-    study_name: str | None = None  # the earlier study
+    study_name: str | None = None  # the earlier study; null: no warm start
     top_k: int = 5  # best trials to reuse
     mode: str = "enqueue"  # "enqueue": run its top-k configs first; "prior": add its trials
 
@@ -230,9 +230,20 @@ class OptunaSweeperConf:
     timeout: float | None = None  # seconds; no new trial starts after this
     objectives: Any = None  # metric names (or {name, weight}) picked from a returned mapping
     retry_failed: int = 0  # times a failed configuration is enqueued again
-    warm_start: WarmStartConfig | None = None  # reuse an earlier study's best configurations
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)  # study_name: enable
     heartbeat_interval: float = 10.0  # seconds between the driver's signs of life per trial
     write_report: bool = True  # write report/ (plots, importance) at the end of the sweep
+
+
+@dataclass
+class OptunaMOSweeperConf(OptunaSweeperConf):
+    """Multi-objective preset: NSGA-II on validation loss and training time (Pareto front)."""
+
+    defaults: list[Any] = field(
+        default_factory=lambda: [{"sampler": "nsgaii"}, {"pruner": "nop"}]
+    )
+    direction: Any = field(default_factory=lambda: ["minimize", "minimize"])
+    objectives: Any = field(default_factory=lambda: ["val_loss", "train_time_s"])
 
 
 _SAMPLERS: dict[str, type[SamplerConfig]] = {
@@ -260,6 +271,7 @@ _PRUNERS: dict[str, type[PrunerConfig]] = {
 
 cs = ConfigStore.instance()
 cs.store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider=PROVIDER)
+cs.store(group="hydra/sweeper", name="optuna_mo", node=OptunaMOSweeperConf, provider=PROVIDER)
 for _name, _node in _SAMPLERS.items():
     cs.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider=PROVIDER)
 for _name, _pnode in _PRUNERS.items():

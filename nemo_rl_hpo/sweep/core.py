@@ -78,7 +78,7 @@ def counted_trials(trials: Sequence[FrozenTrial]) -> int:
     retried = retried_numbers(trials)
     n = 0
     for t in trials:
-        if t.system_attrs.get(SYS_OVERFLOW):
+        if t.system_attrs.get(SYS_OVERFLOW) or t.user_attrs.get("warm_start_prior"):
             continue
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
             n += 1
