@@ -1,0 +1,418 @@
+"""The ``nemo-rl-hpo`` command: report, status, best, export and list for a sweep's study.
+
+    nemo-rl-hpo report multirun/2026-11-28/12-00-00      # plots + importance -> <dir>/report/
+    nemo-rl-hpo status multirun/2026-11-28/12-00-00 --watch 5
+    $(nemo-rl-hpo best multirun/2026-11-28/12-00-00)      # rerun the best trial
+    nemo-rl-hpo export multirun/... -o trials.csv
+    nemo-rl-hpo list --storage postgresql://user@host/optuna
+
+Every command takes a sweep dir or ``--storage URL [--study NAME]``; a storage password comes
+from ``NEMO_RL_HPO_STORAGE_PASSWORD`` and is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    import optuna
+    from rich.console import RenderableType
+
+PROG = "nemo-rl-hpo"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr and exit 2 (argparse would print the whole usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(2)
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_target(p: argparse.ArgumentParser, *, study: bool = True) -> None:
+    p.add_argument(
+        "sweep_dir", nargs="?", metavar="SWEEP_DIR", help="the sweep dir (multirun/DATE/TIME)"
+    )
+    p.add_argument("--storage", metavar="URL", help="storage URL instead of (or over) a sweep dir")
+    if study:
+        p.add_argument(
+            "--study", metavar="NAME", help="study name (needed if the storage holds several)"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Inspect nemo-rl-hpo sweeps: report, status, best, export, list.",
+        epilog="Each command takes SWEEP_DIR or --storage URL [--study NAME].",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = sub.add_parser(
+        "report",
+        help="write plots and index.html (also while the sweep runs)",
+        description="Write plots (offline HTML + PNG) and index.html for a study.",
+    )
+    _add_target(p)
+    p.add_argument("--out", metavar="DIR", type=Path, help="output dir (default: SWEEP_DIR/report)")
+    p = sub.add_parser(
+        "status",
+        help="trial counts by state, best so far, running trials",
+        description="Show trial counts by state, the best value so far and the running trials.",
+    )
+    _add_target(p)
+    p.add_argument("--watch", metavar="SECONDS", type=_positive, help="refresh every SECONDS")
+    p.add_argument(
+        "--iterations", metavar="N", type=_count, help="with --watch: stop after N refreshes"
+    )
+    p = sub.add_parser(
+        "best",
+        help="print the command that reproduces the best trial",
+        description="Print the command line that reproduces the best trial (stdout: the command "
+        "only, so `$(nemo-rl-hpo best DIR)` runs it). Multi-objective: the Pareto front, or the "
+        "best on one objective with --objective.",
+    )
+    _add_target(p)
+    p.add_argument("--objective", metavar="NAME", help="multi-objective: best on this objective")
+    p = sub.add_parser(
+        "export",
+        help="write every trial as CSV",
+        description="Write one CSV row per trial: state, values, params, metrics, durations, "
+        "job dir.",
+    )
+    _add_target(p)
+    p.add_argument("-o", "--output", metavar="FILE", type=Path, help="CSV file (default: stdout)")
+    p = sub.add_parser(
+        "list",
+        help="list the studies in a storage with trial counts",
+        description="List the studies of a storage with their trial counts by state.",
+    )
+    _add_target(p, study=False)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> optuna.Study:
+    from nemo_rl_hpo.report.locate import LocateError, load, resolve
+
+    try:
+        return load(resolve(args.sweep_dir, args.storage, getattr(args, "study", None)))
+    except LocateError as e:
+        raise CliError(str(e), code=2) from None
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _fmt_elapsed(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nemo_rl_hpo.report.plots import build_report
+
+    study = _load(args)
+    if args.out is not None:
+        out = args.out
+    elif args.sweep_dir is not None:
+        out = Path(args.sweep_dir) / "report"
+    else:
+        out = Path.cwd() / f"{study.study_name}-report"
+    index = build_report(study, out)
+    print(index)
+    return 0
+
+
+def _status_view(study: optuna.Study) -> RenderableType:
+    from rich.console import Group
+    from rich.table import Table
+
+    from nemo_rl_hpo.report.trials import (
+        SweepInfo,
+        best_trial,
+        counts_by_state,
+        elapsed_s,
+        pareto_trials,
+    )
+
+    trials = study.get_trials(deepcopy=False)
+    info = SweepInfo.from_study(study)
+    head = Table(show_header=False, box=None)
+    head.add_row("study", info.study_name)
+    head.add_row("storage", info.storage or "-")
+    head.add_row(
+        "objectives",
+        ", ".join(f"{o} ({d})" for o, d in zip(info.objectives, info.directions, strict=True)),
+    )
+    counts = counts_by_state(trials)
+    head.add_row("trials", "  ".join(f"{k}={v}" for k, v in counts.items() if v) or "none yet")
+    if info.multi_objective:
+        front = pareto_trials(trials, study.directions)
+        head.add_row(
+            "pareto front", f"{len(front)} trials: {', '.join(str(t.number) for t in front[:20])}"
+        )
+    else:
+        best = best_trial(trials, study.directions)
+        head.add_row(
+            "best", f"trial {best.number}: {info.objectives[0]}={_fmt(best.value)}" if best else "-"
+        )
+    running = [t for t in trials if t.state.name == "RUNNING"]
+    table = Table(title=f"running trials ({len(running)})")
+    for col in ("trial", "job id", "node", "elapsed", "last step", "last value"):
+        table.add_column(col)
+    now = dt.datetime.now()
+    for t in running:
+        steps = t.intermediate_values
+        last = max(steps) if steps else None
+        job = t.user_attrs.get("slurm_job_id") or t.user_attrs.get("job_pid")
+        table.add_row(
+            str(t.number),
+            _fmt(job),
+            _fmt(t.user_attrs.get("node")),
+            _fmt_elapsed(elapsed_s(t, now)),
+            _fmt(last if last is not None else t.user_attrs.get("last_step")),
+            _fmt(steps[last] if last is not None else None),
+        )
+    return Group(head, table)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    if args.iterations is not None and args.watch is None:
+        raise CliError("--iterations needs --watch SECONDS.", code=2)
+    study = _load(args)
+    console = Console()
+    if args.watch is None:
+        console.print(_status_view(study))
+        return 0
+    try:
+        with Live(_status_view(study), console=console, auto_refresh=False) as live:
+            n = 1
+            while args.iterations is None or n < args.iterations:
+                time.sleep(args.watch)
+                live.update(_status_view(study), refresh=True)
+                n += 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    from nemo_rl_hpo.report.trials import (
+        SweepInfo,
+        best_trial,
+        complete_trials,
+        pareto_trials,
+        reproduce_command,
+    )
+
+    study = _load(args)
+    info = SweepInfo.from_study(study)
+    trials = study.get_trials(deepcopy=False)
+    if not complete_trials(trials):
+        raise CliError(f"study {info.study_name!r} has no complete trial yet.")
+    if not info.command:
+        print(
+            f"note: study {info.study_name!r} records no app command; printing the overrides only.",
+            file=sys.stderr,
+        )
+    if args.objective is not None:
+        if args.objective not in info.objectives:
+            raise CliError(
+                f"--objective {args.objective!r} is not an objective of this study; "
+                f"use one of: {', '.join(info.objectives)}.",
+                code=2,
+            )
+        chosen = [best_trial(trials, study.directions, info.objectives.index(args.objective))]
+    elif info.multi_objective:
+        chosen = list(pareto_trials(trials, study.directions))
+    else:
+        chosen = [best_trial(trials, study.directions)]
+    for t in chosen:
+        if t is None:
+            continue
+        values = ", ".join(f"{o}={_fmt(v)}" for o, v in zip(info.objectives, t.values, strict=True))
+        comment = f"# trial {t.number}: {values}"
+        if info.multi_objective and args.objective is None:
+            print(comment)
+        else:
+            print(comment, file=sys.stderr)
+        print(reproduce_command(info, t))
+    if info.kind == "pbt":
+        print(
+            "note: PBT trial: this is its final-round configuration; the schedule that produced "
+            "it is in optimization_results.json (pbt.schedule).",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def export_csv(study: optuna.Study, out: IO[str]) -> int:
+    """Write one row per trial; return the number of rows."""
+    from nemo_rl_hpo.report.trials import SweepInfo, duration_s, trial_metrics, trial_params
+
+    info = SweepInfo.from_study(study)
+    trials = study.get_trials(deepcopy=False)
+    value_cols = [o if o.startswith("value") else f"value:{o}" for o in info.objectives]
+    params: dict[str, None] = {}
+    metrics: dict[str, None] = {}
+    pbt: dict[str, None] = {}
+    rows_params = []
+    for t in trials:
+        p = trial_params(t)
+        rows_params.append(p)
+        params.update(dict.fromkeys(p))
+        metrics.update(dict.fromkeys(trial_metrics(t)))
+        pbt.update(
+            dict.fromkeys(k for k in t.user_attrs if k.startswith("pbt:") and k != "pbt:params")
+        )
+    extra = ["job_dir", "slurm_job_id", "node", "fail_reason", "pruned_at_step", "last_step"]
+    header = [
+        "number",
+        "state",
+        *value_cols,
+        *(f"param:{k}" for k in params),
+        *(f"metric:{k}" for k in metrics),
+        "datetime_start",
+        "datetime_complete",
+        "duration_s",
+        *extra,
+        *pbt,
+    ]
+    writer = csv.writer(out)
+    writer.writerow(header)
+    for t, p in zip(trials, rows_params, strict=True):
+        m = trial_metrics(t)
+        values = list(t.values) if t.values else [None] * len(value_cols)
+        row: list[Any] = [t.number, t.state.name, *values]
+        row += [p.get(k) for k in params]
+        row += [m.get(k) for k in metrics]
+        row += [t.datetime_start, t.datetime_complete, duration_s(t)]
+        row += [t.user_attrs.get(k) for k in extra]
+        row += [t.user_attrs.get(k) for k in pbt]
+        writer.writerow(["" if v is None else v for v in row])
+    return len(trials)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nemo_rl_hpo.report import _io
+
+    study = _load(args)
+    if args.output is None:
+        export_csv(study, sys.stdout)
+        return 0
+    buf = io.StringIO()
+    n = export_csv(study, buf)
+    _io.write_text(args.output, buf.getvalue())
+    print(f"wrote {n} trials to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from nemo_rl_hpo.report.locate import LocateError, open_target_storage, resolve
+    from nemo_rl_hpo.report.trials import STATES, best_trial, counts_by_state
+
+    try:
+        target = resolve(args.sweep_dir, args.storage, None)
+        storage = open_target_storage(target)
+    except LocateError as e:
+        raise CliError(str(e), code=2) from None
+    studies = sorted(storage.get_all_studies(), key=lambda s: s.study_name)
+    table = Table(title=f"studies in {target.shown_storage}")
+    for col in ("study", "directions", "trials", *STATES, "best"):
+        table.add_column(col)
+    for s in studies:
+        trials = storage.get_all_trials(s._study_id, deepcopy=False)
+        counts = counts_by_state(trials)
+        best = best_trial(trials, s.directions) if len(s.directions) == 1 else None
+        table.add_row(
+            s.study_name,
+            ",".join(d.name.lower() for d in s.directions),
+            str(len(trials)),
+            *(str(counts[k]) for k in STATES),
+            _fmt(best.value if best else None),
+        )
+    Console().print(table)
+    return 0
+
+
+COMMANDS = {
+    "report": cmd_report,
+    "status": cmd_status,
+    "best": cmd_best,
+    "export": cmd_export,
+    "list": cmd_list,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nemo-rl-hpo`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    import optuna
+
+    from nemo_rl_hpo.sweep.storage import StorageError
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        return COMMANDS[args.command](args)
+    except CliError as e:
+        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+        return e.code
+    except BrokenPipeError:  # `nemo-rl-hpo export DIR | head`
+        return 0
+    except StorageError as e:  # already one masked sentence
+        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
