@@ -263,7 +263,6 @@ def _slice(ctx: _Ctx) -> tuple[go.Figure, MplFigure]:
 
 
 def _contour(ctx: _Ctx) -> tuple[go.Figure, MplFigure]:
-    import optuna.visualization as vis
     import optuna.visualization.matplotlib as mvis
 
     if len(ctx.done) < 2:
@@ -272,9 +271,91 @@ def _contour(ctx: _Ctx) -> tuple[go.Figure, MplFigure]:
     if len(params) < 2:
         raise SkipPlot("needs two parameters present in every complete trial")
     name = ctx.info.objectives[0]
-    fig = vis.plot_contour(ctx.study, params, target=ctx.target(0), target_name=name)
+    fig = _contour_plotly(ctx.done, params[0], params[1], name)
     ax = mvis.plot_contour(ctx.study, params, target=ctx.target(0), target_name=name)
     return fig, _first_axes_figure(ax)
+
+
+def _grid_axis(trials: Sequence[FrozenTrial], param: str) -> tuple[Any, Any, dict[str, Any]]:
+    """(trial coordinates, grid coordinates, plotly axis settings) for one parameter."""
+    import numpy as np
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    dist = trials[0].distributions[param]
+    raw = [t.params[param] for t in trials]
+    if isinstance(dist, CategoricalDistribution):
+        labels = [str(c) for c in dist.choices]
+        coords = np.array([labels.index(str(v)) for v in raw], dtype=float)
+        axis = {"tickmode": "array", "tickvals": list(range(len(labels))), "ticktext": labels}
+        return coords, np.arange(len(labels), dtype=float), axis
+    log = isinstance(dist, (FloatDistribution, IntDistribution)) and dist.log
+    coords = np.log10(np.array(raw, dtype=float)) if log else np.array(raw, dtype=float)
+    grid = np.linspace(coords.min(), coords.max(), CONTOUR_POINTS)
+    return coords, grid, {"type": "log"} if log else {}
+
+
+CONTOUR_POINTS = 100  # grid points per axis, as Optuna's matplotlib contour
+
+
+def _contour_plotly(trials: Sequence[FrozenTrial], xp: str, yp: str, target_name: str) -> go.Figure:
+    """Contour on a fixed grid: Optuna's plotly contour makes a unique-x by unique-y matrix,
+    which for 5,000 trials is 25 M cells (a 200 MB HTML file)."""
+    import numpy as np
+    import plotly.graph_objects as go
+    from scipy.interpolate import griddata
+
+    cx, gx, ax_x = _grid_axis(trials, xp)
+    cy, gy, ax_y = _grid_axis(trials, yp)
+    z = np.array([t.values[0] for t in trials], dtype=float)
+    points: dict[tuple[float, float], list[float]] = {}
+    for x, y, v in zip(cx, cy, z, strict=True):
+        points.setdefault((float(x), float(y)), []).append(float(v))
+    xy = np.array(list(points))
+    zv = np.array([np.mean(v) for v in points.values()])
+    mx, my = np.meshgrid(gx, gy)
+    zi = np.full(mx.shape, np.nan)
+    if len(xy) >= 3 and len(set(xy[:, 0])) > 1 and len(set(xy[:, 1])) > 1:
+        try:
+            zi = griddata(xy, zv, (mx, my), method="linear")
+        except Exception:  # qhull rejects degenerate (e.g. collinear) layouts
+            log.debug("contour: linear interpolation failed; using nearest", exc_info=True)
+    holes = np.isnan(zi)
+    if holes.any():
+        zi[holes] = griddata(xy, zv, (mx[holes], my[holes]), method="nearest")
+    unlog_x = 10**gx if ax_x.get("type") == "log" else gx
+    unlog_y = 10**gy if ax_y.get("type") == "log" else gy
+    px = 10**cx if ax_x.get("type") == "log" else cx
+    py = 10**cy if ax_y.get("type") == "log" else cy
+    fig = go.Figure(
+        [
+            go.Contour(
+                x=unlog_x.tolist(),
+                y=unlog_y.tolist(),
+                z=zi.tolist(),
+                colorscale="Blues",
+                reversescale=True,
+                colorbar={"title": {"text": target_name}},
+                hoverinfo="skip",
+            ),
+            go.Scattergl(
+                x=px.tolist(),
+                y=py.tolist(),
+                mode="markers",
+                marker={
+                    "color": "black",
+                    "size": 4 if len(trials) < 500 else 2,
+                    "opacity": 1.0 if len(trials) < 500 else 0.5,
+                },
+                text=[f"trial {t.number}: {target_name}={t.values[0]:.6g}" for t in trials],
+                hoverinfo="text",
+                showlegend=False,
+            ),
+        ]
+    )
+    fig.update_layout(title=f"Contour: {xp} x {yp}", xaxis_title=xp, yaxis_title=yp)
+    fig.update_xaxes(**ax_x)
+    fig.update_yaxes(**ax_y)
+    return fig
 
 
 def _intermediate(ctx: _Ctx) -> tuple[go.Figure, MplFigure]:
