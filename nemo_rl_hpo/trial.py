@@ -138,6 +138,15 @@ def should_prune() -> bool:
     return True
 
 
+def set_user_attr(key: str, value: Any) -> None:
+    """Record a JSON-serialisable fact on this trial (e.g. a child pid); a no-op outside a sweep."""
+    handle = _handle()
+    if handle is None:
+        return
+    trial, _ = handle
+    trial.storage.set_trial_user_attr(trial._trial_id, key, value)  # type: ignore[attr-defined]
+
+
 def checkpoint_dir() -> Path:
     """Where this job reads and writes its checkpoints.
 

@@ -1,0 +1,365 @@
+"""Run one external training command as a trial: start it, watch its metrics, prune it, judge it.
+
+The command is started in its own session (a new process group), so stopping it stops everything
+it started: a pruned or timed-out trial gets SIGTERM on the whole group, then SIGKILL after the
+grace period. While it runs, each new value of the objective metric is reported to the study
+and the pruner is asked; stdout and stderr go to files in the Hydra job dir, and a non-zero exit
+raises an error carrying the tail of stderr, which the sweeper keeps as the trial's fail reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nemo_rl_hpo import trial
+from nemo_rl_hpo.command._metrics import (
+    History,
+    JsonlReader,
+    MetricsReader,
+    TensorBoardReader,
+    last_values,
+)
+from nemo_rl_hpo.command._overrides import render_override, render_overrides
+from nemo_rl_hpo.command._spec import CommandConfigError, CommandSpec
+
+log = logging.getLogger(__name__)
+
+STDOUT_FILE = "command.stdout"
+STDERR_FILE = "command.stderr"
+TAIL_LINES = 20
+_TAIL_CHARS = 1500  # the sweeper keeps 2000 characters of a fail reason
+
+
+class CommandError(RuntimeError):
+    """The command did not produce a result."""
+
+
+class CommandFailed(CommandError):
+    """The command exited non-zero, or exited without writing the objective."""
+
+
+class CommandTimeout(CommandError):
+    """The command ran past ``timeout_s`` and was stopped."""
+
+
+def run_command(
+    cfg: Mapping[str, Any] | CommandSpec, job_dir: str | os.PathLike[str] | None = None
+) -> dict[str, float]:
+    """Run the command of ``cfg`` to the end (or until pruned) and return its last metrics.
+
+    ``job_dir`` defaults to the Hydra job's output dir (the working dir outside Hydra); the
+    command's log and checkpoint dirs are ``<job_dir>/logs`` and ``<job_dir>/checkpoints``.
+    """
+    spec = CommandSpec.from_config(cfg)
+    job = Path(job_dir) if job_dir is not None else _hydra_job_dir()
+    job = job.absolute()
+    log_dir, ckpt_dir = job / "logs", job / "checkpoints"
+    for d in (job, log_dir, ckpt_dir):
+        d.mkdir(parents=True, exist_ok=True)
+
+    values = _template_values(spec, job, log_dir, ckpt_dir)
+    cwd = _resolve(_fmt(spec.cwd, values, "cwd"), _launch_dir()) if spec.cwd else _launch_dir()
+    values["config"] = (
+        str(_resolve(_fmt(spec.config, values, "config"), cwd)) if spec.config else ""
+    )
+    overrides = command_overrides(spec, log_dir, ckpt_dir)
+    values["overrides_shell"] = shlex.join(overrides)
+    argv = build_argv(spec, values, overrides)
+    env = _environment(spec, values)
+    reader = _reader(spec, values)
+    objective = spec.objective_name
+    _check_prune_metric(objective)
+
+    trial.set_user_attr("command_argv", argv)
+    trial.set_user_attr("command_objective", objective)
+    trial.set_user_attr("command_tags", dict(spec.metrics.tags))
+    trial.set_user_attr("command_log_dir", str(log_dir))
+    log.info("running %s (cwd %s)", shlex.join(argv), cwd)
+
+    with open(job / STDOUT_FILE, "ab") as out, open(job / STDERR_FILE, "ab") as err:
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True
+            )
+        except OSError as e:
+            raise CommandFailed(
+                f"cannot start {argv[0]!r} ({e}); check command.command and command.cwd={cwd}."
+            ) from None
+    trial.set_user_attr("command_pid", proc.pid)
+    watcher = _Watcher(objective)
+    started = time.monotonic()
+    try:
+        while True:
+            try:
+                rc: int | None = proc.wait(timeout=spec.poll_interval_s)
+            except subprocess.TimeoutExpired:
+                rc = None
+            if watcher.update(reader.read(), running=rc is None):
+                log.info("pruned at step %s: stopping process group %d", watcher.step, proc.pid)
+                _run_stop_command(spec, values, cwd, env)
+                terminate_group(proc, spec.grace_period_s)
+                trial.set_user_attr("command_stopped", "pruned")
+                return last_values(watcher.history)
+            if rc is not None:
+                break
+            if spec.timeout_s is not None and time.monotonic() - started > spec.timeout_s:
+                _run_stop_command(spec, values, cwd, env)
+                terminate_group(proc, spec.grace_period_s)
+                trial.set_user_attr("command_stopped", "timeout")
+                raise CommandTimeout(
+                    f"the command ran longer than command.timeout_s={spec.timeout_s:g} s and was "
+                    f"stopped (last step {watcher.step}); raise command.timeout_s or shorten the "
+                    f"run. Its output is in {job}."
+                )
+    finally:
+        if proc.poll() is None:  # an exception (or Ctrl-C) while it runs: leave nothing behind
+            terminate_group(proc, spec.grace_period_s)
+    watcher.update(reader.read(), running=False)  # whatever it flushed on exit
+    if rc != 0:
+        how = f"was killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
+        raise CommandFailed(
+            f"the command {how}; last lines of its stderr ({job / STDERR_FILE}):\n"
+            + stderr_tail(job / STDERR_FILE)
+        )
+    metrics = last_values(watcher.history)
+    if objective not in metrics:
+        where = Path(values["metrics_dir"])
+        raise CommandFailed(
+            f"the command exited 0 but wrote no value of {objective!r} "
+            f"({spec.metrics.source} {spec.metrics.tags[objective]!r}) under {where}; check "
+            "command.metrics (tags, log_subdir_glob or path) and command.log_dir_key."
+        )
+    return metrics
+
+
+def command_overrides(spec: CommandSpec, log_dir: Path, ckpt_dir: Path) -> list[str]:
+    """The overrides handed to the command: searched values first, then the per-trial dirs."""
+    out = render_overrides(spec.overrides)
+    if spec.log_dir_key:
+        out.append(render_override(spec.log_dir_key, str(log_dir)))
+    if spec.checkpoint_dir_key:
+        out.append(render_override(spec.checkpoint_dir_key, str(ckpt_dir)))
+    return out
+
+
+def build_argv(spec: CommandSpec, values: Mapping[str, str], overrides: list[str]) -> list[str]:
+    """The command's argv with templates filled; overrides where ``{overrides}`` is, else last."""
+    template = shlex.split(spec.command) if isinstance(spec.command, str) else list(spec.command)
+    argv: list[str] = []
+    placed = False
+    for item in template:
+        if item == "{overrides}":
+            argv.extend(overrides)
+            placed = True
+        else:
+            argv.append(_fmt(item, values, "command"))
+    if not placed:
+        argv.extend(overrides)
+    argv.extend(_fmt(a, values, "extra_args") for a in spec.extra_args)
+    return argv
+
+
+def terminate_group(proc: subprocess.Popen[Any], grace_period_s: float) -> None:
+    """SIGTERM the process group of ``proc``, SIGKILL it after ``grace_period_s``; reap ``proc``."""
+    pgid = proc.pid  # start_new_session=True: the child leads its own group
+    _killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_period_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None and not _group_alive(pgid):
+            return
+        time.sleep(0.05)
+    _killpg(pgid, signal.SIGKILL)
+    proc.wait()
+
+
+def _killpg(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:  # the whole group is gone already
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member changed identity; it still exists
+        return True
+    return True
+
+
+def stderr_tail(path: Path, lines: int = TAIL_LINES) -> str:
+    """The last ``lines`` lines of a file (at most ~1500 characters), or a note if it is empty."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return "(no stderr file)"
+    tail = "\n".join(text.rstrip().splitlines()[-lines:])
+    if len(tail) > _TAIL_CHARS:
+        tail = "..." + tail[-_TAIL_CHARS:]
+    return tail or "(stderr is empty)"
+
+
+class _Watcher:
+    """Reports each new objective value (with the other metrics of that step) and asks the
+    pruner; remembers the whole history for the final return."""
+
+    def __init__(self, objective: str) -> None:
+        self.objective = objective
+        self.history: History = {}
+        self.step: int | None = None  # last reported step
+
+    def update(self, history: History, running: bool) -> bool:
+        """True when the pruner says stop (only asked while the command still runs)."""
+        self.history = history
+        series = history.get(self.objective, {})
+        for step in sorted(s for s in series if self.step is None or s > self.step):
+            metrics = {self.objective: series[step]}
+            for name, other in history.items():
+                if name != self.objective and step in other:
+                    metrics[name] = other[step]
+            trial.report(step, metrics)
+            self.step = step
+            if running and trial.should_prune():
+                return True
+        return False
+
+
+def _run_stop_command(
+    spec: CommandSpec, values: Mapping[str, str], cwd: Path, env: Mapping[str, str]
+) -> None:
+    if not spec.stop_command:
+        return
+    argv = [_fmt(a, values, "stop_command") for a in spec.stop_command]
+    try:
+        done = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=max(spec.grace_period_s, 10.0),
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.warning("command.stop_command %s failed: %s", shlex.join(argv), e)
+        return
+    if done.returncode != 0:
+        log.warning(
+            "command.stop_command %s exited %d: %s",
+            shlex.join(argv),
+            done.returncode,
+            done.stderr.strip()[-500:],
+        )
+
+
+def _check_prune_metric(objective: str) -> None:
+    info = trial.info()
+    if info is not None and info.prune_metric and info.prune_metric != objective:
+        log.warning(
+            "the sweeper prunes on %r (first of hydra.sweeper.objectives) but command.objective "
+            "is %r; the pruner sees %r when the command logs it. Make them the same.",
+            info.prune_metric,
+            objective,
+            info.prune_metric,
+        )
+
+
+def _reader(spec: CommandSpec, values: Mapping[str, str]) -> MetricsReader:
+    m = spec.metrics
+    base = Path(values["metrics_dir"])
+    if m.source == "tensorboard":
+        return TensorBoardReader(base, m.tags, m.log_subdir_glob)
+    path = Path(_fmt(m.path, values, "metrics.path"))
+    return JsonlReader(path if path.is_absolute() else base / path, m.tags, m.step_field)
+
+
+def _template_values(spec: CommandSpec, job: Path, log_dir: Path, ckpt: Path) -> dict[str, str]:
+    info = trial.info()
+    number = str(info.number) if info is not None else ""
+    if info is not None:
+        job_name = f"hpo-{info.study_name}-{info.number}"
+    else:
+        job_name = f"hpo-{job.name}"
+    values = {
+        "python": sys.executable,
+        "job_dir": str(job),
+        "log_dir": str(log_dir),
+        "checkpoint_dir": str(ckpt),
+        "trial_number": number,
+        "job_name": job_name,
+        "config": "",
+        "overrides_shell": "",
+    }
+    values["metrics_dir"] = str(
+        _resolve(_fmt(spec.metrics.dir, values, "metrics.dir"), _launch_dir())
+    )
+    return values
+
+
+def _environment(spec: CommandSpec, values: Mapping[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    # The command is not a trial-aware job: keep the study's address (and password) out of it.
+    env.pop(trial.ENV_TRIAL, None)
+    env.pop(trial.ENV_STORAGE_PASSWORD, None)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    for key, value in spec.env.items():
+        env[str(key)] = _fmt(str(value), values, f"env.{key}")
+    return env
+
+
+def _fmt(template: str, values: Mapping[str, str], where: str) -> str:
+    try:
+        return template.format_map(values)
+    except KeyError as e:
+        raise CommandConfigError(
+            f"command.{where}: unknown placeholder {{{e.args[0]}}} in {template!r}; use "
+            f"{sorted('{' + k + '}' for k in values if k != 'metrics_dir')} or {{{{ }}}} for "
+            "literal braces."
+        ) from None
+    except (ValueError, IndexError) as e:
+        raise CommandConfigError(
+            f"command.{where}: {template!r} is not a valid template ({e}); write literal braces "
+            "as {{ and }}."
+        ) from None
+
+
+def _resolve(path: str, base: Path) -> Path:
+    p = Path(os.path.expanduser(path))
+    return p if p.is_absolute() else base / p
+
+
+def _launch_dir() -> Path:
+    """Where the user started the app (Hydra may have changed the working dir since)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return Path(HydraConfig.get().runtime.cwd)
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        pass
+    return Path.cwd()
+
+
+def _hydra_job_dir() -> Path:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return Path(HydraConfig.get().runtime.output_dir)
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        pass
+    return Path.cwd()
