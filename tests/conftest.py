@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,3 +45,56 @@ def compose_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[.
             return compose("config", overrides=list(overrides))
 
     return _compose
+
+
+# --- real services, started on demand -------------------------------------------------------
+# `python -m pytest` on a fresh machine (as root) starts what the selected tests need: the
+# single-node Slurm of slurm/start.sh (with 2 fake GPUs) for tests marked `slurm`, the
+# throw-away PostgreSQL of ci/postgres.sh for tests marked `postgres`. Both stay up afterwards
+# (a second run reuses them); stop them with slurm/stop.sh and ci/postgres.sh stop.
+
+
+def _source_env(path: Path) -> None:
+    """Apply the `export NAME=value` lines of a service's env.sh to this process."""
+    import shlex
+
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("export ") and "=" in line:
+            name, _, value = line[len("export ") :].partition("=")
+            os.environ[name] = shlex.split(value)[0] if value else ""
+
+
+def _start(*cmd: str, what: str, timeout: float = 600) -> None:
+    proc = subprocess.run(
+        ["bash", *cmd], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"could not start {what} ({' '.join(cmd)}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """A running local Slurm (installed and started if needed); returns its SLURM_CONF."""
+    state = Path(os.environ.get("NEMO_SLURM_DIR", "/tmp/nemo-rl-hpo-slurm"))
+    _start("slurm/install.sh", what="the Slurm packages")
+    _start("slurm/start.sh", "--gpus", "2", what="the local Slurm cluster")
+    _source_env(state / "env.sh")
+    return os.environ["SLURM_CONF"]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A throw-away PostgreSQL on localhost (installed and started if needed)."""
+    state = Path(os.environ.get("NEMO_PG_DIR", "/tmp/nemo-rl-hpo-pg"))
+    _start("ci/postgres.sh", "start", what="PostgreSQL")
+    _source_env(state / "env.sh")
+    return os.environ["NEMO_RL_HPO_TEST_PG_URL"]
+
+
+@pytest.fixture(autouse=True)
+def _services_for_markers(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("slurm") is not None:
+        request.getfixturevalue("slurm_cluster")
+    if request.node.get_closest_marker("postgres") is not None:
+        request.getfixturevalue("postgres_url")

@@ -38,7 +38,7 @@ storage.engine.dispose()
 
 
 @pytest.fixture
-def pg_url() -> str:
+def pg_url(postgres_url: str) -> str:
     url = os.environ.get(ENV_URL)
     if not url:
         pytest.fail(

@@ -36,7 +36,7 @@ def _run(*cmd: str, timeout: float = 15) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def slurm_conf() -> Iterator[str]:
+def slurm_conf(slurm_cluster: str) -> Iterator[str]:
     """SLURM_CONF of a cluster whose node is up, exported for submitit's sbatch/sacct calls."""
     conf = os.environ.get("SLURM_CONF") or str(STATE / "slurm.conf")
     if not Path(conf).is_file():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import os
 import shlex
 import socket
@@ -55,8 +56,14 @@ class SweepConfigError(CompactHydraException):
 
 
 def hydra_quote(value: str) -> str:
-    """Quote a string as a Hydra override value (escapes per Hydra's quoted-string grammar)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """Quote a string as a Hydra override value.
+
+    Hydra 1.3 keeps a backslash literally unless it precedes a quote (or ends the string), so
+    only quotes and the backslashes right before them are escaped.
+    """
+    out = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    out = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, out)
+    return f"'{out}'"
 
 
 class OptunaSweeperImpl:

@@ -1,0 +1,216 @@
+"""Sweeps whose trials are real Slurm jobs on the local cluster (slurm/start.sh --gpus 2)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.sweeplib import REPO, run_app, states
+
+pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.slow]
+
+SLURM = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=10",
+    "hydra.launcher.gpus_per_node=null",
+]
+# A one-parameter space for tests about the jobs rather than the search.
+FIXED = ["~search", "learning_rate=tag(log, interval(1e-3, 1e-2))"]
+SHORT = [
+    "max_steps=120",
+    "eval_interval=20",
+    "checkpoint_interval=20",
+    "warmup_steps=int(interval(0, 40))",
+    "scheduler.step_size=range(20, 100, 20)",
+]
+
+
+def _study(sweep: Path) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(sweep / "optuna.journal"))
+    )
+    return optuna.load_study(study_name="train", storage=storage)
+
+
+def _sacct(job_id: str) -> str:
+    return subprocess.run(
+        ["sacct", "-n", "-X", "-j", job_id, "-o", "JobID,State,AllocTRES%60", "--parsable2"],
+        capture_output=True, text=True, timeout=30, check=False,
+    ).stdout
+
+
+def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if predicate():
+                return
+        except Exception:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_pruned_sweep_of_slurm_jobs(tmp_path: Path) -> None:
+    run_app(
+        REPO / "train.py",
+        f"hydra.sweep.dir={tmp_path}",
+        *SLURM,
+        "hydra/sweeper/pruner=median",
+        "hydra.sweeper.pruner.n_startup_trials=2",
+        "hydra.sweeper.pruner.n_warmup_steps=20",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.sampler.seed=0",
+        "learning_rate=tag(log, interval(1e-5, 3e-2))",
+        *SHORT,
+        cwd=REPO,
+        timeout=900,
+    )
+    study = _study(tmp_path)
+    counts = states(study)
+    # Rule: all six trials finish through Slurm, at least one of them PRUNED by the median.
+    assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 6, counts
+    assert counts.get("PRUNED", 0) >= 1, counts
+    for t in study.trials:
+        job_id = t.user_attrs["slurm_job_id"]
+        # Rule: each trial records its Slurm job, and sacct knows it as completed.
+        assert re.fullmatch(r"\d+(_\d+)?", job_id)
+        assert "COMPLETED" in _sacct(job_id)
+        assert t.user_attrs["node"]
+
+
+def test_fake_gpu_trials_get_a_gpu_each(tmp_path: Path) -> None:
+    run_app(
+        REPO / "train.py",
+        f"hydra.sweep.dir={tmp_path}",
+        *[a for a in SLURM if "gpus_per_node" not in a],
+        "hydra.launcher.gpus_per_node=1",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "max_steps=20",
+        "eval_interval=10",
+        "warmup_steps=5",
+        *FIXED,
+        cwd=REPO,
+        timeout=600,
+    )
+    study = _study(tmp_path)
+    assert states(study) == {"COMPLETE": 2}
+    for t in study.trials:
+        # Rule: the job was allocated one GPU (Slurm's accounting shows the TRES).
+        assert "gres/gpu=1" in _sacct(t.user_attrs["slurm_job_id"])
+
+
+def _start_sweep(sweep: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+    log = sweep.parent / f"{sweep.name}.log"
+    args = [
+        sys.executable, str(REPO / "train.py"), "-m", f"hydra.sweep.dir={sweep}", *SLURM, *extra
+    ]
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(args, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def test_requeued_trial_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc, log = _start_sweep(
+        sweep,
+        "hydra.sweeper.n_trials=1",
+        "max_steps=300",
+        "eval_interval=20",
+        "checkpoint_interval=20",
+        "warmup_steps=10",
+        *FIXED,
+    )
+    try:
+        _wait(lambda: (sweep / "0" / "last.pt").exists(), 300, "the first checkpoint")
+        job_id = _study(sweep).trials[0].user_attrs["slurm_job_id"]
+        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    study = _study(sweep)
+    (t,) = study.trials
+    # Rule: one trial record, complete, with the final value of the full run.
+    assert t.state == TrialState.COMPLETE
+    assert t.user_attrs["metric:step"] == 300
+    assert t.user_attrs["slurm_restart_count"] >= 1
+    # Rule: the requeued job resumed from its checkpoint (the step counter proves it).
+    job_log = (sweep / "0" / "train.log").read_text()
+    match = re.search(r"resumed from .*last\.pt at step (\d+)", job_log)
+    assert match and int(match.group(1)) > 0, job_log[-2000:]
+
+
+def test_driver_restart_reattaches_to_running_jobs(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    extra = [
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "max_steps=400",
+        "eval_interval=50",
+        "warmup_steps=10",
+        *FIXED,
+    ]
+    proc, log = _start_sweep(sweep, *extra)
+
+    def both_running() -> bool:
+        trials = _study(sweep).trials
+        return len(trials) == 2 and all("slurm_job_id" in t.user_attrs for t in trials)
+
+    _wait(both_running, 300, "two running Slurm trials")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    ids = [t.user_attrs["slurm_job_id"] for t in _study(sweep).trials]
+    assert all(t.state == TrialState.RUNNING for t in _study(sweep).trials)
+    resume = re.search(r"Resume this sweep with: (.+)", log.read_text())
+    assert resume
+    out = subprocess.run(
+        resume.group(1), shell=True, cwd=REPO, capture_output=True, text=True, timeout=900
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    study = _study(sweep)
+    # Rule: the resumed driver re-attached to both jobs by their ids and recorded their results;
+    # it launched nothing new.
+    assert states(study) == {"COMPLETE": 2}
+    assert [t.user_attrs["slurm_job_id"] for t in study.trials] == ids
+    assert out.stdout.count("re-attaching to trial") + out.stderr.count("re-attaching to trial") == 2
+
+
+def test_trial_over_its_time_limit_fails_with_reason(tmp_path: Path) -> None:
+    proc = run_app(
+        REPO / "train.py",
+        f"hydra.sweep.dir={tmp_path}",
+        *[a for a in SLURM if "timeout_min" not in a],
+        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.signal_delay_s=50",
+        "hydra.launcher.max_num_timeout=0",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.max_failure_rate=1.0",
+        "max_steps=100000",
+        "eval_interval=500",
+        "warmup_steps=10",
+        *FIXED,
+        cwd=REPO,
+        timeout=600,
+        check=False,
+    )
+    study = _study(tmp_path)
+    (t,) = study.trials
+    # Rule: over its limit the trial is recorded FAIL, with the reason, and the sweep ends.
+    assert t.state == TrialState.FAIL, proc.stdout[-2000:]
+    reason = t.user_attrs["fail_reason"].lower()
+    assert "timed-out" in reason or "timeout" in reason or "time limit" in reason, reason
