@@ -26,8 +26,8 @@ def make_sampler(name: str, seed: int) -> Any:
         return s.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
     if name in ("tpe", "upstream"):  # Optuna's default TPE (2.10 in the upstream venv)
         return s.TPESampler(seed=seed)
-    if name == "tpe_mv":
-        return s.TPESampler(seed=seed, multivariate=True)
+    if name == "tpe_indep":  # upstream's model (independent TPE) on Optuna 5
+        return s.TPESampler(seed=seed, multivariate=False)
     if name == "gp":
         return s.GPSampler(seed=seed)
     if name == "random":

@@ -25,6 +25,7 @@ import _common as c  # noqa: E402
 
 SAMPLERS = {
     "ours": [],  # the sweeper's default: TPE multivariate+group
+    "tpe": ["hydra.sweeper.sampler.group=false"],  # Optuna 5's default TPE (multivariate)
     "tpe_indep": [
         "hydra.sweeper.sampler.multivariate=false",
         "hydra.sweeper.sampler.group=false",

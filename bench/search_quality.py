@@ -8,7 +8,8 @@ problems (``bench/_problems.py``: continuous multimodal, mixed categorical+conti
 conditional like ``conf/search/default.yaml``, log-scale learning rate), which isolates the
 sampler from the sweeper. Contenders: ``ours`` (hydra/sweeper=optuna default: TPE
 multivariate+group), ``tpe`` (Optuna 5 default TPE), ``gp`` (GPSampler), ``random``, and
-``upstream`` (hydra-optuna-sweeper's default: Optuna 2.10's TPESampler, in its own venv).
+``upstream`` (hydra-optuna-sweeper's default: Optuna 2.10's TPESampler, in its own venv);
+optionally ``tpe_indep`` (independent TPE on Optuna 5) and ``cmaes``.
 Reported: regret (best value - known minimum), median and IQR over seeds.
 """
 

@@ -1,0 +1,181 @@
+"""Print the Markdown tables of ``bench/README.md`` from the JSON results in ``bench/results/``.
+
+python bench/table.py            # paste the output into bench/README.md (and the top README)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+README = RESULTS.parent / "README.md"
+BEGIN, END = "<!-- tables:begin -->", "<!-- tables:end -->"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _header(d: dict[str, Any]) -> str:
+    m = d["machine"]
+    return (
+        f"*{m['date']}, {m['cpus']} shared cores (load {m['loadavg_at_start'][0]} at start), "
+        f"git {m.get('git', '?')}; `{d['command']}`*"
+    )
+
+
+def overhead(d: dict[str, Any]) -> list[str]:
+    out = [
+        f"### Overhead per trial (trivial objective, n_jobs=1) — {d.get('repeats_done', '?')} "
+        "interleaved repeats",
+        "",
+        _header(d),
+        "",
+        "| launcher | contender | ms/trial (median) | IQR |",
+        "|---|---|---:|---|",
+    ]
+    for key, s in d["summary"].items():
+        launcher, name = key.split(" | ")
+        launcher = "none (plain study.optimize)" if launcher == "none" else launcher
+        lo, hi = s["iqr_ms"]
+        out.append(f"| {launcher} | {name} | {s['median_ms']:.1f} | {lo:.0f}–{hi:.0f} |")
+    out += ["", "| ratio (per-repeat pairs, median) | |", "|---|---:|"]
+    for key, v in d["ratios"].items():
+        out.append(f"| {key} | {v:.2f}× |")
+    return out
+
+
+def utilization(d: dict[str, Any]) -> list[str]:
+    s = d["settings"]
+    out = [
+        f"### Parallel utilization ({s['trials']} trials, lognormal median {s['median']} s, "
+        f"sigma {s['sigma']}, n_jobs={s['n_jobs']})",
+        "",
+        _header(d),
+        "",
+        "| schedule | utilization (span) | utilization (whole process) | of ideal |",
+        "|---|---:|---:|---:|",
+        f"| ideal list schedule (computed) | {d['ideal']['utilization']:.3f} | | 1.00 |",
+        f"| batches of n_jobs, zero overhead (computed) | "
+        f"{d['zero_overhead_batches']['utilization']:.3f} | | "
+        f"{d['zero_overhead_batches']['utilization'] / d['ideal']['utilization']:.2f} |",
+    ]
+    for kind, r in d["summary"].items():
+        out.append(
+            f"| {kind} | {r['util_span_median']:.3f} | {r['util_process_median']:.3f} | "
+            f"{r['of_ideal']:.2f} |"
+        )
+    ours = [r for r in d["runs"] if str(r["contender"]).startswith("ours")]
+    phases = [k for k in ours[0] if k.endswith(")") and "_s (" in k] if ours else []
+    if phases:
+        out += [
+            "",
+            "Where our slot time goes besides the trial body (median seconds, per run):",
+            "",
+        ]
+        out.append("| " + " | ".join(phases) + " |")
+        out.append("|" + "---:|" * len(phases))
+        for r in ours:
+            out.append("| " + " | ".join(str(r[p]) for p in phases) + " |")
+    return out
+
+
+def quality(d: dict[str, Any]) -> list[str]:
+    table = d["table"]
+    problems = list(table)
+    samplers = list(table[problems[0]])
+    budgets = [b for b in table[problems[0]][samplers[0]] if b.isdigit()]
+    out = [
+        f"### Search quality: regret (best − known minimum), median [IQR] over "
+        f"{d['settings']['seeds']} seeds",
+        "",
+        _header(d),
+        "",
+        "| problem | sampler | " + " | ".join(f"@{b}" for b in budgets) + " |",
+        "|---|---|" + "---:|" * len(budgets),
+    ]
+    for p in problems:
+        best = {b: min(table[p][s][b]["median"] for s in samplers) for b in budgets}
+        for s in samplers:
+            cells = []
+            for b in budgets:
+                cell = table[p][s][b]
+                text = f"{cell['median']:.4f} [{cell['iqr'][0]:.3f}, {cell['iqr'][1]:.3f}]"
+                cells.append(f"**{text}**" if cell["median"] == best[b] else text)
+            out.append(f"| {p} | {s} | " + " | ".join(cells) + " |")
+    out += ["", "| verdict | |", "|---|---|"]
+    for k, v in d["verdict"].items():
+        out.append(f"| {k} | {v} |")
+    return out
+
+
+def sampler_time(d: dict[str, Any]) -> list[str]:
+    out = [
+        "### Sampler time per trial (ask + suggestions, in-memory study)",
+        "",
+        _header(d),
+        "",
+        "| problem | finished trials | sampler | wall ms (median) | CPU ms (median) |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for r in d["records"]:
+        label = r["sampler"] + (" (Optuna 2.10)" if r["optuna"].startswith("2.") else "")
+        out.append(
+            f"| {r['problem']} | {r['size']} | {label} | {r['median_ms']:.1f} | "
+            f"{r.get('median_cpu_ms', float('nan')):.1f} |"
+        )
+    return out
+
+
+def default_trial(d: dict[str, Any]) -> list[str]:
+    out = [
+        f"### Default trial: best val_loss after {d['settings']['trials']} trials "
+        f"(max_steps={d['settings']['steps']}), median [IQR] over {d['settings']['seeds']} seeds",
+        "",
+        _header(d),
+        "",
+        "| sampler | best val_loss | IQR |",
+        "|---|---:|---|",
+    ]
+    for s, r in d["summary"].items():
+        out.append(f"| {s} | {r['median']:.4f} | {r['iqr'][0]:.4f}–{r['iqr'][1]:.4f} |")
+    return out
+
+
+def main() -> None:
+    sections = [
+        ("overhead", overhead),
+        ("utilization", utilization),
+        ("search_quality", quality),
+        ("search_quality_15seeds", quality),
+        ("sampler_time", sampler_time),
+        ("default_trial", default_trial),
+    ]
+    lines: list[str] = []
+    for name, render in sections:
+        d = _load(name)
+        if d is None:
+            continue
+        lines += [*render(d), ""]
+    text = "\n".join(lines)
+    if "--write" not in sys.argv[1:]:
+        sys.stdout.write(text)
+        return
+    readme = README.read_text()
+    if BEGIN not in readme or END not in readme:
+        raise SystemExit(f"{README} has no {BEGIN} ... {END} markers; add them where tables go.")
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    print(f"updated {README}")
+
+
+if __name__ == "__main__":
+    main()
