@@ -388,6 +388,8 @@ class OptunaSweeperImpl:
         url = self._storage_url(sweep_dir)
         bare_url = st.export_password(url)
         masked = st.mask(url) or ""
+        self._warm_cfg = self._get("warm_start")  # read before secrets are masked in the config
+        self._scrub_secrets()
         try:
             storage = st.open_storage(url)
         except st.StorageError as e:
@@ -416,6 +418,27 @@ class OptunaSweeperImpl:
                 "name or restore the direction."
             )
         return study, study_name, bare_url, masked
+
+    def _scrub_secrets(self) -> None:
+        """Mask storage passwords in the config that launchers save and pickle for every job.
+
+        Jobs reach the study through the trial context (URL without password) and inherit the
+        password through the process environment, so nothing a job writes needs it.
+        """
+        from omegaconf import read_write
+
+        assert self.config is not None
+        with read_write(self.config.hydra):
+            overrides = self.config.hydra.overrides.hydra
+            for i, value in enumerate(list(overrides)):
+                overrides[i] = st.mask(str(value))
+            sweeper = self.config.hydra.sweeper
+            for key in ("storage",):
+                if isinstance(sweeper.get(key), str):
+                    sweeper[key] = st.mask(sweeper[key])
+            ws = sweeper.get("warm_start")
+            if ws is not None and isinstance(ws.get("storage"), str):
+                ws["storage"] = st.mask(ws["storage"])
 
     def _launch_trial(
         self, trial: optuna.Trial, overrides: list[str], context: Mapping[str, Any]
@@ -489,7 +512,7 @@ class OptunaSweeperImpl:
             study.set_user_attr(k, v)
 
     def _warm_start(self, study: optuna.Study, space: SearchSpace) -> None:
-        ws = self._get("warm_start")
+        ws = getattr(self, "_warm_cfg", None)
         if not ws or not ws.get("study_name"):
             return
         from nemo_rl_hpo.sweep.warm_start import warm_start

@@ -28,6 +28,8 @@ SYS_OWNER = "nemo_rl_hpo:owner"  # {"host", "pid", "token"} of the sweeper that 
 SYS_HEARTBEAT = "nemo_rl_hpo:heartbeat"  # unix time of the owner's last sign of life
 SYS_OVERFLOW = "nemo_rl_hpo:overflow"  # asked after the global budget was spent: not counted
 ATTR_RETRY_OF = "retry_of"
+OWNERLESS_GRACE_S = 10.0
+RECOVER_EVERY_S = 5.0
 
 
 class SweepAborted(RuntimeError):
@@ -137,6 +139,10 @@ class AsyncSweep:
     def _is_orphan(self, t: FrozenTrial) -> bool:
         """A RUNNING trial whose sweeper is gone (dead local pid, or heartbeat too old)."""
         owner = t.system_attrs.get(SYS_OWNER)
+        if owner is None:
+            # Asked but never claimed: its sweeper died between ask and launch (a live one
+            # claims a trial within milliseconds).
+            return time.time() - _ts(t.datetime_start) > OWNERLESS_GRACE_S
         if isinstance(owner, dict) and owner.get("host") == socket.gethostname():
             pid = int(owner.get("pid", -1))
             if pid == os.getpid():
@@ -151,7 +157,9 @@ class AsyncSweep:
         """Handle trials a dead sweeper left RUNNING: re-attach live jobs, fail the rest."""
         reattach: list[FrozenTrial] = []
         for t in self._trials():
-            if t.state != TrialState.RUNNING or not self._is_orphan(t):
+            if t.state != TrialState.RUNNING or t.number in self._running:
+                continue
+            if not self._is_orphan(t):
                 continue
             if self.is_job_alive is not None and self.is_job_alive(t):
                 log.info(
@@ -217,22 +225,20 @@ class AsyncSweep:
         pool = ThreadPoolExecutor(max_workers=max(1, s.n_jobs), thread_name_prefix="trial")
         beat = threading.Thread(target=self._heartbeat_loop, daemon=True)
         beat.start()
-        watchers: dict[int, Future[LaunchOutcome]] = {}
         for t in reattached:
-            trial = optuna.Trial(self.study, t._trial_id)
-            self._storage.set_trial_system_attr(
-                t._trial_id,
-                SYS_OWNER,
-                {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token},
-            )
-            fut = pool.submit(self._watch, t)
-            self._running[t.number] = _Running(trial, time.time(), fut)
-            watchers[t.number] = fut
+            self._adopt(pool, t)
         n_failed_here = 0
         n_finished_here = 0
         aborted: str | None = None
+        last_recover = time.time()
         try:
             while True:
+                if time.time() - last_recover > RECOVER_EVERY_S:
+                    # Orphans of a crashed peer (or of our own earlier life) are failed/retried
+                    # while we run, not only at start-up.
+                    for t in self.recover():
+                        self._adopt(pool, t)
+                    last_recover = time.time()
                 while (
                     len(self._running) < max(1, s.n_jobs)
                     and aborted is None
@@ -277,6 +283,16 @@ class AsyncSweep:
                 f"hydra.sweeper.max_failure_rate={s.max_failure_rate}; first failure: {aborted}"
             )
         return summary
+
+    def _adopt(self, pool: ThreadPoolExecutor, t: FrozenTrial) -> None:
+        """Take over a live job of a dead sweeper: claim its trial and wait for its result."""
+        self._storage.set_trial_system_attr(
+            t._trial_id,
+            SYS_OWNER,
+            {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token},
+        )
+        fut = pool.submit(self._watch, t)
+        self._running[t.number] = _Running(optuna.Trial(self.study, t._trial_id), time.time(), fut)
 
     def _timed_out(self, summary: SweepSummary) -> bool:
         return self.settings.timeout is not None and (

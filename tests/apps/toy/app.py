@@ -22,6 +22,8 @@ def main(cfg: DictConfig) -> object:
         time.sleep(seconds)
         with open(os.path.join(HydraConfig.get().runtime.output_dir, "slept.txt"), "w") as f:
             f.write(f"{start} {time.time()}\n")
+    if cfg.kill_above is not None and cfg.x > cfg.kill_above:  # as the OOM killer would
+        os.kill(os.getpid(), 9)
     if cfg.fail_above is not None and cfg.x > cfg.fail_above:
         raise RuntimeError(f"x={cfg.x} is above {cfg.fail_above}")
     loss = (cfg.x - 1.0) ** 2 + 0.1 * cfg.y
