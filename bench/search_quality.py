@@ -136,7 +136,14 @@ def main() -> None:
             "optima": OPTIMA,
             "table": table,
             "verdict": verdict,
-            "records": [{k: v for k, v in r.items() if k != "ask_s"} for r in records],
+            # per run: the best value at each budget (whole curves would be ~0.5 MB)
+            "records": [
+                {
+                    **{k: v for k, v in r.items() if k not in ("ask_s", "best_curve")},
+                    "best_at": {str(b): r["best_curve"][b - 1] for b in budgets},
+                }
+                for r in records
+            ],
         },
     )
     for p in problems:
