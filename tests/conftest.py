@@ -70,7 +70,10 @@ def _start(*cmd: str, what: str, timeout: float = 600) -> None:
         ["bash", *cmd], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
     )
     if proc.returncode != 0:
-        pytest.fail(f"could not start {what} ({' '.join(cmd)}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        pytest.fail(
+            f"could not start {what} ({' '.join(cmd)}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,8 @@ def run_app(
     )
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-4000:]}"
+            f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\n"
+            f"STDERR:\n{proc.stderr[-4000:]}"
         )
     return proc
 

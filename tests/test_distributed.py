@@ -34,19 +34,27 @@ def _real(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTri
 
 def _cooperate(sweep: Path, storage: str, n_sweepers: int = 3) -> optuna.Study:
     args = [
-        sys.executable, str(APPS / "toy" / "app.py"), "-m", f"hydra.sweep.dir={sweep}",
-        f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=shared",
-        "hydra.sweeper.n_trials=30", "hydra.sweeper.n_jobs=2", "durations=[0.3,0.6,0.1]",
-        "hydra.sweeper.write_report=false", *LOCAL,
+        sys.executable,
+        str(APPS / "toy" / "app.py"),
+        "-m",
+        f"hydra.sweep.dir={sweep}",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=shared",
+        "hydra.sweeper.n_trials=30",
+        "hydra.sweeper.n_jobs=2",
+        "durations=[0.3,0.6,0.1]",
+        "hydra.sweeper.write_report=false",
+        *LOCAL,
     ]
     env = dict(os.environ)
     procs = [
-        subprocess.Popen(args, cwd=APPS / "toy", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         env=env)
+        subprocess.Popen(
+            args, cwd=APPS / "toy", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+        )
         for _ in range(n_sweepers)
     ]
     outs = [p.communicate(timeout=900)[0].decode() for p in procs]
-    for p, out in zip(procs, outs):
+    for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out[-3000:]
     return optuna.load_study(study_name="shared", storage=open_storage(storage))
 
@@ -81,16 +89,24 @@ def test_three_sweepers_share_a_journal_file(tmp_path: Path) -> None:
 def test_sigkill_loop_loses_nothing_and_counts_nothing_twice(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     args = [
-        sys.executable, str(APPS / "toy" / "app.py"), "-m", f"hydra.sweep.dir={sweep}",
-        "hydra.sweeper.n_trials=14", "hydra.sweeper.retry_failed=3", "hydra.sweeper.n_jobs=2",
-        "durations=[0.4,0.8,0.2]", "hydra.sweeper.write_report=false", *LOCAL,
+        sys.executable,
+        str(APPS / "toy" / "app.py"),
+        "-m",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.n_trials=14",
+        "hydra.sweeper.retry_failed=3",
+        "hydra.sweeper.n_jobs=2",
+        "durations=[0.4,0.8,0.2]",
+        "hydra.sweeper.write_report=false",
+        *LOCAL,
     ]
     rng = random.Random(7)
     seen_complete: dict[int, float] = {}
     storage = f"sqlite:///{sweep / 'optuna.db'}"
     for _ in range(5):
-        proc = subprocess.Popen(args, cwd=APPS / "toy", stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            args, cwd=APPS / "toy", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(rng.uniform(2.0, 6.0))  # a random moment: start-up, mid-trial, between trials
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -122,9 +138,15 @@ def test_sigkill_loop_loses_nothing_and_counts_nothing_twice(tmp_path: Path) -> 
 
 def test_trial_killed_by_sigkill_fails_and_the_sweep_goes_on(tmp_path: Path) -> None:
     run_app(
-        "toy", f"hydra.sweep.dir={tmp_path}", *LOCAL, "kill_above=0.5",
-        "hydra.sweeper.max_failure_rate=1.0", "hydra.sweeper.n_trials=8",
-        "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.seed=0", timeout=600,
+        "toy",
+        f"hydra.sweep.dir={tmp_path}",
+        *LOCAL,
+        "kill_above=0.5",
+        "hydra.sweeper.max_failure_rate=1.0",
+        "hydra.sweeper.n_trials=8",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.sampler.seed=0",
+        timeout=600,
     )
     study = optuna.load_study(study_name="app", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     killed = [t for t in study.trials if t.params["x"] > 0.5]
@@ -144,13 +166,21 @@ def test_password_never_written_or_logged(tmp_path: Path, postgres_url: str) -> 
     assert len(password) >= 6
     study_name = f"secret-{uuid.uuid4().hex[:8]}"
     proc = run_app(
-        "toy", f"hydra.sweep.dir={tmp_path}", f"hydra.sweeper.storage={postgres_url}",
-        f"hydra.sweeper.study_name={study_name}", "hydra.sweeper.n_trials=3", "steps=3",
-        *LOCAL, "hydra.sweeper.n_jobs=2", timeout=600,
+        "toy",
+        f"hydra.sweep.dir={tmp_path}",
+        f"hydra.sweeper.storage={postgres_url}",
+        f"hydra.sweeper.study_name={study_name}",
+        "hydra.sweeper.n_trials=3",
+        "steps=3",
+        *LOCAL,
+        "hydra.sweeper.n_jobs=2",
+        timeout=600,
     )
     cli = subprocess.run(
         [sys.executable, "-m", "nemo_rl_hpo.cli", "status", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "NEMO_RL_HPO_STORAGE_PASSWORD": password},
     )
     # Rule: the password is in no log line, printed command or CLI output ...

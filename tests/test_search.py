@@ -155,7 +155,9 @@ def test_fixed_option_with_its_conditional_key_is_fine() -> None:
         ({"only": 2.0}, 1, None, [2.0]),
     ],
 )
-def test_objective_values(ret: object, n: int, objectives: list[str] | None, expected: list[float]) -> None:
+def test_objective_values(
+    ret: object, n: int, objectives: list[str] | None, expected: list[float]
+) -> None:
     assert objective_values(ret, n, objectives) == expected
 
 

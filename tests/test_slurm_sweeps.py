@@ -47,7 +47,10 @@ def _study(sweep: Path) -> optuna.Study:
 def _sacct(job_id: str) -> str:
     return subprocess.run(
         ["sacct", "-n", "-X", "-j", job_id, "-o", "JobID,State,AllocTRES%60", "--parsable2"],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     ).stdout
 
 
@@ -117,7 +120,12 @@ def test_fake_gpu_trials_get_a_gpu_each(tmp_path: Path) -> None:
 def _start_sweep(sweep: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
     log = sweep.parent / f"{sweep.name}.log"
     args = [
-        sys.executable, str(REPO / "train.py"), "-m", f"hydra.sweep.dir={sweep}", *SLURM, *extra
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        f"hydra.sweep.dir={sweep}",
+        *SLURM,
+        *extra,
     ]
     with open(log, "wb") as f:
         proc = subprocess.Popen(args, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
@@ -187,7 +195,9 @@ def test_driver_restart_reattaches_to_running_jobs(tmp_path: Path) -> None:
     # it launched nothing new.
     assert states(study) == {"COMPLETE": 2}
     assert [t.user_attrs["slurm_job_id"] for t in study.trials] == ids
-    assert out.stdout.count("re-attaching to trial") + out.stderr.count("re-attaching to trial") == 2
+    assert (
+        out.stdout.count("re-attaching to trial") + out.stderr.count("re-attaching to trial") == 2
+    )
 
 
 def test_trial_over_its_time_limit_fails_with_reason(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -48,11 +47,13 @@ def test_multi_objective_pareto_front(tmp_path: Path) -> None:
     assert set(results) == {"name", "solutions"}
     front = [tuple(s["values"]) for s in results["solutions"]]
     every = [tuple(t.values) for t in study.trials]
+
     # Rule: every reported solution is non-dominated among all trials.
+    def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+        return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
     for v in front:
-        assert not any(
-            all(o <= s for o, s in zip(other, v)) and other != v for other in every
-        ), f"{v} is dominated"
+        assert not any(dominates(other, v) for other in every), f"{v} is dominated"
     assert len(front) == len(study.best_trials)
 
 
@@ -236,8 +237,10 @@ def test_async_utilization_submitit_local(tmp_path: Path) -> None:
     wall = (last - first).total_seconds()
     utilization = busy / (3 * wall)
     slept = sum(durations)
-    print(f"utilization={utilization:.3f} busy={busy:.1f}s wall={wall:.1f}s "
-          f"(sleep-only efficiency {slept / (3 * wall):.3f})")
+    print(
+        f"utilization={utilization:.3f} busy={busy:.1f}s wall={wall:.1f}s "
+        f"(sleep-only efficiency {slept / (3 * wall):.3f})"
+    )
     # Rule: asynchronous slots stay >= 0.85 occupied. Derivation: the longest trial (9 s) starts
     # at the latest after 3 trials per slot, so a greedy refill ends within ~max duration of the
     # ideal; synchronous batches of 3 here occupy slots only ~0.6 of the wall time.

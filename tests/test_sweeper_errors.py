@@ -30,15 +30,24 @@ CASES = [
         ["hydra.sweeper.objectives=[loss]", "hydra.sweeper.direction=[minimize,minimize]"],
         "give one objective per direction",
     ),
-    ("conditional key in no option", ["opt=choice(a,b)", "opt.beta=interval(0.1,0.9)"],
-     "'beta' exists in no option of group 'opt'"),
+    (
+        "conditional key in no option",
+        ["opt=choice(a,b)", "opt.beta=interval(0.1,0.9)"],
+        "'beta' exists in no option of group 'opt'",
+    ),
     ("unknown key", ["xx=interval(0.0,1.0)"], "did you mean 'x'"),
     ("unknown option", ["opt=choice(a,z)"], "unknown option 'z'"),
-    ("unreachable storage", ["hydra.sweeper.storage=postgresql://u:s3cret@127.0.0.1:1/db"],
-     "cannot be opened"),
+    (
+        "unreachable storage",
+        ["hydra.sweeper.storage=postgresql://u:s3cret@127.0.0.1:1/db"],
+        "cannot be opened",
+    ),
     ("not a storage url", ["hydra.sweeper.storage=nowhere"], "is not a storage URL"),
-    ("custom space not importable", ["hydra.sweeper.custom_search_space=nope.fn"],
-     "cannot be imported"),
+    (
+        "custom space not importable",
+        ["hydra.sweeper.custom_search_space=nope.fn"],
+        "cannot be imported",
+    ),
     ("retry_failed < 0", ["hydra.sweeper.retry_failed=-1"], "retry_failed must be 0 or more"),
     ("motpe removed", ["hydra/sweeper/sampler=motpe"], "MOTPESampler was removed"),
 ]
@@ -63,7 +72,10 @@ def test_bad_input_one_line_before_any_job(
 
 def test_objective_not_returned_stops_at_first_trial(tmp_path: Path) -> None:
     proc = run_app(
-        "toy", f"hydra.sweep.dir={tmp_path}", "mode=dict", "hydra.sweeper.objectives=[acc]",
+        "toy",
+        f"hydra.sweep.dir={tmp_path}",
+        "mode=dict",
+        "hydra.sweeper.objectives=[acc]",
         check=False,
     )
     assert proc.returncode != 0
@@ -73,7 +85,9 @@ def test_objective_not_returned_stops_at_first_trial(tmp_path: Path) -> None:
 
 def test_direction_count_mismatch_stops_at_first_trial(tmp_path: Path) -> None:
     proc = run_app(
-        "toy", f"hydra.sweep.dir={tmp_path}", "hydra.sweeper.direction=[minimize,minimize]",
+        "toy",
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra.sweeper.direction=[minimize,minimize]",
         check=False,
     )
     assert proc.returncode != 0
@@ -93,7 +107,11 @@ def test_plugin_discovered_from_outside_the_repo(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env,
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
         check=True,
     ).stdout
     assert "hydra_plugins.nemo_rl_hpo.optuna_sweeper.OptunaSweeper" in out
@@ -117,11 +135,21 @@ def test_own_app_outside_repo_finds_sweeper_and_groups(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(
         [
-            sys.executable, "my_app.py", "-m", "hydra/sweeper=optuna",
-            "hydra/sweeper/sampler=random", "hydra/sweeper/pruner=median",
-            "hydra.sweeper.n_trials=3", "+a=interval(0.0,1.0)", f"hydra.sweep.dir={tmp_path / 's'}",
+            sys.executable,
+            "my_app.py",
+            "-m",
+            "hydra/sweeper=optuna",
+            "hydra/sweeper/sampler=random",
+            "hydra/sweeper/pruner=median",
+            "hydra.sweeper.n_trials=3",
+            "+a=interval(0.0,1.0)",
+            f"hydra.sweep.dir={tmp_path / 's'}",
         ],
-        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "3 COMPLETE" in proc.stdout + proc.stderr

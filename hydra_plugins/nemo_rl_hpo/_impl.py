@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -182,7 +182,8 @@ class OptunaSweeperImpl:
         params = self._get("params") or {}
         if not isinstance(params, Mapping):
             raise SweepConfigError(
-                f"hydra.sweeper.params must be a mapping of key: grammar, got {type(params).__name__}."
+                "hydra.sweeper.params must be a mapping of key: grammar, "
+                f"got {type(params).__name__}."
             )
         try:
             parsed = parse_params(params, arguments)
@@ -198,7 +199,9 @@ class OptunaSweeperImpl:
         def has_key(key: str) -> bool:
             return OmegaConf.select(task_cfg, key, default=_MISSING) is not _MISSING
 
-        known = _flat_keys(OmegaConf.masked_copy(task_cfg, [k for k in task_cfg if k != "hydra"]))
+        known = _flat_keys(
+            OmegaConf.masked_copy(task_cfg, [str(k) for k in task_cfg if k != "hydra"])
+        )
         try:
             return SearchSpace(parsed, groups, choices, has_key, known)
         except SearchSpaceError as e:
@@ -675,7 +678,7 @@ def _flat_keys(node: Any, prefix: str = "") -> list[str]:
     keys: list[str] = []
     if isinstance(node, DictConfig):
         for k in node.keys():
-            full = f"{prefix}{k}"
+            full = prefix + str(k)
             keys.append(full)
             try:
                 child = node._get_node(k)

@@ -239,9 +239,7 @@ class OptunaSweeperConf:
 class OptunaMOSweeperConf(OptunaSweeperConf):
     """Multi-objective preset: NSGA-II on validation loss and training time (Pareto front)."""
 
-    defaults: list[Any] = field(
-        default_factory=lambda: [{"sampler": "nsgaii"}, {"pruner": "nop"}]
-    )
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "nsgaii"}, {"pruner": "nop"}])
     direction: Any = field(default_factory=lambda: ["minimize", "minimize"])
     objectives: Any = field(default_factory=lambda: ["val_loss", "train_time_s"])
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, filter_overrides
+from omegaconf import OmegaConf
+
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
     BaseSubmititLauncher,
@@ -27,12 +29,11 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
     SlurmLauncher as _UpstreamSlurm,
 )
-from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
 
-class _FastPollMixin(BaseSubmititLauncher):
+class _FastPollMixin(BaseSubmititLauncher):  # type: ignore[misc]
     poll_interval_s: float = 0.05
 
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
@@ -65,7 +66,13 @@ class _FastPollMixin(BaseSubmititLauncher):
             idx = initial_job_idx + i
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
             job_params.append(
-                (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
+                (
+                    list(overrides),
+                    "hydra.sweep.dir",
+                    idx,
+                    f"job_id_for_{idx}",
+                    Singleton.get_state(),
+                )
             )
         jobs = executor.map_array(self, *zip(*job_params, strict=True))
         while not all(j.done() for j in jobs):
@@ -73,13 +80,13 @@ class _FastPollMixin(BaseSubmititLauncher):
         return [j.results()[0] for j in jobs]
 
 
-class LocalLauncher(_FastPollMixin, _UpstreamLocal):
+class LocalLauncher(_FastPollMixin, _UpstreamLocal):  # type: ignore[misc]
     """submitit_local, returning within ``poll_interval_s`` of a job's end."""
 
     _EXECUTOR = "local"
 
 
-class SlurmLauncher(_FastPollMixin, _UpstreamSlurm):
+class SlurmLauncher(_FastPollMixin, _UpstreamSlurm):  # type: ignore[misc]
     """submitit_slurm, checking for results every ``poll_interval_s`` (sacct is throttled)."""
 
     _EXECUTOR = "slurm"

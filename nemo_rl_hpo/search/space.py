@@ -132,7 +132,8 @@ class SearchSpace:
                 if current not in owners:
                     raise SearchSpaceError(
                         f"hydra.sweeper.params.{key}: only {group}={'/'.join(sorted(owners))} has "
-                        f"'{sub}', but {group} is fixed to {current}; search '{group}' too or select "
+                        f"'{sub}', but {group} is fixed to {current}; search '{group}' too or "
+                        f"select "
                         f"{group}={sorted(owners)[0]}."
                     )
 

@@ -52,11 +52,13 @@ def parse_objectives(raw: Any) -> tuple[list[str], list[float] | None]:
                 weights.append(float(entry.get("weight", 1.0)))
             except (TypeError, ValueError):
                 raise ObjectiveError(
-                    f"hydra.sweeper.objectives[{i}].weight must be a number, got {entry['weight']!r}."
+                    f"hydra.sweeper.objectives[{i}].weight must be a number, "
+                    f"got {entry['weight']!r}."
                 ) from None
         else:
             raise ObjectiveError(
-                f"hydra.sweeper.objectives[{i}] must be a metric name or {{name: ..., weight: ...}}, "
+                f"hydra.sweeper.objectives[{i}] must be a metric name or "
+                "{name: ..., weight: ...}, "
                 f"got {entry!r}."
             )
     return names, (weights if weighted else None)

@@ -1,13 +1,11 @@
 """hydra-optuna-sweeper's multi-objective example (Binh and Korn), unchanged."""
 
-from typing import Tuple
-
 import hydra
 from omegaconf import DictConfig
 
 
 @hydra.main(version_base=None, config_path=".", config_name="config")
-def binh_and_korn(cfg: DictConfig) -> Tuple[float, float]:
+def binh_and_korn(cfg: DictConfig) -> tuple[float, float]:
     x: float = cfg.x
     y: float = cfg.y
 
