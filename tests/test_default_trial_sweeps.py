@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 from optuna.trial import TrialState
 
@@ -57,7 +61,21 @@ def test_default_space_conditional_keys_follow_options(tmp_path: Path) -> None:
         assert t.value == pytest.approx(t.user_attrs["metric:val_loss"])
     results = json.loads((tmp_path / "optimization_results.json").read_text())
     assert results["best_value"] == pytest.approx(study.best_value)
-    assert "python train.py" in results["best_command"] or "train.py" in json.dumps(results)
+
+    # Rule: `nemo-rl-hpo best` prints a command that reproduces the best trial's value.
+    best = subprocess.run(
+        [sys.executable, "-m", "nemo_rl_hpo.cli", "best", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout.strip()
+    argv = shlex.split(best)
+    assert argv[:2] == ["python", "train.py"]
+    rerun = tmp_path / "rerun"
+    subprocess.run(
+        [sys.executable, *argv[1:], f"hydra.run.dir={rerun}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+    )
+    saved = torch.load(rerun / "last.pt", weights_only=True)
+    assert saved["metrics"]["val_loss"] == pytest.approx(study.best_value, rel=1e-6)
 
 
 def test_median_pruning_with_subprocess_trials(tmp_path: Path) -> None:

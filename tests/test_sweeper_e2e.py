@@ -214,13 +214,12 @@ def test_resume_after_kill9(tmp_path: Path) -> None:
 
 
 def test_async_utilization_submitit_local(tmp_path: Path) -> None:
-    # Skewed durations (lognormal-like, median 3 s): batches of 3 would idle slots.
-    durations = [1.5, 8.0, 2.0, 3.0, 2.5, 6.0, 1.5, 3.5, 2.0, 9.0, 2.5, 3.0]
+    # Skewed durations (lognormal-like, median 4 s): batches of 3 would idle slots.
+    durations = [2.25, 12.0, 3.0, 4.5, 3.75, 9.0, 2.25, 5.25, 3.0, 13.5, 3.75, 4.5]
     run_app(
         "toy",
         f"hydra.sweep.dir={tmp_path}",
-        "hydra/launcher=submitit_local",
-        "hydra.launcher._target_=hydra_plugins.nemo_rl_hpo.launchers.LocalLauncher",
+        "hydra/launcher=local",  # submitit_local, waking up as soon as a job ends
         "hydra.launcher.timeout_min=10",
         "hydra.sweeper.n_jobs=3",
         "hydra.sweeper.n_trials=12",

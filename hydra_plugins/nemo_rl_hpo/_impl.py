@@ -582,14 +582,13 @@ class _Progress:
         eta = per * (left + running) / max(1, self.settings.n_jobs)
         value = "-" if t.values is None else ",".join(f"{v:.6g}" for v in t.values)
         best = "-"
-        try:
-            if len(self.study.directions) == 1:
-                b = self.study.best_trial
-                best = f"{b.value:.6g} (#{b.number})"
-            else:
-                best = f"{len(self.study.best_trials)} on the Pareto front"
-        except ValueError:
-            pass
+        done = [x for x in trials if x.state == TrialState.COMPLETE and x.values is not None]
+        if done and len(self.study.directions) == 1:
+            sign = 1.0 if self.study.direction.name == "MINIMIZE" else -1.0
+            b = min(done, key=lambda x: sign * float(x.values[0]))
+            best = f"{b.values[0]:.6g} (#{b.number})"
+        elif done:
+            best = "see the Pareto front"
         reason = ""
         if t.state == TrialState.FAIL:
             reason = f" reason={t.user_attrs.get('fail_reason', '?')}"

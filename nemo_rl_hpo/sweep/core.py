@@ -116,6 +116,8 @@ class AsyncSweep:
         self.is_job_alive = is_job_alive
         self.token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
         self._running: dict[int, _Running] = {}
+        self._snapshot: list[FrozenTrial] = []  # the study's trials as last read
+        self._retried: set[int] = set()  # failed trials this sweeper enqueued again
         self._stop = threading.Event()
         self._storage = study._storage
         self._study_id = study._study_id
@@ -186,11 +188,14 @@ class AsyncSweep:
         if t.state != TrialState.FAIL or self.settings.retry_failed <= 0:
             return False
         attempt = int(t.user_attrs.get("attempt", 0))
-        if attempt >= self.settings.retry_failed or t.number in retried_numbers(self._trials()):
+        if t.number in self._retried or attempt >= self.settings.retry_failed:
+            return False
+        if t.number in retried_numbers(self._trials()):
             return False
         self.study.enqueue_trial(
             dict(t.params), user_attrs={ATTR_RETRY_OF: t.number, "attempt": attempt + 1}
         )
+        self._retried.add(t.number)
         log.info("trial %d will be retried (attempt %d)", t.number, attempt + 1)
         return True
 
@@ -203,7 +208,8 @@ class AsyncSweep:
             {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token},
         )
         # Global budget across cooperating sweepers: trials asked after it was spent give way.
-        earlier = [t for t in self._trials() if t.number < trial.number]
+        self._snapshot = self._trials()
+        earlier = [t for t in self._snapshot if t.number < trial.number]
         if counted_trials(earlier) >= self.settings.n_trials:
             self._storage.set_trial_system_attr(trial._trial_id, SYS_OVERFLOW, True)
             self.study.tell(trial, state=TrialState.FAIL)
@@ -239,11 +245,12 @@ class AsyncSweep:
                     for t in self.recover():
                         self._adopt(pool, t)
                     last_recover = time.time()
+                self._snapshot = self._trials()
                 while (
                     len(self._running) < max(1, s.n_jobs)
                     and aborted is None
                     and not self._timed_out(summary)
-                    and counted_trials(self._trials()) < s.n_trials
+                    and counted_trials(self._snapshot) < s.n_trials
                 ):
                     asked = self._ask()
                     if asked is None:
@@ -262,9 +269,8 @@ class AsyncSweep:
                     outcome = run.future.result()
                     frozen = self._finish(run.trial, outcome)
                     n_finished_here += 1
-                    if frozen.state == TrialState.FAIL and frozen.number not in retried_numbers(
-                        self._trials()
-                    ):
+                    retried = self._retried | retried_numbers(self._snapshot)
+                    if frozen.state == TrialState.FAIL and frozen.number not in retried:
                         n_failed_here += 1
                         reason = str(frozen.user_attrs.get("fail_reason", "unknown"))
                         summary.failures.append(f"trial {frozen.number}: {reason}")
