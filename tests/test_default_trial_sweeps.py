@@ -60,19 +60,27 @@ def test_default_space_conditional_keys_follow_options(tmp_path: Path) -> None:
             assert metric in t.user_attrs
         assert t.value == pytest.approx(t.user_attrs["metric:val_loss"])
     results = json.loads((tmp_path / "optimization_results.json").read_text())
-    assert results["best_value"] == pytest.approx(study.best_value)
+    assert results["best"]["value"] == pytest.approx(study.best_value)
+    assert results["best"]["command"].startswith("python train.py")
 
     # Rule: `nemo-rl-hpo best` prints a command that reproduces the best trial's value.
     best = subprocess.run(
         [sys.executable, "-m", "nemo_rl_hpo.cli", "best", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     ).stdout.strip()
     argv = shlex.split(best)
     assert argv[:2] == ["python", "train.py"]
     rerun = tmp_path / "rerun"
     subprocess.run(
         [sys.executable, *argv[1:], f"hydra.run.dir={rerun}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     saved = torch.load(rerun / "last.pt", weights_only=True)
     assert saved["metrics"]["val_loss"] == pytest.approx(study.best_value, rel=1e-6)
@@ -170,8 +178,7 @@ def test_results_yaml_is_upstream_compatible(tmp_path: Path) -> None:
         f"hydra.sweep.dir={tmp_path}",
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.objectives=[val_loss]",
-        "max_steps=40",
-        "eval_interval=20",
+        *SHORT,
         cwd=REPO,
         timeout=600,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -25,6 +27,18 @@ LOCAL = [
     "hydra/launcher=local",
     "hydra.launcher.timeout_min=10",
 ]
+
+
+@contextlib.contextmanager
+def _storage(url: str) -> Iterator[optuna.storages.BaseStorage]:
+    """Open a storage and close its connection pool (psycopg warns about leaked connections)."""
+    storage = open_storage(url)
+    try:
+        yield storage
+    finally:
+        engine = getattr(storage, "engine", None)
+        if engine is not None:
+            engine.dispose()
 
 
 def _real(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
@@ -56,11 +70,16 @@ def _cooperate(sweep: Path, storage: str, n_sweepers: int = 3) -> optuna.Study:
     outs = [p.communicate(timeout=900)[0].decode() for p in procs]
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out[-3000:]
-    return optuna.load_study(study_name="shared", storage=open_storage(storage))
+    with _storage(storage) as opened:
+        study = optuna.load_study(study_name="shared", storage=opened)
+        trials = study.get_trials()
+        if storage.startswith("postgresql"):
+            optuna.delete_study(study_name="shared", storage=opened)
+    return trials
 
 
-def _check_shared(study: optuna.Study, sweep: Path) -> None:
-    trials = _real(study.get_trials(deepcopy=False))
+def _check_shared(all_trials: list[optuna.trial.FrozenTrial], sweep: Path) -> None:
+    trials = _real(all_trials)
     # Rule: n_trials is a global budget: exactly 30 finished trials across 3 sweepers.
     assert len(trials) == 30
     assert all(t.state == TrialState.COMPLETE for t in trials)
@@ -75,15 +94,11 @@ def _check_shared(study: optuna.Study, sweep: Path) -> None:
 
 @pytest.mark.postgres
 def test_three_sweepers_share_a_postgres_study(tmp_path: Path, postgres_url: str) -> None:
-    # A fresh database schema per test run keeps studies apart: use a unique study name.
-    study = _cooperate(tmp_path, postgres_url.replace("/optuna", "/optuna"), 3)
-    _check_shared(study, tmp_path)
-    optuna.delete_study(study_name="shared", storage=open_storage(postgres_url))
+    _check_shared(_cooperate(tmp_path, postgres_url, 3), tmp_path)
 
 
 def test_three_sweepers_share_a_journal_file(tmp_path: Path) -> None:
-    study = _cooperate(tmp_path, f"journal://{tmp_path / 'shared.journal'}", 3)
-    _check_shared(study, tmp_path)
+    _check_shared(_cooperate(tmp_path, f"journal://{tmp_path / 'shared.journal'}", 3), tmp_path)
 
 
 def test_sigkill_loop_loses_nothing_and_counts_nothing_twice(tmp_path: Path) -> None:
@@ -193,6 +208,7 @@ def test_password_never_written_or_logged(tmp_path: Path, postgres_url: str) -> 
     assert any(p.name == "optimization_results.json" for p in files)
     for p in files:
         assert password.encode() not in p.read_bytes(), p
-    study = optuna.load_study(study_name=study_name, storage=open_storage(postgres_url))
-    assert len(study.trials) == 3
-    optuna.delete_study(study_name=study_name, storage=open_storage(postgres_url))
+    with _storage(postgres_url) as opened:
+        study = optuna.load_study(study_name=study_name, storage=opened)
+        assert len(study.trials) == 3
+        optuna.delete_study(study_name=study_name, storage=opened)

@@ -450,7 +450,16 @@ class OptunaSweeperImpl:
         assert self.launcher is not None
         ctx = json.dumps({**context, "number": trial.number}, separators=(",", ":"))
         env_ov = f"++hydra.job.env_set.{trial_api.ENV_TRIAL}={hydra_quote(ctx)}"
-        (ret,) = self.launcher.launch([[*overrides, env_ov]], initial_job_idx=trial.number)
+        try:
+            (ret,) = self.launcher.launch([[*overrides, env_ov]], initial_job_idx=trial.number)
+        except Exception as e:  # the job died without a result: say what Slurm saw, if Slurm
+            msg = str(e).strip().splitlines()
+            reason = f"{type(e).__name__}: {msg[0] if msg else ''}"
+            job_id = trial.study._storage.get_trial(trial._trial_id).user_attrs.get("slurm_job_id")
+            state = _slurm_state(str(job_id)) if job_id else None
+            if state:
+                reason = f"Slurm job {job_id} ended {state}; {reason}"
+            return LaunchOutcome(ok=False, error=reason)
         if ret.status.name == "FAILED":
             err = ret._return_value
             return LaunchOutcome(ok=False, error=f"{type(err).__name__}: {err}")
@@ -614,6 +623,21 @@ def _count(study: optuna.Study) -> dict[str, int]:
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
     return counts
+
+
+def _slurm_state(job_id: str) -> str | None:
+    """The job's final state from sacct (e.g. TIMEOUT, OUT_OF_MEMORY, CANCELLED), if known."""
+    try:
+        out = subprocess.run(
+            ["sacct", "-n", "-X", "-j", job_id, "-o", "State%30", "--parsable2"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out[0] if out else None
 
 
 def _job_alive(t: FrozenTrial) -> bool:
