@@ -268,6 +268,13 @@ class OptunaSweeperImpl:
         kwargs: dict[str, Any] = {}
         if target.endswith("GridSampler") and cfg.get("search_space") is None:
             kwargs["search_space"] = _grid_space(space)
+        if target.endswith("auto_sampler"):
+            kwargs.update(
+                conditional=bool(space.conditions) or bool(self._get("custom_search_space")),
+                n_trials=int(self._get("n_trials", 20)),
+                n_jobs=int(self._get("n_jobs", 1)) if not self._basic_launcher() else 1,
+                n_objectives=len(directions),
+            )
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -281,6 +288,9 @@ class OptunaSweeperImpl:
             ) from None
         assert isinstance(sampler, optuna.samplers.BaseSampler)
         return sampler
+
+    def _basic_launcher(self) -> bool:
+        return type(self.launcher).__name__ == "BasicLauncher"
 
     def _pruner(self) -> optuna.pruners.BasePruner:
         cfg = self.cfg.get("pruner")
@@ -569,6 +579,43 @@ class OptunaSweeperImpl:
             log.warning("report builder not available")
         except Exception as e:
             log.warning("could not write the report: %s", e)
+
+
+def auto_sampler(
+    *,
+    seed: int | None = None,
+    gp_max_trials: int = 200,
+    conditional: bool = False,
+    n_trials: int = 20,
+    n_jobs: int = 1,
+    n_objectives: int = 1,
+) -> optuna.samplers.BaseSampler:
+    """GP where bench/search_quality.py shows it ahead, TPE everywhere else.
+
+    GP led every fixed (non-conditional) space by 50 trials but models only parameters present
+    in every trial, costs seconds per trial past a few hundred trials and has no constant liar
+    for parallel trials; TPE (multivariate, constant liar) is the robust default otherwise.
+    """
+    use_gp = not conditional and n_trials <= gp_max_trials and n_jobs == 1 and n_objectives == 1
+    if use_gp:
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.GPSampler(
+            seed=seed, warn_independent_sampling=False
+        )
+        why = f"no conditional parameters, {n_trials} trials, one at a time"
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+        reasons = []
+        if conditional:
+            reasons.append("conditional parameters")
+        if n_trials > gp_max_trials:
+            reasons.append(f"{n_trials} trials")
+        if n_jobs > 1:
+            reasons.append(f"{n_jobs} trials in parallel")
+        if n_objectives > 1:
+            reasons.append(f"{n_objectives} objectives")
+        why = ", ".join(reasons)
+    log.info("sampler auto: %s (%s)", type(sampler).__name__, why)
+    return sampler
 
 
 class _Progress:
