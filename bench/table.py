@@ -149,6 +149,87 @@ def default_trial(d: dict[str, Any]) -> list[str]:
     return out
 
 
+def pruning(d: dict[str, Any]) -> list[str]:
+    st = d["settings"]
+    out = [
+        f"### Pruning: training steps to reach the unpruned sweep's best val_loss "
+        f"({st['trials']} trials of max_steps={st['steps']}), median over {st['seeds']} seeds",
+        "",
+        _header(d),
+        "",
+        "| pruner | steps to target | reached | total steps | pruned trials | best val_loss "
+        "| unpruned / pruned steps |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p, s in d["summary"].items():
+        out.append(
+            f"| {p} | {s['steps_to_target']:.0f} | {s['reached']} | {s['total_steps']:.0f} | "
+            f"{s['pruned']:.0f} | {s['best_val_loss']:.4f} | {s['ratio']:.2f}× |"
+        )
+    out += [
+        "",
+        "| seed | target | " + " | ".join(d["summary"]) + " |",
+        "|---:|---:|" + "---|" * len(d["summary"]),
+    ]
+    for row in d["per_seed"]:
+        cells = [
+            f"{row[p]['steps_to_target']} steps{'' if row[p]['reached'] else ' (never)'}, "
+            f"best {row[p]['best_val_loss']:.4f}, {row[p]['ratio']:.2f}×"
+            for p in d["summary"]
+        ]
+        out.append(f"| {row['seed']} | {row['target']:.4f} | " + " | ".join(cells) + " |")
+    return out
+
+
+def pbt_vs_optuna(d: dict[str, Any]) -> list[str]:
+    st = d["settings"]
+    out = [
+        f"### PBT vs Optuna at {d['total_steps']} training steps (population {st['population']}, "
+        f"{st['rounds']} rounds x {st['interval']} steps vs {st['population']} trials x "
+        f"{st['rounds'] * st['interval']} steps), best final val_loss",
+        "",
+        _header(d),
+        "",
+        "| sweeper | median | " + " | ".join(f"seed {i}" for i in range(st["seeds"])) + " |",
+        "|---|---:|" + "---:|" * st["seeds"],
+    ]
+    for kind, s in d["summary"].items():
+        out.append(
+            f"| {kind} | {s['median']:.4f} | " + " | ".join(f"{v:.4f}" for v in s["values"]) + " |"
+        )
+    out += [
+        "",
+        f"PBT / Optuna best val_loss per seed: {d['pbt_over_optuna_per_seed']} "
+        f"(median {d['pbt_over_optuna_median']}).",
+    ]
+    return out
+
+
+def slurm_latency(d: dict[str, Any]) -> list[str]:
+    s = d["summary"]
+    r = s["raw"]
+    st = d["settings"]
+    out = [
+        f"### SLURM latency per trial: raw sbatch vs the sweeper ({st['repeats']} interleaved "
+        f"repeats of {st['jobs']} raw jobs and a {st['trials']}-trial sweep, n_jobs=1)",
+        "",
+        _header(d) + f" {d.get('slurm', '')}",
+        "",
+        "| what | seconds (median) |",
+        "|---|---:|",
+        f"| raw: `sbatch` call returns | {r['sbatch_call_s']:.3f} |",
+        f"| raw: submit → job starts | {r['submit_to_start_s']:.3f} |",
+        f"| raw: job leaves the queue → seen by polling | {r['end_to_observed_s']:.3f} |",
+        f"| raw: round trip (submit → seen done) | {r['round_trip_s']:.3f} |",
+        f"| sweeper: per-trial wall (sweep wall / trials) | {s['sweep_per_trial_wall_s']:.3f} |",
+        f"| sweeper: steady cycle (trial body → next trial body) | {s['sweep_cycle_s']:.3f} |",
+        f"| **added by the sweeper per trial (wall − raw round trip)** | "
+        f"{s['added_per_trial_wall_s']:.3f} |",
+        f"| added per trial, steady cycle − raw round trip | {s['added_per_trial_cycle_s']:.3f} |",
+    ]
+    return out
+
+
 def main() -> None:
     sections = [
         ("overhead", overhead),
@@ -157,6 +238,9 @@ def main() -> None:
         ("search_quality_15seeds", quality),
         ("sampler_time", sampler_time),
         ("default_trial", default_trial),
+        ("pruning", pruning),
+        ("pbt_vs_optuna", pbt_vs_optuna),
+        ("slurm_latency", slurm_latency),
     ]
     lines: list[str] = []
     for name, render in sections:

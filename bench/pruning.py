@@ -1,0 +1,183 @@
+"""Training steps saved by pruning on the default trial (issue 4's benchmark).
+
+    python bench/pruning.py                       # 3 seeds x (none, median, hyperband), 20 trials
+    python bench/pruning.py --seeds 1 --trials 6     # smoke run
+
+Each seed runs an unpruned sweep, a median-pruned and a hyperband-pruned one with the same
+sampler seed (the default sampler), interleaved, through ``python train.py -m`` with the basic
+launcher (trials one after another). Trials are shortened (``max_steps``, evaluation every
+``max_steps // 10`` steps) so a sweep takes about a minute.
+
+Metric: training steps spent (sum of ``user_attrs["metric:step"]`` over trials in trial order,
+pruned trials counting the steps they trained) until the sweep first reaches the unpruned
+sweep's best val_loss, or the sweep's total if it never does; also each sweep's final best.
+Ratio = unpruned steps / pruned steps (target >= 2x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as c  # noqa: E402
+
+
+def pruner_args(steps: int) -> dict[str, list[str]]:
+    """The contenders: the pruner overrides for a trial of ``steps`` steps."""
+    every = max(1, steps // 10)
+    return {
+        "none": [],
+        "median": [
+            "hydra/sweeper/pruner=median",
+            "hydra.sweeper.pruner.n_startup_trials=5",
+            f"hydra.sweeper.pruner.n_warmup_steps={2 * every}",
+        ],
+        "hyperband": [
+            "hydra/sweeper/pruner=hyperband",
+            f"hydra.sweeper.pruner.min_resource={every}",
+            f"hydra.sweeper.pruner.max_resource={steps}",
+            "hydra.sweeper.pruner.reduction_factor=3",
+        ],
+    }
+
+
+def run_sweep(pruner: str, seed: int, trials: int, steps: int) -> dict[str, Any]:
+    run = c.WORK / "pruning" / f"{pruner}-{seed}"
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    argv = [
+        str(c.ours_python()),
+        str(c.ROOT / "train.py"),
+        "-m",
+        f"hydra.sweep.dir={run / 'sweep'}",
+        f"hydra.sweeper.n_trials={trials}",
+        "hydra.sweeper.n_jobs=1",
+        "hydra.sweeper.write_report=false",
+        f"max_steps={steps}",
+        f"eval_interval={max(1, steps // 10)}",
+        f"checkpoint_interval={steps}",
+        # quoted: grammar strings for the sweeper; ranges must stay below max_steps
+        f"warmup_steps=int(interval(0,{int(steps * 0.4)}))",
+        f"scheduler.step_size=range({steps // 5},{steps},{steps // 5})",
+        *pruner_args(steps)[pruner],
+        f"hydra.sweeper.sampler.seed={seed}",
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, cwd=run, env=c.clean_env(), capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{pruner} seed {seed} failed:\n{proc.stderr[-3000:]}")
+    import optuna
+
+    study = optuna.load_study(
+        study_name="train", storage=f"sqlite:///{run / 'sweep' / 'optuna.db'}"
+    )
+    trials_out = []
+    for t in sorted(study.trials, key=lambda t: t.number):
+        inter = t.intermediate_values
+        # a pruned trial's value is its last reported val_loss; a sweep "reaches" a target
+        # only through a trial's final value, as a user would pick it
+        trials_out.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "steps": int(t.user_attrs.get("metric:step", max(inter, default=0))),
+                "pruned_at_step": t.user_attrs.get("pruned_at_step"),
+            }
+        )
+    return {
+        "pruner": pruner,
+        "seed": seed,
+        "wall_s": round(wall, 1),
+        "trials": trials_out,
+    }
+
+
+def best_complete(run: dict[str, Any]) -> float:
+    """Best val_loss among COMPLETE trials (a pruned trial's partial value is no result)."""
+    return min(t["value"] for t in run["trials"] if t["state"] == "COMPLETE")
+
+
+def steps_to_reach(run: dict[str, Any], target: float) -> tuple[int, bool]:
+    """Steps spent, in trial order, until a COMPLETE trial reaches ``target`` (or the total)."""
+    spent = 0
+    for t in run["trials"]:
+        spent += t["steps"]
+        if t["state"] == "COMPLETE" and t["value"] is not None and t["value"] <= target:
+            return spent, True
+    return spent, False
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=100, help="max_steps of each trial")
+    ap.add_argument("--pruners", default="none,median,hyperband")
+    ap.add_argument("--out", default="pruning")
+    args = ap.parse_args()
+    pruners = args.pruners.split(",")
+    if pruners[0] != "none":
+        raise SystemExit("--pruners must start with 'none': it sets the target val_loss.")
+    runs: list[dict[str, Any]] = []
+    per_seed: list[dict[str, Any]] = []
+    for seed in range(args.seeds):
+        by = {}
+        for p in pruners:  # interleaved: machine load hits every contender alike
+            r = run_sweep(p, seed, args.trials, args.steps)
+            runs.append(r)
+            by[p] = r
+            print(
+                f"  seed {seed} {p:10s} best {best_complete(r):.4f} ({r['wall_s']} s)", flush=True
+            )
+        target = best_complete(by["none"])
+        row: dict[str, Any] = {"seed": seed, "target": round(target, 5)}
+        base_steps, _ = steps_to_reach(by["none"], target)
+        for p in pruners:
+            steps, reached = steps_to_reach(by[p], target)
+            row[p] = {
+                "steps_to_target": steps,
+                "reached": reached,
+                "total_steps": sum(t["steps"] for t in by[p]["trials"]),
+                "pruned": sum(t["state"] == "PRUNED" for t in by[p]["trials"]),
+                "best_val_loss": round(best_complete(by[p]), 5),
+                "ratio": round(base_steps / steps, 3),
+                "wall_s": by[p]["wall_s"],
+            }
+        per_seed.append(row)
+        print(f"  seed {seed}: {json.dumps(row)}", flush=True)
+    summary = {}
+    for p in pruners:
+        rs = [row[p] for row in per_seed]
+        summary[p] = {
+            key: round(c.median([float(r[key]) for r in rs]), 4)
+            for key in ("steps_to_target", "total_steps", "pruned", "best_val_loss", "ratio")
+        }
+        summary[p]["reached"] = f"{sum(r['reached'] for r in rs)}/{len(rs)}"
+        print(f"{p:10s} {summary[p]}")
+    c.write_result(
+        args.out,
+        {
+            "benchmark": "training steps to reach the unpruned sweep's best val_loss",
+            "command": " ".join(["python", "bench/pruning.py", *sys.argv[1:]]),
+            "machine": c.machine(),
+            "versions": {"ours": c.versions(c.ours_python())},
+            "settings": vars(args),
+            "runs": runs,
+            "per_seed": per_seed,
+            "summary": summary,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
