@@ -104,7 +104,7 @@ def run_sweep(pruner: str, seed: int, trials: int, steps: int) -> dict[str, Any]
 
 def best_complete(run: dict[str, Any]) -> float:
     """Best val_loss among COMPLETE trials (a pruned trial's partial value is no result)."""
-    return min(t["value"] for t in run["trials"] if t["state"] == "COMPLETE")
+    return float(min(t["value"] for t in run["trials"] if t["state"] == "COMPLETE"))
 
 
 def steps_to_reach(run: dict[str, Any], target: float) -> tuple[int, bool]:
@@ -155,7 +155,7 @@ def main() -> None:
             }
         per_seed.append(row)
         print(f"  seed {seed}: {json.dumps(row)}", flush=True)
-    summary = {}
+    summary: dict[str, dict[str, Any]] = {}
     for p in pruners:
         rs = [row[p] for row in per_seed]
         summary[p] = {

@@ -161,7 +161,7 @@ def main() -> None:
         "end_to_observed_s",
         "round_trip_s",
     ]
-    raw_summary = {k: round(c.median([r[k] for r in raw]), 3) for k in keys}
+    raw_summary: dict[str, Any] = {k: round(c.median([r[k] for r in raw]), 3) for k in keys}
     raw_summary["round_trip_iqr_s"] = c.iqr([r["round_trip_s"] for r in raw])
     per_trial = c.median([s["per_trial_wall_s"] for s in sweeps])
     cycle = c.median([s["cycle_median_s"] for s in sweeps])

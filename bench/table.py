@@ -158,13 +158,20 @@ def pruning(d: dict[str, Any]) -> list[str]:
         _header(d),
         "",
         "| pruner | steps to target | reached | total steps | pruned trials | best val_loss "
-        "| unpruned / pruned steps |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| unpruned / pruned steps to target | unpruned / pruned total steps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p, s in d["summary"].items():
+        totals = sorted(row["none"]["total_steps"] / row[p]["total_steps"] for row in d["per_seed"])
+        total_ratio = (
+            totals[len(totals) // 2]
+            if len(totals) % 2
+            else sum(totals[len(totals) // 2 - 1 : len(totals) // 2 + 1]) / 2
+        )
         out.append(
             f"| {p} | {s['steps_to_target']:.0f} | {s['reached']} | {s['total_steps']:.0f} | "
-            f"{s['pruned']:.0f} | {s['best_val_loss']:.4f} | {s['ratio']:.2f}× |"
+            f"{s['pruned']:.0f} | {s['best_val_loss']:.4f} | {s['ratio']:.2f}× | "
+            f"{total_ratio:.2f}× |"
         )
     out += [
         "",
@@ -197,11 +204,17 @@ def pbt_vs_optuna(d: dict[str, Any]) -> list[str]:
         out.append(
             f"| {kind} | {s['median']:.4f} | " + " | ".join(f"{v:.4f}" for v in s["values"]) + " |"
         )
-    out += [
-        "",
-        f"PBT / Optuna best val_loss per seed: {d['pbt_over_optuna_per_seed']} "
-        f"(median {d['pbt_over_optuna_median']}).",
-    ]
+    for kind, r in d.get("over_optuna", {}).items():
+        out.append("")
+        out.append(
+            f"{kind} / optuna best val_loss per seed: {r['per_seed']} (median {r['median']})."
+        )
+    exploits: dict[str, list[int]] = {}
+    for r in d["runs"]:
+        if "exploits" in r:
+            exploits.setdefault(r["kind"], []).append(r["exploits"])
+    for kind, xs in exploits.items():
+        out.append(f"Exploits per sweep, {kind}: {xs}.")
     return out
 
 
