@@ -212,19 +212,27 @@ def make_pruner(config: Any) -> optuna.pruners.BasePruner:
 
 
 @lru_cache(maxsize=8)
+def _study_cached(storage_url: str, study_name: str, pruner: str = "null") -> optuna.Study:
+    """One study handle per process: in-process trials (basic launcher) reuse it."""
+    import optuna
+
+    from nemo_rl_hpo.sweep.storage import open_storage
+
+    return optuna.load_study(
+        study_name=study_name,
+        storage=open_storage(storage_url),
+        pruner=make_pruner(json.loads(pruner)),
+    )
+
+
+@lru_cache(maxsize=8)
 def _trial_cached(
     storage_url: str, study_name: str, number: int, pruner: str = "null"
 ) -> optuna.trial.Trial:
     import optuna
 
-    from nemo_rl_hpo.sweep.storage import open_storage
-
-    storage = open_storage(storage_url)
-    study = optuna.load_study(
-        study_name=study_name, storage=storage, pruner=make_pruner(json.loads(pruner))
-    )
-    study_id = storage.get_study_id_from_name(study_name)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+    study = _study_cached(storage_url, study_name, pruner)
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     return optuna.trial.Trial(study, trial_id)
 
 

@@ -327,7 +327,8 @@ class OptunaSweeperImpl:
             sweep_dir / "sweep.json",
             json.dumps({"study_name": study_name, "storage": st.mask(bare_url)}, indent=2),
         )
-        basic = type(self.launcher).__name__ == "BasicLauncher"
+        basic = self._basic_launcher()
+        settings.early_release = not basic  # in-process jobs share Hydra's global state
         if basic and settings.n_jobs > 1:
             log.info(
                 "the basic launcher runs trials one at a time (n_jobs=%d ignored)", settings.n_jobs
@@ -627,9 +628,8 @@ class _Progress:
         self.t0 = time.time()
         self.done = 0
 
-    def __call__(self, t: FrozenTrial, summary: SweepSummary) -> None:
+    def __call__(self, t: FrozenTrial, summary: SweepSummary, trials: list[FrozenTrial]) -> None:
         self.done += 1
-        trials = self.study.get_trials(deepcopy=False)
         finished = sum(1 for x in trials if x.state.is_finished() and x.state != TrialState.WAITING)
         running = sum(1 for x in trials if x.state == TrialState.RUNNING)
         elapsed = time.time() - self.t0

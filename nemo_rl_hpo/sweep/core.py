@@ -29,6 +29,7 @@ SYS_HEARTBEAT = "nemo_rl_hpo:heartbeat"  # unix time of the owner's last sign of
 SYS_OVERFLOW = "nemo_rl_hpo:overflow"  # asked after the global budget was spent: not counted
 ATTR_RETRY_OF = "retry_of"
 OWNERLESS_GRACE_S = 10.0
+POLL_S = 0.2  # how often running trials are checked for a result their job already told
 RECOVER_EVERY_S = 5.0
 
 
@@ -53,6 +54,7 @@ class SweepSettings:
     retry_failed: int = 0  # how many times a failed configuration is tried again
     heartbeat_interval: float = 10.0
     stale_after: float = 60.0  # a trial without heartbeat for this long is orphaned
+    early_release: bool = True  # free a slot once the job told its result (not in-process)
 
 
 @dataclass
@@ -104,7 +106,7 @@ class AsyncSweep:
         launch: LaunchFn,
         settings: SweepSettings,
         extend: Extender | None = None,
-        on_trial_end: Callable[[FrozenTrial, SweepSummary], None] | None = None,
+        on_trial_end: Callable[[FrozenTrial, SweepSummary, list[FrozenTrial]], None] | None = None,
         is_job_alive: Callable[[FrozenTrial], bool] | None = None,
     ) -> None:
         self.study = study
@@ -228,7 +230,9 @@ class AsyncSweep:
     def run(self, reattached: Sequence[FrozenTrial] = ()) -> SweepSummary:
         s = self.settings
         summary = SweepSummary(started=time.time())
-        pool = ThreadPoolExecutor(max_workers=max(1, s.n_jobs), thread_name_prefix="trial")
+        # Twice the slots: a job that already told its result frees its slot while its process
+        # still exits (see _told_early), and its launch call finishes in the background.
+        pool = ThreadPoolExecutor(max_workers=2 * max(1, s.n_jobs) + 1, thread_name_prefix="trial")
         beat = threading.Thread(target=self._heartbeat_loop, daemon=True)
         beat.start()
         for t in reattached:
@@ -237,6 +241,7 @@ class AsyncSweep:
         n_finished_here = 0
         aborted: str | None = None
         last_recover = time.time()
+        fresh = False  # the snapshot was read after the last trial ended
         try:
             while True:
                 if time.time() - last_recover > RECOVER_EVERY_S:
@@ -245,7 +250,9 @@ class AsyncSweep:
                     for t in self.recover():
                         self._adopt(pool, t)
                     last_recover = time.time()
-                self._snapshot = self._trials()
+                if not fresh:
+                    self._snapshot = self._trials()
+                fresh = False
                 while (
                     len(self._running) < max(1, s.n_jobs)
                     and aborted is None
@@ -262,12 +269,21 @@ class AsyncSweep:
                 if not self._running:
                     break
                 done, _ = wait(
-                    [r.future for r in self._running.values()], return_when=FIRST_COMPLETED
+                    [r.future for r in self._running.values()],
+                    timeout=POLL_S,
+                    return_when=FIRST_COMPLETED,
                 )
-                for number in [n for n, r in self._running.items() if r.future in done]:
+                finished = [n for n, r in self._running.items() if r.future in done]
+                if s.early_release:
+                    finished += [n for n in self._told_early() if n not in finished]
+                for number in finished:
                     run = self._running.pop(number)
-                    outcome = run.future.result()
-                    frozen = self._finish(run.trial, outcome)
+                    if run.future.done():
+                        frozen = self._finish(run.trial, run.future.result())
+                    else:  # told by the job itself; its process is still winding down
+                        frozen = self._storage.get_trial(run.trial._trial_id)
+                        if frozen.state == TrialState.FAIL:
+                            self._maybe_retry(frozen)
                     n_finished_here += 1
                     retried = self._retried | retried_numbers(self._snapshot)
                     if frozen.state == TrialState.FAIL and frozen.number not in retried:
@@ -277,7 +293,9 @@ class AsyncSweep:
                         if n_failed_here / n_finished_here > s.max_failure_rate:
                             aborted = summary.failures[0]
                     if self.on_trial_end is not None:
-                        self.on_trial_end(frozen, summary)
+                        self._snapshot = self._trials()
+                        fresh = True
+                        self.on_trial_end(frozen, summary, self._snapshot)
         finally:
             self._stop.set()
             pool.shutdown(wait=True)
@@ -289,6 +307,23 @@ class AsyncSweep:
                 f"hydra.sweeper.max_failure_rate={s.max_failure_rate}; first failure: {aborted}"
             )
         return summary
+
+    def _told_early(self) -> list[int]:
+        """Running trials whose job already told the study its result (event-driven completion).
+
+        The launcher returns only after the job's process exits and submitit notices; the slot
+        is free as soon as the result is in the storage.
+        """
+        early: list[int] = []
+        for number, run in list(self._running.items()):
+            if run.future.done():
+                continue
+            try:
+                if self._storage.get_trial(run.trial._trial_id).state.is_finished():
+                    early.append(number)
+            except Exception as e:  # storage hiccup: the launcher's return still frees the slot
+                log.debug("could not poll trial %d: %s", number, e)
+        return early
 
     def _adopt(self, pool: ThreadPoolExecutor, t: FrozenTrial) -> None:
         """Take over a live job of a dead sweeper: claim its trial and wait for its result."""
