@@ -158,8 +158,9 @@ def pruning(d: dict[str, Any]) -> list[str]:
         _header(d),
         "",
         "| pruner | steps to target | reached | total steps | pruned trials | best val_loss "
-        "| unpruned / pruned steps to target | unpruned / pruned total steps |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| unpruned / pruned steps to target | same, seeds that reached it | "
+        "unpruned / pruned total steps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p, s in d["summary"].items():
         totals = sorted(row["none"]["total_steps"] / row[p]["total_steps"] for row in d["per_seed"])
@@ -168,10 +169,16 @@ def pruning(d: dict[str, Any]) -> list[str]:
             if len(totals) % 2
             else sum(totals[len(totals) // 2 - 1 : len(totals) // 2 + 1]) / 2
         )
+        reached = sorted(row[p]["ratio"] for row in d["per_seed"] if row[p]["reached"])
+        reached_cell = "–"
+        if reached:
+            mid = len(reached) // 2
+            r = reached[mid] if len(reached) % 2 else (reached[mid - 1] + reached[mid]) / 2
+            reached_cell = f"{r:.2f}× (n={len(reached)})"
         out.append(
             f"| {p} | {s['steps_to_target']:.0f} | {s['reached']} | {s['total_steps']:.0f} | "
             f"{s['pruned']:.0f} | {s['best_val_loss']:.4f} | {s['ratio']:.2f}× | "
-            f"{total_ratio:.2f}× |"
+            f"{reached_cell} | {total_ratio:.2f}× |"
         )
     out += [
         "",
