@@ -303,7 +303,7 @@ class PBTSweeperConf:
     quantile_fraction: float = 0.25  # bottom fraction that copies a top member each round
     resample_probability: float = 0.25  # chance a parameter is redrawn instead of perturbed
     perturbation_factors: list[float] = field(default_factory=lambda: [0.8, 1.2])  # multipliers
-    synchronous: bool = False  # true: wait for the whole population at each round
+    synchronous: bool | None = None  # round barrier; null: when n_jobs < population_size
     max_retries: int = 2  # re-runs of a failed member round before the member retires
     seed: int | None = None  # PBT's random decisions (kept in the study for resumes)
     direction: Any = "minimize"  # minimize | maximize the objective
