@@ -212,3 +212,26 @@ def test_password_never_written_or_logged(tmp_path: Path, postgres_url: str) -> 
         study = optuna.load_study(study_name=study_name, storage=opened)
         assert len(study.trials) == 3
         optuna.delete_study(study_name=study_name, storage=opened)
+
+
+def test_trial_asked_but_never_claimed_is_failed_and_retried(tmp_path: Path) -> None:
+    # A sweeper killed between `ask` and claiming its trial leaves a bare RUNNING trial.
+    db = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with _storage(db) as opened:
+        optuna.create_study(study_name="app", storage=opened).ask()
+    run_app(
+        "toy",
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.retry_failed=1",
+        "hydra.sweeper.write_report=false",
+        timeout=300,
+    )
+    with _storage(db) as opened:
+        trials = optuna.load_study(study_name="app", storage=opened).get_trials()
+    # Rule: the unclaimed trial holds no budget forever: it is failed once its grace period
+    # passes, and the sweep still ends with exactly n_trials complete and nothing RUNNING.
+    assert trials[0].state == TrialState.FAIL
+    assert "orphaned" in trials[0].user_attrs["fail_reason"]
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 3
+    assert all(t.state != TrialState.RUNNING for t in trials)

@@ -77,9 +77,14 @@ LaunchFn = Callable[[optuna.Trial, list[str]], LaunchOutcome]
 Extender = Callable[[optuna.Trial], None]
 
 
-def counted_trials(trials: Sequence[FrozenTrial]) -> int:
-    """Trials that use the global budget: finished or running, minus retried failures."""
-    retried = retried_numbers(trials)
+def counted_trials(trials: Sequence[FrozenTrial], retried: set[int] | None = None) -> int:
+    """Trials that use the global budget: finished or running, minus retried failures.
+
+    ``retried`` must come from the whole study when ``trials`` is a subset: a retry (which
+    carries the ``retry_of`` mark) may be numbered after the failure it retries.
+    """
+    if retried is None:
+        retried = retried_numbers(trials)
     n = 0
     for t in trials:
         if t.system_attrs.get(SYS_OVERFLOW) or t.user_attrs.get("warm_start_prior"):
@@ -212,7 +217,8 @@ class AsyncSweep:
         # Global budget across cooperating sweepers: trials asked after it was spent give way.
         self._snapshot = self._trials()
         earlier = [t for t in self._snapshot if t.number < trial.number]
-        if counted_trials(earlier) >= self.settings.n_trials:
+        retried = retried_numbers(self._snapshot)
+        if counted_trials(earlier, retried) >= self.settings.n_trials:
             self._storage.set_trial_system_attr(trial._trial_id, SYS_OVERFLOW, True)
             self.study.tell(trial, state=TrialState.FAIL)
             return None
@@ -267,7 +273,18 @@ class AsyncSweep:
                     self._running[trial.number] = _Running(trial, time.time(), fut)
                     summary.launched += 1
                 if not self._running:
-                    break
+                    leftover = [
+                        t
+                        for t in self._trials()
+                        if t.state == TrialState.RUNNING and not t.system_attrs.get(SYS_OVERFLOW)
+                    ]
+                    if not leftover or aborted is not None or self._timed_out(summary):
+                        break
+                    # Trials of a dead or live peer still hold budget: wait until they end or
+                    # become orphans (failed, and retried when retry_failed is set).
+                    time.sleep(1.0)
+                    last_recover = 0.0
+                    continue
                 done, _ = wait(
                     [r.future for r in self._running.values()],
                     timeout=POLL_S,
