@@ -672,19 +672,29 @@ def _count(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-def _slurm_state(job_id: str) -> str | None:
-    """The job's final state from sacct (e.g. TIMEOUT, OUT_OF_MEMORY, CANCELLED), if known."""
-    try:
-        out = subprocess.run(
-            ["sacct", "-n", "-X", "-j", job_id, "-o", "State%30", "--parsable2"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        ).stdout.split()
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out[0] if out else None
+def _slurm_state(job_id: str, attempts: int = 10) -> str | None:
+    """The job's final state from sacct (e.g. TIMEOUT, OUT_OF_MEMORY, CANCELLED), if known.
+
+    Right after a job dies sacct may still say RUNNING or COMPLETING: ask again for a while.
+    """
+    state: str | None = None
+    for attempt in range(attempts):
+        try:
+            out = subprocess.run(
+                ["sacct", "-n", "-X", "-j", job_id, "-o", "State%30", "--parsable2"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            ).stdout.split()
+        except (OSError, subprocess.TimeoutExpired):
+            return state
+        state = out[0] if out else None
+        if state not in ("RUNNING", "COMPLETING", "PENDING", "REQUEUED", "CONFIGURING"):
+            return state
+        if attempt < attempts - 1:
+            time.sleep(1.5)
+    return state
 
 
 def _job_alive(t: FrozenTrial) -> bool:
