@@ -76,3 +76,64 @@ def test_two_processes_share_one_study(pg_url: str) -> None:
     assert len(trials) == 10
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert sorted(t.number for t in trials) == list(range(10))
+
+
+OPENER = """
+import sys
+import time
+
+from nemo_rl_hpo.sweep.storage import open_storage
+
+url, start = sys.argv[1], float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+storage = open_storage(url)
+storage.engine.dispose()
+"""
+
+
+def test_sweepers_started_together_on_an_empty_database_all_open_it(pg_url: str) -> None:
+    """Several sweepers pointed at a new database create Optuna's tables at the same moment.
+
+    Without a retry the losers of that race stop with "duplicate key ... pg_type" (seen in CI
+    with three sweepers); every one of them must open the storage.
+    """
+    import time
+
+    import sqlalchemy
+
+    schema = f"race_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(pg_url)
+    with admin.begin() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    # A fresh, empty schema stands in for a fresh database (the test role may not CREATE DATABASE).
+    url = f"{pg_url}?options=-csearch_path%3D{schema}"
+    start = time.time() + 3.0  # all processes import first, then open together
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(OPENER), url, str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=150)
+            assert p.returncode == 0, err[-3000:]
+        with admin.connect() as conn:
+            tables = conn.execute(
+                sqlalchemy.text(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_schema = :s"
+                ),
+                {"s": schema},
+            ).scalar_one()
+            versions = conn.execute(
+                sqlalchemy.text(f"SELECT count(*) FROM {schema}.version_info")
+            ).scalar_one()
+        assert tables >= 10  # Optuna's schema was created once, in the new schema
+        assert versions == 1
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()

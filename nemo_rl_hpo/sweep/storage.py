@@ -112,12 +112,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None) -> BaseStor
     else:
         engine_kwargs["pool_pre_ping"] = True
     try:
-        rdb = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=None if heartbeat_interval is None else max(3 * heartbeat_interval, 10),
-        )
+        rdb = _create_rdb(url, engine_kwargs, heartbeat_interval)
         if url.startswith("sqlite"):
             _fast_sqlite(rdb)
         return rdb
@@ -127,6 +122,42 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None) -> BaseStor
             f"hydra.sweeper.storage={mask(url)!r} cannot be opened ({mask(first)}); check the "
             "URL, that the server runs and the driver is installed."
         ) from None
+
+
+# Messages of a peer creating the same tables at the same moment (PostgreSQL, MySQL, SQLite).
+_SCHEMA_RACE = re.compile(r"already exists|duplicate key|Duplicate entry|UNIQUE constraint", re.I)
+
+
+def _create_rdb(
+    url: str, engine_kwargs: dict[str, object], heartbeat_interval: int | None
+) -> BaseStorage:
+    """RDBStorage, retried while another process creates the same schema.
+
+    Optuna's ``create_all`` checks then creates each table, so sweepers started together on an
+    empty database race: the loser gets "duplicate key ... pg_type" or "already exists". The
+    winner's tables are then there, and a second attempt only reads them.
+    """
+    import random
+    import time
+
+    import optuna
+
+    attempts = 6
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=None
+                if heartbeat_interval is None
+                else max(3 * heartbeat_interval, 10),
+            )
+        except Exception as e:
+            if attempt == attempts - 1 or not _SCHEMA_RACE.search(str(e)):
+                raise
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+    raise AssertionError("unreachable")
 
 
 def _fast_sqlite(rdb: Any) -> None:
