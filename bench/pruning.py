@@ -1,6 +1,6 @@
 """Training steps saved by pruning on the default trial (issue 4's benchmark).
 
-    python bench/pruning.py                       # 3 seeds x (none, median, hyperband), 20 trials
+    python bench/pruning.py                       # 3 seeds x (none, median, hyperband), 30 trials
     python bench/pruning.py --seeds 1 --trials 6     # smoke run
 
 Each seed runs an unpruned sweep, a median-pruned and a hyperband-pruned one with the same
@@ -10,7 +10,9 @@ launcher (trials one after another). Trials are shortened (``max_steps``, evalua
 
 Metric: training steps spent (sum of ``user_attrs["metric:step"]`` over trials in trial order,
 pruned trials counting the steps they trained) until the sweep first reaches the unpruned
-sweep's best val_loss, or the sweep's total if it never does; also each sweep's final best.
+``--trials``-trial sweep's best val_loss with a COMPLETE trial. The pruned sweeps may run up to
+``--budget`` times as many trials (the point of pruning: the same compute buys more trials); a
+pruned sweep that never reaches the target counts its total steps and is marked not reached.
 Ratio = unpruned steps / pruned steps (target >= 2x).
 """
 
@@ -42,7 +44,8 @@ def pruner_args(steps: int) -> dict[str, list[str]]:
         ],
         "hyperband": [
             "hydra/sweeper/pruner=hyperband",
-            f"hydra.sweeper.pruner.min_resource={every}",
+            # the first evaluation (warm-up still running) says little: first rung at the second
+            f"hydra.sweeper.pruner.min_resource={2 * every}",
             f"hydra.sweeper.pruner.max_resource={steps}",
             "hydra.sweeper.pruner.reduction_factor=3",
         ],
@@ -117,10 +120,21 @@ def steps_to_reach(run: dict[str, Any], target: float) -> tuple[int, bool]:
     return spent, False
 
 
+def _trials_to_reach(run: dict[str, Any], target: float) -> int:
+    """Trials run until the target was first reached (all of them if never)."""
+    for i, t in enumerate(run["trials"]):
+        if t["state"] == "COMPLETE" and t["value"] is not None and t["value"] <= target:
+            return i + 1
+    return len(run["trials"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--trials", type=int, default=30, help="trials of the unpruned sweep")
+    ap.add_argument(
+        "--budget", type=float, default=3.0, help="pruned sweeps run up to budget x trials"
+    )
     ap.add_argument("--steps", type=int, default=100, help="max_steps of each trial")
     ap.add_argument("--pruners", default="none,median,hyperband")
     ap.add_argument("--out", default="pruning")
@@ -133,7 +147,8 @@ def main() -> None:
     for seed in range(args.seeds):
         by = {}
         for p in pruners:  # interleaved: machine load hits every contender alike
-            r = run_sweep(p, seed, args.trials, args.steps)
+            n = args.trials if p == "none" else int(args.trials * args.budget)
+            r = run_sweep(p, seed, n, args.steps)
             runs.append(r)
             by[p] = r
             print(
@@ -148,6 +163,7 @@ def main() -> None:
                 "steps_to_target": steps,
                 "reached": reached,
                 "total_steps": sum(t["steps"] for t in by[p]["trials"]),
+                "trials_to_target": _trials_to_reach(by[p], target),
                 "pruned": sum(t["state"] == "PRUNED" for t in by[p]["trials"]),
                 "best_val_loss": round(best_complete(by[p]), 5),
                 "ratio": round(base_steps / steps, 3),
@@ -160,7 +176,14 @@ def main() -> None:
         rs = [row[p] for row in per_seed]
         summary[p] = {
             key: round(c.median([float(r[key]) for r in rs]), 4)
-            for key in ("steps_to_target", "total_steps", "pruned", "best_val_loss", "ratio")
+            for key in (
+                "steps_to_target",
+                "trials_to_target",
+                "total_steps",
+                "pruned",
+                "best_val_loss",
+                "ratio",
+            )
         }
         summary[p]["reached"] = f"{sum(r['reached'] for r in rs)}/{len(rs)}"
         print(f"{p:10s} {summary[p]}")

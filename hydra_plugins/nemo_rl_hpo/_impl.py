@@ -20,9 +20,10 @@ import warnings
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
+from hydra.core.config_loader import ConfigLoader
 from hydra.core.plugins import Plugins
 from hydra.errors import CompactHydraException
 from hydra.plugins.launcher import Launcher
@@ -32,6 +33,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.nemo_rl_hpo._task import TrialTask
+from hydra_plugins.nemo_rl_hpo.compose_cache import CachedSweepConfigLoader
 from nemo_rl_hpo import trial as trial_api
 from nemo_rl_hpo.search.grammar import ParsedParam, SearchSpaceError, parse_params
 from nemo_rl_hpo.search.space import SearchSpace
@@ -78,6 +80,12 @@ class OptunaSweeperImpl:
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         self.config = config
+        # Same context, but jobs are composed through a cache keyed by group choices.
+        loader = CachedSweepConfigLoader(hydra_context.config_loader)
+        hydra_context = HydraContext(
+            config_loader=cast("ConfigLoader", loader),
+            callbacks=hydra_context.callbacks,
+        )
         self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=TrialTask(task_function)
