@@ -82,3 +82,17 @@ def test_bad_overrides_fail_as_they_do_in_hydra(
         with pytest.raises(ConfigCompositionException) as got:
             cached.load_sweep_config(master, overrides)
         assert str(got.value) == str(want.value)
+
+
+def test_the_loader_travels_to_a_submitit_job(
+    loaders: tuple[Any, CachedSweepConfigLoader, DictConfig],
+) -> None:
+    """submitit_local/slurm pickle the Hydra context (and so this loader) into every job."""
+    import cloudpickle
+
+    _, cached, master = loaders
+    cached.load_sweep_config(master, ["optimizer=sgd"])
+    clone = cloudpickle.loads(cloudpickle.dumps(cached))
+    got = clone.load_sweep_config(master, ["optimizer=sgd", "optimizer.lr=0.3"])
+    assert got.optimizer.lr == 0.3
+    assert clone.misses == 1 and clone.hits == 0  # the cache stayed behind

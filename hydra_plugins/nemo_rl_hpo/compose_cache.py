@@ -38,7 +38,13 @@ class CachedSweepConfigLoader:
         self.misses = 0
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_inner", "_cache", "_lock"):
+            raise AttributeError(name)
         return getattr(self._inner, name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Submitit pickles the context into each job: send the loader, not the cache."""
+        return (CachedSweepConfigLoader, (self._inner,))
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> Any:
         """Same contract as Hydra's: the job config for ``sweep_overrides`` on top of the run's."""
