@@ -4,20 +4,25 @@ Upstream's ``launch`` waits with ``job.results()``, which polls once a second; w
 per ``launch`` call (our asynchronous sweeper) that second is idle slot time after every trial.
 These subclasses poll ``job.done()`` at ``poll_interval_s`` instead and are otherwise upstream's
 code path (same executor, parameters, folders and job pickles). The ``local`` and ``slurm``
-launcher presets point at them.
+launcher presets point at them. ``PoolLauncher`` (preset ``pool``) keeps warm worker processes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, filter_overrides
-from omegaconf import OmegaConf
+from hydra.core.utils import JobReturn, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
@@ -91,3 +96,121 @@ class SlurmLauncher(_FastPollMixin, _UpstreamSlurm):  # type: ignore[misc]
 
     _EXECUTOR = "slurm"
     poll_interval_s = 1.0
+
+
+class PoolLauncher(Launcher):  # type: ignore[misc]
+    """Trials in warm worker processes that are started once and reused (``hydra/launcher=pool``).
+
+    submitit_local starts a fresh Python for every trial: importing torch and the app costs
+    seconds, which is most of a short trial's slot time (bench/utilization.py). Here a
+    ``concurrent.futures`` process pool keeps ``max_workers`` processes alive for the whole
+    sweep; each trial's config is composed in the sweeper (cached per group choices) and run
+    with Hydra's ``run_job`` in a worker, as hydra-joblib-launcher does. Payloads travel with
+    cloudpickle (the task function usually lives in ``__main__``).
+
+    Trade-offs against ``local``: no per-trial time limit or log of the submitit job; a worker
+    that dies (segfault, out of memory, ``os._exit``) breaks the pool, so every trial running at
+    that moment is recorded failed (``retry_failed`` runs them again) and a new pool starts.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        start_method: str = "spawn",
+        max_trials_per_worker: int | None = None,
+    ) -> None:
+        self.max_workers = max_workers
+        self.start_method = start_method
+        self.max_trials_per_worker = max_trials_per_worker
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                import multiprocessing
+
+                kwargs: dict[str, Any] = {}
+                if self.max_trials_per_worker:  # Python >= 3.11
+                    kwargs["max_tasks_per_child"] = int(self.max_trials_per_worker)
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.max_workers,
+                    mp_context=multiprocessing.get_context(self.start_method),
+                    **kwargs,
+                )
+            return self._pool
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        """Drop a broken pool (once, whichever trial noticed first); the next trial starts anew."""
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
+        import cloudpickle
+
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None
+        assert self.task_function is not None
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        pending = []
+        for i, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + i
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides)
+            )
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = idx
+                sweep_config.hydra.job.num = idx
+            payload = cloudpickle.dumps(
+                (self.hydra_context, self.task_function, sweep_config, Singleton.get_state())
+            )
+            pool = self._executor()
+            pending.append((pool, pool.submit(_run_in_worker, payload)))
+        results: list[JobReturn] = []
+        for pool, fut in pending:
+            try:
+                results.append(cloudpickle.loads(fut.result()))
+            except BrokenProcessPool:
+                self._discard(pool)
+                raise RuntimeError(
+                    "a worker process of hydra/launcher=pool died while this trial ran "
+                    "(crash, out of memory or killed)"
+                ) from None
+        return results
+
+
+def _run_in_worker(payload: bytes) -> bytes:
+    """One trial inside a pool worker: Hydra's run_job, as in a submitit job."""
+    import cloudpickle
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_context, task_function, sweep_config, singleton_state = cloudpickle.loads(payload)
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    HydraConfig.instance().set_config(sweep_config)
+    ret = run_job(
+        hydra_context=hydra_context,
+        task_function=task_function,
+        config=sweep_config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+    try:
+        return bytes(cloudpickle.dumps(ret))
+    except Exception:  # an exception or value that does not pickle: keep its text
+        value = ret._return_value
+        ret._return_value = RuntimeError(f"{type(value).__name__}: {value}")
+        return bytes(cloudpickle.dumps(ret))
