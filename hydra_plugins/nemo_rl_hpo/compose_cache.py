@@ -13,7 +13,7 @@ choice set and sweep, so editing a YAML file while a sweep runs no longer affect
 of an already-seen choice set (with upstream it did, one trial at a time).
 """
 
-import pickle
+import copy
 import threading
 from typing import Any
 
@@ -32,7 +32,7 @@ class CachedSweepConfigLoader:
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
-        self._cache: dict[tuple[str, ...], bytes] = {}
+        self._cache: dict[tuple[str, ...], DictConfig] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -63,20 +63,20 @@ class CachedSweepConfigLoader:
             base = self._cache.get(key)
         if base is None:
             self.misses += 1
-            composed = self._inner.load_configuration(
+            base = self._inner.load_configuration(
                 config_name=master_config.hydra.job.config_name,
                 overrides=[str(o.input_line) for o in structural],
                 run_mode=RunMode.RUN,
             )
-            # Kept pickled: loading a copy is about twice as fast as deepcopy of the config.
-            base = pickle.dumps(composed)
+            # deepcopy, not pickle: structured-config classes of plugins that Hydra loaded
+            # outside sys.modules (submitit's SlurmQueueConf) do not pickle by reference.
             with self._lock:
                 if len(self._cache) >= MAX_ENTRIES:
                     self._cache.pop(next(iter(self._cache)))
                 self._cache[key] = base
         else:
             self.hits += 1
-        cfg = pickle.loads(base)
+        cfg = copy.deepcopy(base)
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
         self._record_overrides(cfg, parsed)
         OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
