@@ -72,7 +72,7 @@ def utilization(d: dict[str, Any]) -> list[str]:
             f"| {kind} | {r['util_span_median']:.3f} | {r['util_process_median']:.3f} | "
             f"{r['of_ideal']:.2f} |"
         )
-    ours = [r for r in d["runs"] if str(r["contender"]).startswith("ours")]
+    ours = [r for r in d["runs"] if r["contender"] == "ours submitit_local"]
     phases = [k for k in ours[0] if k.endswith(")") and "_s (" in k] if ours else []
     if phases:
         out += [
