@@ -92,6 +92,13 @@ def contenders(ours: Path, up: Path) -> list[Contender]:
         Contender("optuna2.10 loop sqlite", "none", _plain(up, "sqlite")),
         Contender("ours sqlite tpe", "submitit_local", _sweep(ours, no_report, tpe, *OURS_LOCAL)),
         Contender("upstream memory", "submitit_local", _sweep(up, *UPSTREAM_LOCAL)),
+        # our warm-worker launcher against upstream's only other parallel local launcher
+        Contender("ours sqlite tpe", "pool", _sweep(ours, no_report, tpe, "hydra/launcher=pool")),
+        Contender(
+            "upstream memory",
+            "joblib",
+            _sweep(up, "hydra/launcher=joblib", "hydra.launcher.n_jobs=1"),
+        ),
         Contender(
             "upstream sqlite",
             "submitit_local",
@@ -212,6 +219,11 @@ def main() -> None:
     ap.add_argument("--submitit-trials", type=int, default=20, help="trials per submitit run")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats per contender")
     ap.add_argument("--skip-submitit", action="store_true")
+    ap.add_argument(
+        "--launchers",
+        default="basic,none,submitit_local,pool,joblib",
+        help="comma-separated subset of the contenders' launchers",
+    )
     ap.add_argument("--profile", action="store_true", help="also profile ours (cProfile)")
     ap.add_argument("--profile-trials", type=int, default=100, help="trials of the profiled sweep")
     ap.add_argument("--out", default="overhead")
@@ -222,6 +234,7 @@ def main() -> None:
         x
         for x in contenders(ours, up)
         if not (args.skip_submitit and x.launcher == "submitit_local")
+        and x.launcher in args.launchers.split(",")
     ]
     payload: dict[str, object] = {
         "benchmark": "overhead per trial, trivial objective, n_jobs=1",
@@ -269,17 +282,24 @@ def _summarize(
         ]
         summary[key] = {"median_ms": round(c.median(xs), 1), "iqr_ms": c.iqr(xs), "runs": xs}
     ratios: dict[str, float] = {}
-    for launcher in ("basic", "submitit_local"):
+    pairs_of = [
+        ("basic", "basic"),
+        ("submitit_local", "submitit_local"),
+        ("pool", "joblib"),
+        ("pool", "submitit_local"),
+    ]
+    for launcher, other_launcher in pairs_of:
         ours_key = f"{launcher} | ours sqlite tpe"
         for other in ("upstream memory", "upstream sqlite"):
-            key = f"{launcher} | {other}"
+            key = f"{other_launcher} | {other}"
             if ours_key in summary and key in summary:
                 # Ratio of per-repeat pairs (same repeat = same machine state), then the median.
                 a = summary[ours_key]["runs"]
                 b = summary[key]["runs"]
                 assert isinstance(a, list) and isinstance(b, list)
                 pairs = [x / y for x, y in zip(a, b, strict=False)]
-                ratios[f"{launcher}: ours sqlite tpe / {other}"] = round(c.median(pairs), 2)
+                name = f"{launcher}: ours sqlite tpe / {other_launcher} {other}"
+                ratios[name] = round(c.median(pairs), 2)
     payload["runs"] = runs
     payload["summary"] = summary
     payload["ratios"] = ratios

@@ -52,7 +52,9 @@ def pruner_args(steps: int) -> dict[str, list[str]]:
     }
 
 
-def run_sweep(pruner: str, seed: int, trials: int, steps: int) -> dict[str, Any]:
+def run_sweep(
+    pruner: str, seed: int, trials: int, steps: int, warmup_frac: float
+) -> dict[str, Any]:
     run = c.WORK / "pruning" / f"{pruner}-{seed}"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
@@ -68,7 +70,7 @@ def run_sweep(pruner: str, seed: int, trials: int, steps: int) -> dict[str, Any]
         f"eval_interval={max(1, steps // 10)}",
         f"checkpoint_interval={steps}",
         # quoted: grammar strings for the sweeper; ranges must stay below max_steps
-        f"warmup_steps=int(interval(0,{int(steps * 0.4)}))",
+        f"warmup_steps=int(interval(0,{int(steps * warmup_frac)}))",
         f"scheduler.step_size=range({steps // 5},{steps},{steps // 5})",
         *pruner_args(steps)[pruner],
         f"hydra.sweeper.sampler.seed={seed}",
@@ -136,6 +138,13 @@ def main() -> None:
         "--budget", type=float, default=3.0, help="pruned sweeps run up to budget x trials"
     )
     ap.add_argument("--steps", type=int, default=100, help="max_steps of each trial")
+    ap.add_argument(
+        "--warmup-frac",
+        type=float,
+        default=0.1,
+        help="searched warm-up range as a fraction of max_steps (a pruner compares trials at the "
+        "same step; during a warm-up of 40%% of the run they are not comparable yet)",
+    )
     ap.add_argument("--pruners", default="none,median,hyperband")
     ap.add_argument("--out", default="pruning")
     args = ap.parse_args()
@@ -148,7 +157,7 @@ def main() -> None:
         by = {}
         for p in pruners:  # interleaved: machine load hits every contender alike
             n = args.trials if p == "none" else int(args.trials * args.budget)
-            r = run_sweep(p, seed, n, args.steps)
+            r = run_sweep(p, seed, n, args.steps, args.warmup_frac)
             runs.append(r)
             by[p] = r
             print(

@@ -151,24 +151,21 @@ def default_trial(d: dict[str, Any]) -> list[str]:
 
 def pruning(d: dict[str, Any]) -> list[str]:
     st = d["settings"]
+    budget = st.get("budget", 1.0)
+    warm = st.get("warmup_frac", 0.4)
     out = [
         f"### Pruning: training steps to reach the unpruned sweep's best val_loss "
-        f"({st['trials']} trials of max_steps={st['steps']}), median over {st['seeds']} seeds",
+        f"({st['trials']} unpruned trials of max_steps={st['steps']}, pruned sweeps up to "
+        f"{budget:g}x as many trials, warm-up searched up to {warm:.0%} of the run), "
+        f"median over {st['seeds']} seeds",
         "",
         _header(d),
         "",
-        "| pruner | steps to target | reached | total steps | pruned trials | best val_loss "
-        "| unpruned / pruned steps to target | same, seeds that reached it | "
-        "unpruned / pruned total steps |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| pruner | steps to target | reached | trials to target | pruned trials | best val_loss "
+        "| unpruned / pruned steps to target | same, seeds that reached it |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p, s in d["summary"].items():
-        totals = sorted(row["none"]["total_steps"] / row[p]["total_steps"] for row in d["per_seed"])
-        total_ratio = (
-            totals[len(totals) // 2]
-            if len(totals) % 2
-            else sum(totals[len(totals) // 2 - 1 : len(totals) // 2 + 1]) / 2
-        )
         reached = sorted(row[p]["ratio"] for row in d["per_seed"] if row[p]["reached"])
         reached_cell = "–"
         if reached:
@@ -176,9 +173,10 @@ def pruning(d: dict[str, Any]) -> list[str]:
             r = reached[mid] if len(reached) % 2 else (reached[mid - 1] + reached[mid]) / 2
             reached_cell = f"{r:.2f}× (n={len(reached)})"
         out.append(
-            f"| {p} | {s['steps_to_target']:.0f} | {s['reached']} | {s['total_steps']:.0f} | "
+            f"| {p} | {s['steps_to_target']:.0f} | {s['reached']} | "
+            f"{s.get('trials_to_target', float('nan')):.0f} | "
             f"{s['pruned']:.0f} | {s['best_val_loss']:.4f} | {s['ratio']:.2f}× | "
-            f"{reached_cell} | {total_ratio:.2f}× |"
+            f"{reached_cell} |"
         )
     out += [
         "",
@@ -259,6 +257,7 @@ def main() -> None:
         ("sampler_time", sampler_time),
         ("default_trial", default_trial),
         ("pruning", pruning),
+        ("pruning_warmup40", pruning),
         ("pbt_vs_optuna", pbt_vs_optuna),
         ("slurm_latency", slurm_latency),
     ]

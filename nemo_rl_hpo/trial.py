@@ -220,7 +220,7 @@ def _study_cached(storage_url: str, study_name: str, pruner: str = "null") -> op
 
     return optuna.load_study(
         study_name=study_name,
-        storage=open_storage(storage_url),
+        storage=open_storage(storage_url, existing=True),
         pruner=make_pruner(json.loads(pruner)),
     )
 

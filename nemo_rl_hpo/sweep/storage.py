@@ -80,8 +80,14 @@ def register_live(url: str, storage: BaseStorage) -> None:
         _live[url] = storage
 
 
-def open_storage(url: str, *, heartbeat_interval: int | None = None) -> BaseStorage:
-    """Open a storage URL: sqlite:///, postgresql://, mysql://, journal://PATH or memory://."""
+def open_storage(
+    url: str, *, heartbeat_interval: int | None = None, existing: bool = False
+) -> BaseStorage:
+    """Open a storage URL: sqlite:///, postgresql://, mysql://, journal://PATH or memory://.
+
+    ``existing``: the sweeper already created and checked the schema (a trial job opening its
+    study); skipping both saves ~30 ms of every job's start-up.
+    """
     import optuna
 
     with _live_lock:
@@ -112,7 +118,7 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None) -> BaseStor
     else:
         engine_kwargs["pool_pre_ping"] = True
     try:
-        rdb = _create_rdb(url, engine_kwargs, heartbeat_interval)
+        rdb = _create_rdb(url, engine_kwargs, heartbeat_interval, existing)
         if url.startswith("sqlite"):
             _fast_sqlite(rdb)
         return rdb
@@ -129,7 +135,10 @@ _SCHEMA_RACE = re.compile(r"already exists|duplicate key|Duplicate entry|UNIQUE 
 
 
 def _create_rdb(
-    url: str, engine_kwargs: dict[str, object], heartbeat_interval: int | None
+    url: str,
+    engine_kwargs: dict[str, object],
+    heartbeat_interval: int | None,
+    existing: bool = False,
 ) -> BaseStorage:
     """RDBStorage, retried while another process creates the same schema.
 
@@ -148,6 +157,8 @@ def _create_rdb(
             return optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
+                skip_table_creation=existing,
+                skip_compatibility_check=existing,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=None
                 if heartbeat_interval is None
