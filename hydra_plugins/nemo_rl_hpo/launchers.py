@@ -140,12 +140,20 @@ class PoolLauncher(Launcher):  # type: ignore[misc]
             if self._pool is None:
                 import multiprocessing
 
+                import cloudpickle
+
                 kwargs: dict[str, Any] = {}
                 if self.max_trials_per_worker:  # Python >= 3.11
                     kwargs["max_tasks_per_child"] = int(self.max_trials_per_worker)
+                # What every trial shares travels once per worker, not once per trial.
+                shared = cloudpickle.dumps(
+                    (self.hydra_context, self.task_function, Singleton.get_state())
+                )
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.max_workers,
                     mp_context=multiprocessing.get_context(self.start_method),
+                    initializer=_init_worker,
+                    initargs=(shared,),
                     **kwargs,
                 )
             return self._pool
@@ -174,9 +182,7 @@ class PoolLauncher(Launcher):  # type: ignore[misc]
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
-            payload = cloudpickle.dumps(
-                (self.hydra_context, self.task_function, sweep_config, Singleton.get_state())
-            )
+            payload = cloudpickle.dumps(sweep_config)
             pool = self._executor()
             pending.append((pool, pool.submit(_run_in_worker, payload)))
         results: list[JobReturn] = []
@@ -192,7 +198,19 @@ class PoolLauncher(Launcher):  # type: ignore[misc]
         return results
 
 
-_worker_has_state = False  # in a pool worker: the sweeper's Hydra singletons are installed
+# In a pool worker: the sweep's Hydra context, task function and singletons, set once.
+_worker_shared: tuple[Any, Any] | None = None
+
+
+def _init_worker(shared: bytes) -> None:
+    """Install the sweeper's Hydra singletons once: doing it per trial rescans every plugin."""
+    import cloudpickle
+
+    global _worker_shared
+    hydra_context, task_function, singleton_state = cloudpickle.loads(shared)
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    _worker_shared = (hydra_context, task_function)
 
 
 def _run_in_worker(payload: bytes) -> bytes:
@@ -200,13 +218,10 @@ def _run_in_worker(payload: bytes) -> bytes:
     import cloudpickle
     from hydra.core.hydra_config import HydraConfig
 
-    global _worker_has_state
-    hydra_context, task_function, sweep_config, singleton_state = cloudpickle.loads(payload)
+    assert _worker_shared is not None, "pool worker started without _init_worker"
+    hydra_context, task_function = _worker_shared
+    sweep_config = cloudpickle.loads(payload)
     setup_globals()
-    if not _worker_has_state:
-        # Once per worker: restoring the state rescans every Hydra plugin (~150 ms a trial).
-        Singleton.set_state(singleton_state)
-        _worker_has_state = True
     HydraConfig.instance().set_config(sweep_config)
     ret = run_job(
         hydra_context=hydra_context,
