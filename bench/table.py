@@ -248,15 +248,47 @@ def slurm_latency(d: dict[str, Any]) -> list[str]:
     return out
 
 
+def pruning_replay(d: dict[str, Any]) -> list[str]:
+    rows = d["per_seed"]
+    names = [k for k in rows[0] if isinstance(rows[0][k], dict)]
+    out = [
+        "### Pruners replayed on the unpruned sweeps' learning curves (same trials, same order)",
+        "",
+        f"*{d['machine']['date']}, git {d['machine'].get('git', '?')}; `{d['command']}`*",
+        "",
+        "| seed | best trial | unpruned steps to it | "
+        + " | ".join(f"{n}: steps to best (ratio) / total ratio / pruned" for n in names)
+        + " |",
+        "|---:|---:|---:|" + "---|" * len(names),
+    ]
+    for r in rows:
+        cells = []
+        for n in names:
+            x = r[n]
+            to_best = (
+                f"{x['steps_to_best']} ({x['ratio_to_best']:.2f}×)"
+                if x["best_survives"]
+                else "**pruned the best**"
+            )
+            cells.append(f"{to_best} / {x['total_ratio']:.2f}× / {x['pruned']}")
+        out.append(
+            f"| {r['seed']} | #{r['best_trial']} ({r['best_val_loss']:.4f}) | "
+            f"{r['unpruned_steps_to_best']} | " + " | ".join(cells) + " |"
+        )
+    return out
+
+
 def main() -> None:
     sections = [
         ("overhead", overhead),
+        ("overhead_pool", overhead),
         ("utilization", utilization),
         ("search_quality", quality),
         ("search_quality_15seeds", quality),
         ("sampler_time", sampler_time),
         ("default_trial", default_trial),
         ("pruning", pruning),
+        ("pruning_replay", pruning_replay),
         ("pruning_warmup40", pruning),
         ("pbt_vs_optuna", pbt_vs_optuna),
         ("slurm_latency", slurm_latency),

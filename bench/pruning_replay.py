@@ -1,0 +1,124 @@
+"""Replay an unpruned sweep's learning curves through a pruner: the pruner alone, no sampler.
+
+    python bench/pruning.py ...          # first: leaves bench/_work/pruning/none-<seed>/sweep
+    python bench/pruning_replay.py       # results/pruning_replay.json
+
+``bench/pruning.py`` compares whole sweeps, where a pruned sweep's sampler also proposes other
+trials than the unpruned one, so a miss can come from the pruner or from the search diverging.
+Here the unpruned sweep's trials are fed, in their order and with their recorded val_loss at
+every evaluation, to a fresh study with the pruner: same trials, only the stopping differs.
+Reported per seed: the steps spent until the unpruned best trial completes (or ``never`` when
+the pruner stops it), the steps the whole replay spends, and the ratio to the unpruned sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as c  # noqa: E402
+
+
+def pruners(steps: int, every: int) -> dict[str, Any]:
+    import optuna
+
+    return {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2 * every),
+        "median_warmup40": lambda: optuna.pruners.MedianPruner(
+            n_startup_trials=5, n_warmup_steps=int(0.4 * steps)
+        ),
+        "percentile75": lambda: optuna.pruners.PercentilePruner(
+            75.0, n_startup_trials=5, n_warmup_steps=2 * every
+        ),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(
+            min_resource=2 * every, max_resource=steps, reduction_factor=3
+        ),
+    }
+
+
+def replay(curves: list[dict[int, float]], make_pruner: Any) -> list[tuple[str, int]]:
+    """(state, steps trained) of every trial when ``make_pruner()`` decides."""
+    import optuna
+
+    study = optuna.create_study(pruner=make_pruner())
+    out: list[tuple[str, int]] = []
+    for curve in curves:
+        t = study.ask()
+        last = 0
+        pruned = False
+        for step in sorted(curve):
+            t.report(curve[step], step)
+            last = step
+            if t.should_prune():
+                pruned = True
+                break
+        if pruned:
+            study.tell(t, state=optuna.trial.TrialState.PRUNED)
+            out.append(("PRUNED", last))
+        else:
+            study.tell(t, curve[max(curve)])
+            out.append(("COMPLETE", last))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--out", default="pruning_replay")
+    args = ap.parse_args()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    per_seed: list[dict[str, Any]] = []
+    for seed in range(args.seeds):
+        db = c.WORK / "pruning" / f"none-{seed}" / "sweep" / "optuna.db"
+        if not db.exists():
+            raise SystemExit(f"{db} is missing: run bench/pruning.py first")
+        study = optuna.load_study(study_name="train", storage=f"sqlite:///{db}")
+        trials = sorted(
+            (t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.number
+        )
+        curves = [dict(t.intermediate_values) for t in trials]
+        finals = [t.value for t in trials]
+        steps = max(max(cv) for cv in curves)
+        every = min(cv_steps[1] - cv_steps[0] for cv_steps in (sorted(cv) for cv in curves))
+        best = min(range(len(trials)), key=lambda i: float(finals[i] or 0.0))
+        base = sum(max(cv) for cv in curves[: best + 1])
+        row: dict[str, Any] = {
+            "seed": seed,
+            "trials": len(trials),
+            "best_trial": trials[best].number,
+            "best_val_loss": round(float(finals[best] or 0.0), 5),
+            "unpruned_steps_to_best": base,
+        }
+        for name, make in pruners(steps, every).items():
+            res = replay(curves, make)
+            reached = res[best][0] == "COMPLETE"
+            to_best = sum(s for _, s in res[: best + 1])
+            row[name] = {
+                "best_survives": reached,
+                "steps_to_best": to_best if reached else None,
+                "ratio_to_best": round(base / to_best, 2) if reached else None,
+                "total_steps": sum(s for _, s in res),
+                "total_ratio": round(sum(max(cv) for cv in curves) / sum(s for _, s in res), 2),
+                "pruned": sum(st == "PRUNED" for st, _ in res),
+            }
+        per_seed.append(row)
+        print(row, flush=True)
+    c.write_result(
+        args.out,
+        {
+            "benchmark": "pruners replayed on the unpruned sweeps' recorded learning curves",
+            "command": " ".join(["python", "bench/pruning_replay.py", *sys.argv[1:]]),
+            "machine": c.machine(),
+            "per_seed": per_seed,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
