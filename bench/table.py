@@ -289,6 +289,7 @@ def main() -> None:
         ("default_trial", default_trial),
         ("pruning", pruning),
         ("pruning_replay", pruning_replay),
+        ("pruning_replay_400", pruning_replay),
         ("pruning_warmup40", pruning),
         ("pbt_vs_optuna", pbt_vs_optuna),
         ("slurm_latency", slurm_latency),
