@@ -37,6 +37,10 @@ def pruners(steps: int, every: int) -> dict[str, Any]:
         "hyperband": lambda: optuna.pruners.HyperbandPruner(
             min_resource=2 * every, max_resource=steps, reduction_factor=3
         ),
+        # hyperband's most aggressive bracket alone (asynchronous successive halving)
+        "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=2 * every, reduction_factor=3
+        ),
     }
 
 

@@ -6,6 +6,7 @@ python bench/table.py            # paste the output into bench/README.md (and th
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,17 @@ def pruning_replay(d: dict[str, Any]) -> list[str]:
             f"| {r['seed']} | #{r['best_trial']} ({r['best_val_loss']:.4f}) | "
             f"{r['unpruned_steps_to_best']} | " + " | ".join(cells) + " |"
         )
+    cells = []
+    for n in names:
+        # a seed whose best trial was pruned never reaches the target: ratio 0 in the median
+        ratios = [r[n]["ratio_to_best"] or 0.0 for r in rows]
+        totals = [r[n]["total_ratio"] for r in rows]
+        kept = sum(bool(r[n]["best_survives"]) for r in rows)
+        cells.append(
+            f"median {statistics.median(ratios):.2f}× (best kept {kept}/{len(rows)}) / "
+            f"{statistics.median(totals):.2f}× /"
+        )
+    out.append("| **median** | | | " + " | ".join(cells) + " |")
     return out
 
 

@@ -2,9 +2,10 @@
 
 Upstream's ``launch`` waits with ``job.results()``, which polls once a second; with one trial
 per ``launch`` call (our asynchronous sweeper) that second is idle slot time after every trial.
-These subclasses poll ``job.done()`` at ``poll_interval_s`` instead and are otherwise upstream's
-code path (same executor, parameters, folders and job pickles). The ``local`` and ``slurm``
-launcher presets point at them. ``PoolLauncher`` (preset ``pool``) keeps warm worker processes.
+These subclasses poll ``job.done()`` at ``poll_interval_s`` instead, and ship each job the config
+the sweeper already composed instead of its overrides; otherwise they are upstream's code path
+(same executor, parameters, folders, requeue). The ``local`` and ``slurm`` launcher presets
+point at them. ``PoolLauncher`` (preset ``pool``) keeps warm worker processes.
 """
 
 from __future__ import annotations
@@ -66,13 +67,18 @@ class _FastPollMixin(BaseSubmititLauncher):  # type: ignore[misc]
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if "mode" in self.config.hydra.sweep:
             os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
+        assert self.hydra_context is not None
         job_params: list[Any] = []
         for i, overrides in enumerate(job_overrides):
             idx = initial_job_idx + i
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            # Composed here (cached per group choices), not re-composed from YAML in the job.
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides)
+            )
             job_params.append(
                 (
-                    list(overrides),
+                    sweep_config,
                     "hydra.sweep.dir",
                     idx,
                     f"job_id_for_{idx}",
@@ -83,6 +89,40 @@ class _FastPollMixin(BaseSubmititLauncher):  # type: ignore[misc]
         while not all(j.done() for j in jobs):
             time.sleep(self.poll_interval_s)
         return [j.results()[0] for j in jobs]
+
+    def __call__(
+        self,
+        sweep_config: DictConfig | list[str],
+        job_dir_key: str,
+        job_num: int,
+        job_id: str,
+        singleton_state: dict[Any, Any],
+    ) -> JobReturn:
+        """Run one trial in the job, from the config the sweeper composed.
+
+        Upstream re-composes the config from the YAML files in every job (~0.25 s of a short
+        job's start-up, bench/overhead.py); the sweeper has it at hand already. A list of
+        overrides (a job pickled by upstream's launch) is composed here as upstream does.
+        """
+        if not isinstance(sweep_config, DictConfig):
+            return super().__call__(  # type: ignore[no-any-return]
+                sweep_config, job_dir_key, job_num, job_id, singleton_state
+            )
+        import submitit
+
+        assert self.hydra_context is not None and self.task_function is not None
+        Singleton.set_state(singleton_state)
+        setup_globals()
+        with open_dict(sweep_config.hydra.job):
+            sweep_config.hydra.job.id = submitit.JobEnvironment().job_id
+            sweep_config.hydra.job.num = job_num
+        return run_job(
+            hydra_context=self.hydra_context,
+            task_function=self.task_function,
+            config=sweep_config,
+            job_dir_key=job_dir_key,
+            job_subdir_key="hydra.sweep.subdir",
+        )
 
 
 class LocalLauncher(_FastPollMixin, _UpstreamLocal):  # type: ignore[misc]

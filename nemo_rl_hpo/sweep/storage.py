@@ -6,9 +6,12 @@ for every place that prints or saves a URL: a password never leaves the process 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -154,21 +157,65 @@ def _create_rdb(
     attempts = 6
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                skip_table_creation=existing,
-                skip_compatibility_check=existing,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=None
-                if heartbeat_interval is None
-                else max(3 * heartbeat_interval, 10),
-            )
+            with _deferred_version_manager(existing):
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    skip_table_creation=existing,
+                    skip_compatibility_check=existing,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=None
+                    if heartbeat_interval is None
+                    else max(3 * heartbeat_interval, 10),
+                )
         except Exception as e:
             if attempt == attempts - 1 or not _SCHEMA_RACE.search(str(e)):
                 raise
             time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
     raise AssertionError("unreachable")
+
+
+_vm_lock = threading.Lock()
+
+
+class _DeferredVersionManager:
+    """Optuna's ``_VersionManager``, built only when something asks it a question.
+
+    ``RDBStorage.__init__`` builds one even with ``skip_compatibility_check``: that imports
+    alembic (~0.14 s here) and runs two queries in every trial job, which never checks or
+    upgrades the schema (the sweeper did). Any later use (``get_current_version``, ``upgrade``)
+    builds the real one then.
+    """
+
+    def __init__(self, real_cls: Any, *args: Any) -> None:
+        self._real_cls = real_cls
+        self._args = args
+        self._real: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_real_cls", "_args", "_real"):
+            raise AttributeError(name)
+        if self._real is None:
+            self._real = self._real_cls(*self._args)
+        return getattr(self._real, name)
+
+
+@contextlib.contextmanager
+def _deferred_version_manager(enabled: bool) -> Iterator[None]:
+    """While an ``existing`` storage is built, hand it a deferred version manager."""
+    import importlib
+
+    rdb_module: Any = importlib.import_module("optuna.storages._rdb.storage")
+    real_cls = getattr(rdb_module, "_VersionManager", None)
+    if not enabled or real_cls is None:  # a future Optuna without it: the plain path
+        yield
+        return
+    with _vm_lock:
+        rdb_module._VersionManager = functools.partial(_DeferredVersionManager, real_cls)
+        try:
+            yield
+        finally:
+            rdb_module._VersionManager = real_cls
 
 
 def _fast_sqlite(rdb: Any) -> None:
