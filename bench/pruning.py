@@ -24,12 +24,16 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c  # noqa: E402
+
+WORKDIR = c.WORK / "pruning"  # sweeps of the last run; bench/pruning_replay.py reads them
 
 
 def pruner_args(steps: int) -> dict[str, list[str]]:
@@ -49,13 +53,30 @@ def pruner_args(steps: int) -> dict[str, list[str]]:
             f"hydra.sweeper.pruner.max_resource={steps}",
             "hydra.sweeper.pruner.reduction_factor=3",
         ],
+        # hyperband's most aggressive bracket alone (Optuna's asynchronous successive halving)
+        "successive_halving": [
+            "hydra/sweeper/pruner=successive_halving",
+            f"hydra.sweeper.pruner.min_resource={2 * every}",
+            "hydra.sweeper.pruner.reduction_factor=3",
+        ],
     }
 
 
 def run_sweep(
-    pruner: str, seed: int, trials: int, steps: int, warmup_frac: float
+    pruner: str,
+    seed: int,
+    trials: int,
+    steps: int,
+    warmup_frac: float,
+    decided: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> dict[str, Any]:
-    run = c.WORK / "pruning" / f"{pruner}-{seed}"
+    """One ``python train.py -m`` sweep; with ``decided``, stopped once it returns True.
+
+    ``decided`` sees the finished trials so far (in trial order): a pruned sweep that already
+    reached the target, or already spent more steps than the unpruned sweep needed, has its
+    answer, and the rest of its budget would only burn CPU time.
+    """
+    run = WORKDIR / f"{pruner}-{seed}"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
     argv = [
@@ -76,15 +97,40 @@ def run_sweep(
         f"hydra.sweeper.sampler.seed={seed}",
     ]
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, cwd=run, env=c.clean_env(), capture_output=True, text=True)
+    db = run / "sweep" / "optuna.db"
+    stopped_early = False
+    with open(run / "sweep.log", "w") as log:
+        proc = subprocess.Popen(argv, cwd=run, env=c.clean_env(), stdout=log, stderr=log)
+        while proc.poll() is None:
+            time.sleep(5)
+            if decided is not None and db.exists():
+                done = [t for t in read_trials(db) if t["state"] in ("COMPLETE", "PRUNED")]
+                if decided(done):
+                    proc.terminate()
+                    proc.wait()
+                    stopped_early = True
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{pruner} seed {seed} failed:\n{proc.stderr[-3000:]}")
+    if proc.returncode != 0 and not stopped_early:
+        tail = (run / "sweep.log").read_text()[-3000:]
+        raise RuntimeError(f"{pruner} seed {seed} failed:\n{tail}")
+    trials_out = read_trials(db)
+    if stopped_early:  # the trial cut off mid-run is no result
+        trials_out = [t for t in trials_out if t["state"] in ("COMPLETE", "PRUNED")]
+    return {
+        "pruner": pruner,
+        "seed": seed,
+        "wall_s": round(wall, 1),
+        "stopped_early": stopped_early,
+        "trials": trials_out,
+    }
+
+
+def read_trials(db: Path) -> list[dict[str, Any]]:
+    """Every trial of a sweep's study, in trial order, with the steps it trained."""
     import optuna
 
-    study = optuna.load_study(
-        study_name="train", storage=f"sqlite:///{run / 'sweep' / 'optuna.db'}"
-    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name="train", storage=f"sqlite:///{db}")
     trials_out = []
     for t in sorted(study.trials, key=lambda t: t.number):
         inter = t.intermediate_values
@@ -99,12 +145,18 @@ def run_sweep(
                 "pruned_at_step": t.user_attrs.get("pruned_at_step"),
             }
         )
-    return {
-        "pruner": pruner,
-        "seed": seed,
-        "wall_s": round(wall, 1),
-        "trials": trials_out,
-    }
+    return trials_out
+
+
+def _reuse_unpruned(seed: int, steps: int) -> dict[str, Any]:
+    """The unpruned sweep an earlier ``bench/pruning.py`` left for ``seed``."""
+    db = WORKDIR / f"none-{seed}" / "sweep" / "optuna.db"
+    if not db.exists():
+        raise SystemExit(f"{db} is missing: run without --reuse-unpruned first")
+    trials = read_trials(db)
+    if max(t["steps"] for t in trials) != steps:
+        raise SystemExit(f"{db} holds trials of another --steps than {steps}")
+    return {"pruner": "none", "seed": seed, "wall_s": None, "reused": True, "trials": trials}
 
 
 def best_complete(run: dict[str, Any]) -> float:
@@ -131,6 +183,7 @@ def _trials_to_reach(run: dict[str, Any], target: float) -> int:
 
 
 def main() -> None:
+    global WORKDIR
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--trials", type=int, default=30, help="trials of the unpruned sweep")
@@ -146,23 +199,59 @@ def main() -> None:
         "same step; during a warm-up of 40%% of the run they are not comparable yet)",
     )
     ap.add_argument("--pruners", default="none,median,hyperband")
+    ap.add_argument(
+        "--reuse-unpruned",
+        action="store_true",
+        help="take the unpruned sweeps from an earlier run's bench/_work/pruning/none-<seed>",
+    )
+    ap.add_argument(
+        "--stop-when-decided",
+        action="store_true",
+        help="stop a pruned sweep once it reached the target or spent the unpruned sweep's "
+        "steps to it (its ratio is then known); its 'best val_loss' is the best so far",
+    )
+    ap.add_argument("--parallel", type=int, default=1, help="pruned sweeps run at once")
     ap.add_argument("--out", default="pruning")
+    ap.add_argument("--workdir", type=Path, default=WORKDIR, help="where the sweeps run")
     args = ap.parse_args()
+    WORKDIR = args.workdir
     pruners = args.pruners.split(",")
     if pruners[0] != "none":
         raise SystemExit("--pruners must start with 'none': it sets the target val_loss.")
+    seeds = list(range(args.seeds))
+    unpruned: dict[int, dict[str, Any]] = {}
+    for seed in seeds:
+        if args.reuse_unpruned:
+            r = _reuse_unpruned(seed, args.steps)
+        else:
+            r = run_sweep("none", seed, args.trials, args.steps, args.warmup_frac)
+        unpruned[seed] = r
+        print(f"  seed {seed} none       best {best_complete(r):.4f} ({r['wall_s']} s)", flush=True)
+
+    def pruned_sweep(seed: int, p: str) -> dict[str, Any]:
+        target = best_complete(unpruned[seed])
+        base_steps, _ = steps_to_reach(unpruned[seed], target)
+
+        def decided(done: list[dict[str, Any]]) -> bool:
+            spent, reached = steps_to_reach({"trials": done}, target)
+            return reached or spent >= base_steps
+
+        n = int(args.trials * args.budget)
+        stop = decided if args.stop_when_decided else None
+        r = run_sweep(p, seed, n, args.steps, args.warmup_frac, stop)
+        print(f"  seed {seed} {p:10s} best {best_complete(r):.4f} ({r['wall_s']} s)", flush=True)
+        return r
+
+    jobs = [(seed, p) for seed in seeds for p in pruners[1:]]
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        done = list(pool.map(lambda sp: pruned_sweep(*sp), jobs))
+    pruned_runs = {(r["seed"], r["pruner"]): r for r in done}
     runs: list[dict[str, Any]] = []
     per_seed: list[dict[str, Any]] = []
-    for seed in range(args.seeds):
-        by = {}
-        for p in pruners:  # interleaved: machine load hits every contender alike
-            n = args.trials if p == "none" else int(args.trials * args.budget)
-            r = run_sweep(p, seed, n, args.steps, args.warmup_frac)
-            runs.append(r)
-            by[p] = r
-            print(
-                f"  seed {seed} {p:10s} best {best_complete(r):.4f} ({r['wall_s']} s)", flush=True
-            )
+    for seed in seeds:
+        by = {"none": unpruned[seed]}
+        by.update({p: pruned_runs[(seed, p)] for p in pruners[1:]})
+        runs.extend(by.values())
         target = best_complete(by["none"])
         row: dict[str, Any] = {"seed": seed, "target": round(target, 5)}
         base_steps, _ = steps_to_reach(by["none"], target)
@@ -203,7 +292,7 @@ def main() -> None:
             "command": " ".join(["python", "bench/pruning.py", *sys.argv[1:]]),
             "machine": c.machine(),
             "versions": {"ours": c.versions(c.ours_python())},
-            "settings": vars(args),
+            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "runs": runs,
             "per_seed": per_seed,
             "summary": summary,
