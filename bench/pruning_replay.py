@@ -48,7 +48,8 @@ def replay(curves: list[dict[int, float]], make_pruner: Any) -> list[tuple[str, 
     """(state, steps trained) of every trial when ``make_pruner()`` decides."""
     import optuna
 
-    study = optuna.create_study(pruner=make_pruner())
+    # a fixed name: Hyperband assigns a trial to a bracket by hashing study name and trial number
+    study = optuna.create_study(study_name="replay", pruner=make_pruner())
     out: list[tuple[str, int]] = []
     for curve in curves:
         t = study.ask()
