@@ -293,7 +293,6 @@ def pruning_replay(d: dict[str, Any]) -> list[str]:
 def main() -> None:
     sections = [
         ("overhead", overhead),
-        ("overhead_pool", overhead),
         ("utilization", utilization),
         ("search_quality", quality),
         ("search_quality_15seeds", quality),
