@@ -290,6 +290,32 @@ def pruning_replay(d: dict[str, Any]) -> list[str]:
     return out
 
 
+def pruning_grid(d: dict[str, Any]) -> list[str]:
+    rows = d["per_seed"]
+    names = [k for k in rows[0] if isinstance(rows[0][k], dict)]
+    out = [
+        "### Pruner settings replayed on the unpruned sweeps' learning curves: steps to the best "
+        "trial, ratio to unpruned (total-steps ratio)",
+        "",
+        f"*{d['machine']['date']}, git {d['machine'].get('git', '?')}; `{d['command']}`*",
+        "",
+        "| pruner and settings | "
+        + " | ".join(f"seed {r['seed']} (best #{r['best_trial']})" for r in rows)
+        + " | ≥ 2× on every seed |",
+        "|---|" + "---:|" * len(rows) + ":---:|",
+    ]
+    for n in names:
+        cells = [
+            f"{r[n]['ratio_to_best']:.2f}× ({r[n]['total_ratio']:.2f}×)"
+            if r[n]["best_survives"]
+            else f"pruned the best ({r[n]['total_ratio']:.2f}×)"
+            for r in rows
+        ]
+        ok = all(r[n]["best_survives"] and r[n]["ratio_to_best"] >= 2.0 for r in rows)
+        out.append(f"| {n} | " + " | ".join(cells) + f" | {'yes' if ok else 'no'} |")
+    return out
+
+
 def main() -> None:
     sections = [
         ("overhead", overhead),
@@ -301,6 +327,7 @@ def main() -> None:
         ("pruning", pruning),
         ("pruning_replay", pruning_replay),
         ("pruning_replay_400", pruning_replay),
+        ("pruning_replay_grid", pruning_grid),
         ("pruning_warmup40", pruning),
         ("pbt_vs_optuna", pbt_vs_optuna),
         ("slurm_latency", slurm_latency),
