@@ -325,6 +325,7 @@ def main() -> None:
         ("sampler_time", sampler_time),
         ("default_trial", default_trial),
         ("pruning", pruning),
+        ("pruning_400", pruning),
         ("pruning_replay", pruning_replay),
         ("pruning_replay_400", pruning_replay),
         ("pruning_replay_grid", pruning_grid),
