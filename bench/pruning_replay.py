@@ -63,18 +63,19 @@ def grid(steps: int, every: int) -> dict[str, Any]:
                     n_startup_trials=n, n_warmup_steps=w
                 )
             )
-    for name, make in (("hyperband", p.HyperbandPruner), ("successive_halving", None)):
+    rungs = {
+        "hyperband": lambda m, r: p.HyperbandPruner(
+            min_resource=m, max_resource=steps, reduction_factor=r
+        ),
+        "successive_halving": lambda m, r: p.SuccessiveHalvingPruner(
+            min_resource=m, reduction_factor=r
+        ),
+    }
+    for name, make in rungs.items():
         for evals in (1, 2, 3):
             for rf in (2, 3, 4):
                 key = f"{name} min_resource={evals * every} reduction_factor={rf}"
-                if make is not None:
-                    out[key] = lambda m=evals * every, r=rf: p.HyperbandPruner(
-                        min_resource=m, max_resource=steps, reduction_factor=r
-                    )
-                else:
-                    out[key] = lambda m=evals * every, r=rf: p.SuccessiveHalvingPruner(
-                        min_resource=m, reduction_factor=r
-                    )
+                out[key] = lambda f=make, m=evals * every, r=rf: f(m, r)
     return out
 
 
