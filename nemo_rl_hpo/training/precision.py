@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 import torch
 
 from nemo_rl_hpo.training.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 OPTIONS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # dtype -> precision=...
 
@@ -39,6 +42,13 @@ class Precision:
                 f"precision=bf16 is not supported by {torch.cuda.get_device_name(device)}; "
                 "use precision=fp16 or precision=fp32 on this GPU."
             )
+        if self.dtype is torch.bfloat16 and device.type == "cpu" and not cpu_has_bf16():
+            # Measured on an AVX2-only EPYC: a 400-step default trial takes ~90 s in bf16, ~18 s
+            # in fp32. A sweep searching precision spends most of its time on emulated bf16.
+            log.warning(
+                "precision=bf16 on a CPU without native bf16 instructions is emulated and about "
+                "5x slower than fp32; use precision=fp32 on this machine."
+            )
 
     @contextlib.contextmanager
     def autocast(self, device: torch.device) -> Iterator[None]:
@@ -53,3 +63,8 @@ class Precision:
         """A loss scaler, enabled only for fp16 on CUDA where small gradients underflow."""
         enabled = self.dtype is torch.float16 and device.type == "cuda"
         return torch.amp.GradScaler(device.type, enabled=enabled)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN has a fast bf16 path here (AVX-512 or ARM bf16); else bf16 is emulated."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
