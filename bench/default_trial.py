@@ -50,8 +50,6 @@ def run_sweep(sampler: str, seed: int, trials: int, steps: int) -> dict[str, obj
         "hydra.sweeper.write_report=false",
         f"max_steps={steps}",
         f"eval_interval={max(1, steps // 4)}",
-        # quoted: a grammar string for the sweeper, not a sweep of Hydra's own
-        f"hydra.sweeper.params.warmup_steps='int(interval(0,{steps // 2}))'",
         *SAMPLERS[sampler],
         f"hydra.sweeper.sampler.seed={seed}",
     ]

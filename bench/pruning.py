@@ -90,8 +90,8 @@ def run_sweep(
         f"max_steps={steps}",
         f"eval_interval={max(1, steps // 10)}",
         f"checkpoint_interval={steps}",
-        # quoted: grammar strings for the sweeper; ranges must stay below max_steps
-        f"warmup_steps=int(interval(0,{int(steps * warmup_frac)}))",
+        # grammar strings for the sweeper: warm-up and step sizes scaled to this max_steps
+        f"warmup_ratio=interval(0,{warmup_frac})",
         f"scheduler.step_size=range({steps // 5},{steps},{steps // 5})",
         *pruner_args(steps)[pruner],
         f"hydra.sweeper.sampler.seed={seed}",

@@ -24,7 +24,6 @@ SHORT = [
     "max_steps=120",
     "eval_interval=20",
     "checkpoint_interval=60",
-    "warmup_steps=int(interval(0, 60))",
     "scheduler.step_size=range(20, 100, 20)",
 ]
 

@@ -32,7 +32,7 @@ SHORT = [
     "max_steps=120",
     "eval_interval=20",
     "checkpoint_interval=20",
-    "warmup_steps=int(interval(0, 40))",
+    "warmup_ratio=interval(0, 0.33)",
     "scheduler.step_size=range(20, 100, 20)",
 ]
 

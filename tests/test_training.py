@@ -93,6 +93,25 @@ def test_resume_from_applies_this_runs_hyperparameters(
     assert groups["param_groups"][1]["weight_decay"] == 0.0  # biases and norms stay undecayed
 
 
+@pytest.mark.parametrize(("ratio", "lr_at_step_6"), [(0.5, 1.0), (0.75, 0.7)])
+def test_warmup_ratio_is_a_fraction_of_this_runs_steps(
+    compose_trial: Callable[..., DictConfig],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ratio: float,
+    lr_at_step_6: float,
+) -> None:
+    # max_steps=12: ratio 0.5 is a 6-step warm-up (peak rate reached at step 6), ratio 0.75 a
+    # 9-step one (LinearLR from 1/10 of the peak: 1/10 + 6 * (9/10) / 9 = 0.7 at step 6). The
+    # config's warmup_steps (2 here) is ignored once a ratio is set.
+    cfg = compose_trial(*SHORT, "learning_rate=0.01", f"warmup_ratio={ratio}")
+    _sweep_context(monkeypatch, steps=6)
+    _train_in(tmp_path, cfg, monkeypatch)
+    groups = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["optimizer"]
+    for group in groups["param_groups"]:
+        assert group["lr"] == pytest.approx(0.01 * lr_at_step_6)
+
+
 def test_pruned_trial_stops_at_the_first_evaluation(
     compose_trial: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -117,6 +136,7 @@ def test_bad_values_name_the_key(compose_trial: Callable[..., DictConfig]) -> No
         ("batch_size=0", "batch_size"),
         ("dropout=1.5", "dropout"),
         ("warmup_steps=700", "warmup_steps"),
+        ("warmup_ratio=1.5", "warmup_ratio"),
         ("model.num_heads=5", "model.num_heads"),
         ("+optimizer.momentum=2", "optimizer.momentum"),
     ]:

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from nemo_rl_hpo import trial
-from nemo_rl_hpo.training.config import ConfigError, validate
+from nemo_rl_hpo.training.config import ConfigError, resolve_warmup, validate
 from nemo_rl_hpo.training.data import Split, Task
 from nemo_rl_hpo.training.precision import Precision
 from nemo_rl_hpo.training.schedules import Schedule, set_learning_rate
@@ -42,6 +42,7 @@ EVAL_BATCH = 1024
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the default trial described by ``cfg`` and return its final metrics."""
     validate(cfg)
+    resolve_warmup(cfg)
     torch.set_num_threads(int(cfg.num_threads))
     device = resolve_device(str(cfg.device))
     precision: Precision = _build(cfg, "precision")
