@@ -82,7 +82,8 @@ def single_objective(
         steps = 8 if state == TrialState.COMPLETE else 3
         curve = {s: final + 1.0 / (s + 1) for s in range(steps)}
         attrs: dict[str, object] = {
-            "overrides": [f"{k}={v}" for k, v in p.items()],
+            # as the sweeper records them: sampled values, then the fixed (non-hydra) overrides
+            "overrides": [f"{k}={v}" for k, v in p.items()] + BASE[:1],
             "job_dir": str(sweep_dir / str(i)),
             "slurm_job_id": str(4000 + i),
             "curves": {"val_loss": {str(s): v for s, v in curve.items()}},

@@ -109,7 +109,10 @@ def test_best_prints_the_reproduce_command(so_dir: Path, tmp_path: Path) -> None
     proc = cli("best", str(so_dir), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     # stdout is exactly the command (so `$(nemo-rl-hpo best DIR)` runs it); the value on stderr.
-    assert proc.stdout == shlex.join(rf.COMMAND + rf.BASE + best.user_attrs["overrides"]) + "\n"
+    # A fixed override is in both the sweep's base and the trial's overrides: printed once.
+    sampled = [o for o in best.user_attrs["overrides"] if o != "trainer.max_steps=50"]
+    assert proc.stdout == shlex.join(rf.COMMAND + rf.BASE + sampled) + "\n"
+    assert shlex.split(proc.stdout).count("trainer.max_steps=50") == 1
     assert f"# trial {best.number}: val_loss=" in proc.stderr
 
 

@@ -150,10 +150,10 @@ def test_results_json_summarizes_the_sweep(so: tuple[optuna.Study, Path]) -> Non
     assert data["sampler"] == "TPESampler" and data["directions"] == ["minimize"]
     assert data["started_at"] == START.isoformat() and data["finished"] is True
     best = study.best_trial
-    # The reproduce command is the app command + fixed overrides + the trial's overrides.
-    assert data["best"]["command"] == shlex.join(
-        rf.COMMAND + rf.BASE + best.user_attrs["overrides"]
-    )
+    # The reproduce command is the app command + fixed overrides + the trial's sampled overrides
+    # (the fixed ones it also recorded are not repeated).
+    sampled = [o for o in best.user_attrs["overrides"] if o not in rf.BASE]
+    assert data["best"]["command"] == shlex.join(rf.COMMAND + rf.BASE + sampled)
     assert data["best"]["number"] == best.number
     pruned = [t for t in data["trials"] if t["state"] == "PRUNED"]
     # Learning curves of pruned trials are kept: intermediate values and the curves attr.
@@ -228,7 +228,8 @@ def test_single_objective_report_files_are_real(so: tuple[optuna.Study, Path]) -
     index = _assert_offline_html(out / "index.html")
     # index.html embeds every plot and shows the summary: best trial, counts, the command.
     assert index.count("Plotly.newPlot(") == len(SO_PLOTS)
-    assert shlex.join(rf.COMMAND + rf.BASE + study.best_trial.user_attrs["overrides"]) in index
+    sampled = [o for o in study.best_trial.user_attrs["overrides"] if o not in rf.BASE]
+    assert shlex.join(rf.COMMAND + rf.BASE + sampled) in index
     assert "COMPLETE" in index and "PRUNED" in index and "Top importances" in index
     assert "Skipped" not in index
 

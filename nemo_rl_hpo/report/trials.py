@@ -140,8 +140,13 @@ def trial_params(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def reproduce_argv(info: SweepInfo, trial: FrozenTrial) -> list[str]:
-    """command + fixed overrides + this trial's overrides (just the overrides without a command)."""
-    return [*info.command, *info.base_overrides, *trial_overrides(trial)]
+    """command + fixed overrides + this trial's overrides (just the overrides without a command).
+
+    The sweeper records a trial's fixed overrides along with its sampled ones; each is printed
+    once, so the command reads as the user would type it.
+    """
+    base = list(info.base_overrides)
+    return [*info.command, *base, *(o for o in trial_overrides(trial) if o not in base)]
 
 
 def reproduce_command(info: SweepInfo, trial: FrozenTrial) -> str:
