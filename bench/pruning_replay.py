@@ -3,6 +3,7 @@
     python bench/pruning.py ...          # first: leaves bench/_work/pruning/none-<seed>/sweep
     python bench/pruning_replay.py       # results/pruning_replay.json
     python bench/pruning_replay.py --grid --out pruning_replay_grid   # settings sweep
+    python bench/pruning_replay.py --grid --best-so-far --after-warmup --out ...  # loop variants
 
 ``bench/pruning.py`` compares whole sweeps, where a pruned sweep's sampler also proposes other
 trials than the unpruned one, so a miss can come from the pruner or from the search diverging.
@@ -79,21 +80,33 @@ def grid(steps: int, every: int) -> dict[str, Any]:
     return out
 
 
-def replay(curves: list[dict[int, float]], make_pruner: Any) -> list[tuple[str, int]]:
-    """(state, steps trained) of every trial when ``make_pruner()`` decides."""
+def replay(
+    curves: list[dict[int, float]],
+    make_pruner: Any,
+    best_so_far: bool = False,
+    warmups: list[int] | None = None,
+) -> list[tuple[str, int]]:
+    """(state, steps trained) of every trial when ``make_pruner()`` decides.
+
+    Two variants a training loop could adopt, to test whether they keep the winners: report
+    the running minimum instead of the spiky val_loss (``best_so_far``), and ask the pruner
+    only once the trial's own LR warm-up is over (``warmups``: each trial's warm-up steps).
+    """
     import optuna
 
     # a fixed name: Hyperband assigns a trial to a bracket by hashing study name and trial number
     study = optuna.create_study(study_name="replay", pruner=make_pruner())
     out: list[tuple[str, int]] = []
-    for curve in curves:
+    for i, curve in enumerate(curves):
         t = study.ask()
         last = 0
         pruned = False
+        running = float("inf")
         for step in sorted(curve):
-            t.report(curve[step], step)
+            running = min(running, curve[step])
+            t.report(running if best_so_far else curve[step], step)
             last = step
-            if t.should_prune():
+            if (warmups is None or step >= warmups[i]) and t.should_prune():
                 pruned = True
                 break
         if pruned:
@@ -111,6 +124,14 @@ def main() -> None:
     ap.add_argument("--out", default="pruning_replay")
     ap.add_argument("--grid", action="store_true", help="a settings sweep instead of 5 contenders")
     ap.add_argument(
+        "--best-so-far", action="store_true", help="report each trial's running minimum val_loss"
+    )
+    ap.add_argument(
+        "--after-warmup",
+        action="store_true",
+        help="ask the pruner only after each trial's own warm-up (warmup_steps or warmup_ratio)",
+    )
+    ap.add_argument(
         "--workdir", type=Path, default=c.WORK / "pruning", help="where bench/pruning.py ran"
     )
     args = ap.parse_args()
@@ -127,8 +148,14 @@ def main() -> None:
             (t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.number
         )
         curves = [dict(t.intermediate_values) for t in trials]
-        finals = [t.value for t in trials]
         steps = max(max(cv) for cv in curves)
+        warmups = [
+            int(t.params["warmup_ratio"] * steps)
+            if "warmup_ratio" in t.params
+            else int(t.params.get("warmup_steps", 0))
+            for t in trials
+        ]
+        finals = [t.value for t in trials]
         every = min(cv_steps[1] - cv_steps[0] for cv_steps in (sorted(cv) for cv in curves))
         best = min(range(len(trials)), key=lambda i: float(finals[i] or 0.0))
         base = sum(max(cv) for cv in curves[: best + 1])
@@ -141,7 +168,7 @@ def main() -> None:
         }
         contenders = grid(steps, every) if args.grid else pruners(steps, every)
         for name, make in contenders.items():
-            res = replay(curves, make)
+            res = replay(curves, make, args.best_so_far, warmups if args.after_warmup else None)
             reached = res[best][0] == "COMPLETE"
             to_best = sum(s for _, s in res[: best + 1])
             row[name] = {
@@ -162,6 +189,8 @@ def main() -> None:
             "machine": c.machine(),
             "per_seed": per_seed,
             "grid": args.grid,
+            "best_so_far": args.best_so_far,
+            "after_warmup": args.after_warmup,
         },
     )
 
