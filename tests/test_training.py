@@ -93,18 +93,24 @@ def test_resume_from_applies_this_runs_hyperparameters(
     assert groups["param_groups"][1]["weight_decay"] == 0.0  # biases and norms stay undecayed
 
 
-@pytest.mark.parametrize(("ratio", "lr_at_step_6"), [(0.5, 1.0), (0.75, 0.7)])
+@pytest.mark.parametrize(
+    ("warmup", "lr_at_step_6"),
+    [
+        (["warmup_steps=null", "warmup_ratio=0.5"], 1.0),
+        (["warmup_steps=null", "warmup_ratio=0.75"], 0.7),
+        (["warmup_steps=6", "warmup_ratio=0.75"], 1.0),  # steps given: they win over the ratio
+    ],
+)
 def test_warmup_ratio_is_a_fraction_of_this_runs_steps(
     compose_trial: Callable[..., DictConfig],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    ratio: float,
+    warmup: list[str],
     lr_at_step_6: float,
 ) -> None:
     # max_steps=12: ratio 0.5 is a 6-step warm-up (peak rate reached at step 6), ratio 0.75 a
-    # 9-step one (LinearLR from 1/10 of the peak: 1/10 + 6 * (9/10) / 9 = 0.7 at step 6). The
-    # config's warmup_steps (2 here) is ignored once a ratio is set.
-    cfg = compose_trial(*SHORT, "learning_rate=0.01", f"warmup_ratio={ratio}")
+    # 9-step one (LinearLR from 1/10 of the peak: 1/10 + 6 * (9/10) / 9 = 0.7 at step 6).
+    cfg = compose_trial(*SHORT, "learning_rate=0.01", *warmup)
     _sweep_context(monkeypatch, steps=6)
     _train_in(tmp_path, cfg, monkeypatch)
     groups = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["optimizer"]

@@ -26,16 +26,16 @@ def validate(cfg: DictConfig) -> None:
     _number(cfg, "weight_decay", low=0.0, example="weight_decay=0.01")
     _number(cfg, "dropout", low=0.0, high=1.0, open_high=True, example="dropout=0.1")
     _integer(cfg, "max_steps", low=1, example="max_steps=600")
-    if cfg.get("warmup_ratio") is not None:  # it replaces warmup_steps (see resolve_warmup)
-        _number(cfg, "warmup_ratio", low=0.0, high=1.0, open_high=True, example="warmup_ratio=0.1")
-    else:
+    if cfg.get("warmup_steps") is not None:  # it wins over warmup_ratio (see resolve_warmup)
         _integer(cfg, "warmup_steps", low=0, example="warmup_steps=50")
         if int(cfg.warmup_steps) >= int(cfg.max_steps):
             raise ConfigError(
                 f"warmup_steps must be smaller than max_steps ({cfg.max_steps}), but got "
-                f"warmup_steps={cfg.warmup_steps}; lower warmup_steps (or set warmup_ratio) or "
-                "raise max_steps."
+                f"warmup_steps={cfg.warmup_steps}; lower it, raise max_steps, or use "
+                "warmup_ratio (a fraction of max_steps) with warmup_steps=null."
             )
+    else:
+        _number(cfg, "warmup_ratio", low=0.0, high=1.0, open_high=True, example="warmup_ratio=0.1")
     if cfg.get("max_grad_norm") is not None:
         _number(cfg, "max_grad_norm", low=0.0, open_low=True, example="max_grad_norm=1.0 (or null)")
     _integer(cfg, "eval_interval", low=1, example="eval_interval=50")
@@ -59,15 +59,14 @@ def validate(cfg: DictConfig) -> None:
 
 
 def resolve_warmup(cfg: DictConfig) -> None:
-    """Turn ``warmup_ratio``, when set, into ``warmup_steps`` of this run's ``max_steps``.
+    """Set ``warmup_steps`` from ``warmup_ratio`` of this run's ``max_steps``, unless given.
 
     The search space tunes the ratio, so ``python train.py -m max_steps=40`` samples warm-ups
-    that fit the shorter run instead of failing every trial whose warm-up outlasts it. The
-    schedules read ``${warmup_steps}``, so they follow.
+    that fit the shorter run instead of failing every trial whose warm-up outlasts it, while
+    ``warmup_steps=N`` on a command line still means N. The schedules read ``${warmup_steps}``.
     """
-    ratio = cfg.get("warmup_ratio")
-    if ratio is not None:
-        cfg.warmup_steps = int(float(ratio) * int(cfg.max_steps))
+    if cfg.get("warmup_steps") is None:
+        cfg.warmup_steps = int(float(cfg.warmup_ratio) * int(cfg.max_steps))
 
 
 def _value(cfg: DictConfig, key: str, must: bool) -> Any:
