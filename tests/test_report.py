@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import re
 import shlex
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -271,3 +272,26 @@ def test_report_of_a_barely_started_study_does_not_crash(tmp_path: Path, n_compl
     text = index.read_text()
     assert "Skipped" in text and "importance" in text.lower()
     assert ("No complete trial yet" in text) == (n_complete == 0)
+
+
+def test_sparse_conditional_parameter_is_a_note_not_console_warnings(tmp_path: Path) -> None:
+    # SGD's momentum exists in one trial of eight: PED-ANOVA warns per such parameter. The report
+    # of a small sweep says it once, on the importance plot, and prints nothing.
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="s")
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
+    opt = optuna.distributions.CategoricalDistribution(["adam", "sgd"])
+    momentum = optuna.distributions.FloatDistribution(0.8, 0.99)
+    for i in range(8):
+        params: dict[str, object] = {"lr": 10 ** (-4 + 3 * i / 7), "optimizer": "adam"}
+        dists: dict[str, optuna.distributions.BaseDistribution] = {"lr": lr, "optimizer": opt}
+        if i == 0:
+            params.update(optimizer="sgd", momentum=0.9)
+            dists["momentum"] = momentum
+        value = (float(params["lr"]) - 0.01) ** 2 + 0.1 * i  # type: ignore[arg-type]
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=value))
+    assert sum("momentum" in t.params for t in study.trials if t.value is not None) == 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = build_report(study, tmp_path / "report").read_text()
+    assert not [w for w in caught if "regimes" in str(w.message)], [str(w.message) for w in caught]
+    assert "may be inaccurate for momentum" in index

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -110,6 +111,9 @@ def _param_order(done: Sequence[FrozenTrial]) -> tuple[list[str], list[str]]:
     return list(seen), [k for k, n in seen.items() if n == len(done)]
 
 
+SPARSE = re.compile(r"regimes for parameter `([^`]+)` have less than")
+
+
 def _compute_importances(ctx: _Ctx) -> None:
     """PED-ANOVA on every complete trial, fANOVA on a capped random subsample, per objective."""
     all_params, _ = _param_order(ctx.done)
@@ -140,22 +144,34 @@ def _compute_importances(ctx: _Ctx) -> None:
         else:
             evaluator = optuna.importance.PedAnovaImportanceEvaluator()
         per_objective: dict[str, dict[str, float]] = {}
+        sparse: set[str] = set()
         try:
             for i, obj in enumerate(ctx.info.objectives):
                 target = ctx.target(i)
                 if target is not None and name == "ped_anova":
                     target = _lower_is_better(ctx.study.directions[i], i)
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
                     # PED-ANOVA warns that a custom target must be lower-is-better: it is.
                     warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator")
                     imp = optuna.importance.get_param_importances(
                         sub if name == "fanova" else ctx.study, evaluator=evaluator, target=target
                     )
+                # "Some regimes for parameter `x` have less than 2 trials": a note on the plot,
+                # not a console warning per parameter at the end of every small sweep.
+                sparse |= {m.group(1) for w in caught if (m := SPARSE.search(str(w.message)))}
                 per_objective[obj] = {k: float(v) for k, v in imp.items()}
         except Exception as e:  # optuna raises several types for degenerate data
             ctx.importance_notes[name] = f"could not be computed: {e}"
             continue
         ctx.importances[name] = per_objective
+        if sparse:
+            note = (
+                "may be inaccurate for " + ", ".join(sorted(sparse)) + ": some of their values "
+                "(regimes) have fewer than 2 trials"
+            )
+            earlier = ctx.importance_notes.get(name)
+            ctx.importance_notes[name] = f"{earlier}; {note}" if earlier else note
 
 
 def _lower_is_better(direction: StudyDirection, i: int) -> Callable[[FrozenTrial], float]:
@@ -666,6 +682,8 @@ def build_report(study: optuna.Study, out_dir: str | Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
+    # matplotlib logs at INFO for every categorical axis whose labels look numeric (batch_size)
+    logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
