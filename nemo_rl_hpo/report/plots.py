@@ -92,12 +92,17 @@ class _Ctx:
 
 def _snapshot(study: optuna.Study, trials: list[FrozenTrial]) -> optuna.Study:
     """An in-memory copy: every plot sees the same trials, and no plot re-reads the database."""
-    snap = optuna.create_study(
-        storage=optuna.storages.InMemoryStorage(),
-        directions=study.directions,
-        sampler=optuna.samplers.RandomSampler(seed=0),
-        study_name=study.study_name,
-    )
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory"
+    try:
+        snap = optuna.create_study(
+            storage=optuna.storages.InMemoryStorage(),
+            directions=study.directions,
+            sampler=optuna.samplers.RandomSampler(seed=0),
+            study_name=study.study_name,
+        )
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     snap.add_trials([t for t in trials if t.state != TrialState.WAITING])
     return snap
 
