@@ -46,7 +46,7 @@ class Precision:
             # Measured on an AVX2-only EPYC: a 400-step default trial takes ~90 s in bf16, ~18 s
             # in fp32. A sweep searching precision spends most of its time on emulated bf16.
             log.warning(
-                "precision=bf16 on a CPU without native bf16 instructions is emulated and about "
+                "precision=bf16 on a CPU without AVX-512 (or ARM bf16) is emulated and about "
                 "5x slower than fp32; use precision=fp32 on this machine."
             )
 
