@@ -472,13 +472,7 @@ class OptunaSweeperImpl:
         try:
             (ret,) = self.launcher.launch([[*overrides, env_ov]], initial_job_idx=trial.number)
         except Exception as e:  # the job died without a result: say what Slurm saw, if Slurm
-            msg = str(e).strip().splitlines()
-            reason = f"{type(e).__name__}: {msg[0] if msg else ''}"
-            job_id = trial.study._storage.get_trial(trial._trial_id).user_attrs.get("slurm_job_id")
-            state = _slurm_state(str(job_id)) if job_id else None
-            if state:
-                reason = f"Slurm job {job_id} ended {state}; {reason}"
-            return LaunchOutcome(ok=False, error=reason)
+            return LaunchOutcome(ok=False, error=_launch_failure_reason(trial, e))
         if ret.status.name == "FAILED":
             err = ret._return_value
             return LaunchOutcome(ok=False, error=f"{type(err).__name__}: {err}")
@@ -680,25 +674,57 @@ def _count(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-def _slurm_state(job_id: str, attempts: int = 10) -> str | None:
+_SUBMITIT_JOB = re.compile(r"^Job (\d+)(?:_\d+)? \(task: \d+\)")
+_SUBMITIT_STATE = re.compile(r"\(state: ([A-Z_]+)")
+_NOT_FINAL = ("RUNNING", "COMPLETING", "PENDING", "REQUEUED", "CONFIGURING", "UNKNOWN")
+
+
+def _launch_failure_reason(trial: optuna.Trial, e: BaseException) -> str:
+    """One line saying why a job died without a result, with Slurm's verdict when there is one.
+
+    The job id comes from the trial (the job records it when it starts) or, for a job killed
+    before it got that far (a slow start under a short time limit), from submitit's message.
+    sacct can lag the job's end on a busy controller; submitit's own view of the state is the
+    fallback, so a time-out still says TIMEOUT.
+    """
+    text = str(e).strip()
+    lines = text.splitlines()
+    reason = f"{type(e).__name__}: {lines[0] if lines else ''}"
+    job_id = trial.study._storage.get_trial(trial._trial_id).user_attrs.get("slurm_job_id")
+    if not job_id and (m := _SUBMITIT_JOB.match(text)):
+        job_id = m.group(1)
+    state = _slurm_state(str(job_id)) if job_id else None
+    seen = _SUBMITIT_STATE.search(text)
+    if (state is None or state in _NOT_FINAL) and seen and seen.group(1) not in _NOT_FINAL:
+        state = seen.group(1)
+    if state and job_id:
+        reason = f"Slurm job {job_id} ended {state}; {reason}"
+    return reason
+
+
+def _slurm_state(job_id: str, attempts: int = 20) -> str | None:
     """The job's final state from sacct (e.g. TIMEOUT, OUT_OF_MEMORY, CANCELLED), if known.
 
-    Right after a job dies sacct may still say RUNNING or COMPLETING: ask again for a while.
+    Right after a job dies sacct may not know it yet, or still say RUNNING or COMPLETING: ask
+    again for a while (about 30 s; this runs only for a job that died without a result).
     """
     state: str | None = None
     for attempt in range(attempts):
         try:
-            out = subprocess.run(
+            proc = subprocess.run(
                 ["sacct", "-n", "-X", "-j", job_id, "-o", "State%30", "--parsable2"],
                 capture_output=True,
                 text=True,
                 timeout=30,
                 check=False,
-            ).stdout.split()
+            )
         except (OSError, subprocess.TimeoutExpired):
             return state
+        if proc.returncode != 0:  # no accounting on this cluster: nothing to wait for
+            return state
+        out = proc.stdout.split()
         state = out[0] if out else None
-        if state not in ("RUNNING", "COMPLETING", "PENDING", "REQUEUED", "CONFIGURING"):
+        if state is not None and state not in _NOT_FINAL:
             return state
         if attempt < attempts - 1:
             time.sleep(1.5)
