@@ -96,3 +96,35 @@ def test_the_loader_travels_to_a_submitit_job(
     got = clone.load_sweep_config(master, ["optimizer=sgd", "optimizer.lr=0.3"])
     assert got.optimizer.lr == 0.3
     assert clone.misses == 1 and clone.hits == 0  # the cache stayed behind
+
+
+def test_task_only_config_is_the_jobs_config_without_hydra(
+    loaders: tuple[Any, CachedSweepConfigLoader, DictConfig],
+) -> None:
+    """The sweeper's pre-launch check sees exactly what the task function will receive."""
+    inner, cached, master = loaders
+    for _ in range(2):
+        for overrides in TRIALS:
+            want = _plain(inner.load_sweep_config(master, list(overrides)))
+            del want["hydra"]
+            got = cached.load_sweep_config(master, list(overrides), task_only=True)
+            assert "hydra" not in got
+            assert _plain(got) == want, overrides
+            got.optimizer.lr = -1.0  # writing into a checked config must not reach the cache
+    again = cached.load_sweep_config(master, ["optimizer=sgd", "optimizer.momentum=0.5"])
+    assert again.optimizer.lr != -1.0
+
+
+def test_an_override_naming_the_current_option_shares_the_cache_entry(
+    loaders: tuple[Any, CachedSweepConfigLoader, DictConfig],
+) -> None:
+    """``scheduler=cosine`` when cosine is already chosen composes the same config: one entry."""
+    inner, cached, master = loaders
+    assert master.hydra.runtime.choices.scheduler == "cosine"
+    cached.load_sweep_config(master, ["optimizer=sgd"])
+    pinned = ["scheduler=cosine", "optimizer=sgd", "precision=fp32", "learning_rate=0.1"]
+    got = cached.load_sweep_config(master, pinned)
+    assert (cached.misses, cached.hits) == (1, 1)
+    assert _plain(got) == _plain(inner.load_sweep_config(master, pinned))
+    cached.load_sweep_config(master, ["scheduler=step", "optimizer=sgd"])
+    assert cached.misses == 2  # another option is another entry

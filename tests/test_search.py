@@ -184,3 +184,45 @@ def test_weighted_objectives_sum() -> None:
     # Rule: weights combine the named metrics into one value.
     value = objective_values({"val_loss": 0.5, "train_time_s": 10.0}, 1, names, weights)
     assert value == [pytest.approx(0.6)]
+
+
+def test_probes_reach_every_end_and_choice_as_proposable_trials() -> None:
+    """The pre-launch check's trials: each a trial a sampler could propose, ends all covered."""
+    space = _space(
+        {
+            "optimizer": "choice(adam, sgd)",
+            "optimizer.momentum": "interval(0.5, 0.99)",
+            "learning_rate": "tag(log, interval(1e-4, 1e-1))",
+            "batch_size": "choice(16, 64)",
+        },
+        choices={"optimizer": "sgd", "loss": "ce"},
+    )
+    probes = space.probes()
+    reference = probes[0]
+    assert reference.key is None
+    # the group keeps its current option, so the reference composes like the run's own config
+    assert reference.values == {
+        "optimizer": "sgd",
+        "optimizer.momentum": 0.5,
+        "learning_rate": 1e-4,
+        "batch_size": 16,
+    }
+    moved = {(p.key, p.value) for p in probes[1:]}
+    assert moved == {
+        ("optimizer", "adam"),
+        ("optimizer", "sgd"),
+        ("optimizer.momentum", 0.5),
+        ("optimizer.momentum", 0.99),
+        ("learning_rate", 1e-4),
+        ("learning_rate", 1e-1),
+        ("batch_size", 16),
+        ("batch_size", 64),
+    }
+    for p in probes:
+        # a conditional key appears only with an option that owns it
+        assert ("optimizer.momentum" in p.values) == (p.values["optimizer"] == "sgd")
+        if p.key is not None:
+            assert p.values[p.key] == p.value
+    high_lr = next(p for p in probes if p.key == "learning_rate" and p.value == 1e-1)
+    assert high_lr.inward is not None and 1e-4 < high_lr.inward["learning_rate"] < 1e-1
+    assert next(p for p in probes if p.key == "batch_size").inward is None  # no float: no nudge

@@ -70,6 +70,64 @@ def test_bad_input_one_line_before_any_job(
     assert "s3cret" not in err + proc.stdout
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+# The default trial names its validation in hydra.sweeper.check: a range some trial cannot run
+# with fails before the first job, naming the key and the end that fails.
+RANGE_CASES = [
+    (
+        "range past a bound",
+        ["warmup_ratio=interval(0.0, 2.0)"],
+        "hydra.sweeper.params.warmup_ratio: the range reaches warmup_ratio=2.0, where a trial "
+        "would fail nemo_rl_hpo.training.config.validate: warmup_ratio must be in [0, 1)",
+    ),
+    (
+        "conditional key past a bound",
+        ["optimizer.momentum=interval(0.5, 1.5)"],
+        "optimizer.momentum=1.5 (with optimizer=sgd), where a trial would fail",
+    ),
+    ("integer range below a bound", ["batch_size=choice(0, 32)"], "batch_size must be at least 1"),
+    (
+        "fixed value no trial can run with",
+        ["max_steps=0"],
+        "every trial of this sweep would fail hydra.sweeper.check=",
+    ),
+    (
+        "interaction of fixed and searched keys",
+        ["warmup_steps=int(interval(0, 30))", "max_steps=20"],
+        "the range reaches warmup_steps=30",
+    ),
+    ("check not importable", ["hydra.sweeper.check=nope.fn"], "hydra.sweeper.check='nope.fn'"),
+]
+
+
+@pytest.mark.parametrize(("name", "args", "message"), RANGE_CASES, ids=[c[0] for c in RANGE_CASES])
+def test_range_the_app_rejects_fails_before_any_job(
+    tmp_path: Path, name: str, args: list[str], message: str
+) -> None:
+    proc = run_app(REPO / "train.py", f"hydra.sweep.dir={tmp_path}", *args, check=False)
+    assert proc.returncode != 0
+    assert any(message in line for line in proc.stderr.splitlines()), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "0").exists()  # no trial ran
+    assert not (tmp_path / "optuna.db").exists()  # no study was created either
+
+
+def test_exact_end_of_a_float_range_is_not_rejected(tmp_path: Path) -> None:
+    """dropout < 1, but interval(0, 1) draws 1.0 with probability 0: the sweep runs."""
+    run_app(
+        REPO / "train.py",
+        f"hydra.sweep.dir={tmp_path}",
+        "dropout=interval(0.0, 1.0)",
+        "~search",
+        "hydra.sweeper.n_trials=1",
+        "max_steps=2",
+        "eval_interval=1",
+        "precision=fp32",
+    )
+    assert (tmp_path / "0").exists()
+
+
 def test_objective_not_returned_stops_at_first_trial(tmp_path: Path) -> None:
     proc = run_app(
         "toy",

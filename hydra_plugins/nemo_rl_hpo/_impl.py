@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hydra_plugins.nemo_rl_hpo._task import TrialTask
 from hydra_plugins.nemo_rl_hpo.compose_cache import CachedSweepConfigLoader
 from nemo_rl_hpo import trial as trial_api
-from nemo_rl_hpo.search.grammar import ParsedParam, SearchSpaceError, parse_params
+from nemo_rl_hpo.search.grammar import ParsedParam, SearchSpaceError, format_value, parse_params
 from nemo_rl_hpo.search.space import SearchSpace
 from nemo_rl_hpo.sweep import storage as st
 from nemo_rl_hpo.sweep.core import (
@@ -241,7 +241,11 @@ class OptunaSweeperImpl:
             keys: dict[str, frozenset[str]] = {}
             for option in options:
                 try:
-                    cfg = loader.load_sweep_config(self.config, [f"{prefix}{group}={option}"])
+                    ov = [f"{prefix}{group}={option}"]
+                    if isinstance(loader, CachedSweepConfigLoader):
+                        cfg = loader.load_sweep_config(self.config, ov, task_only=True)
+                    else:
+                        cfg = loader.load_sweep_config(self.config, ov)
                     node = OmegaConf.select(cfg, group.replace("/", "."))
                 except Exception as e:  # an option that does not compose alone has no keys
                     log.debug("option %s/%s does not compose: %s", group, option, e)
@@ -321,6 +325,7 @@ class OptunaSweeperImpl:
         started_at = datetime.now()
         settings, directions, objectives, weights = self._settings()
         space = self._space(arguments)
+        self._check_space(space)
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         sampler = self._sampler(space, directions)
         pruner = self._pruner()
@@ -477,6 +482,60 @@ class OptunaSweeperImpl:
             err = ret._return_value
             return LaunchOutcome(ok=False, error=f"{type(err).__name__}: {err}")
         return LaunchOutcome(ok=True)
+
+    def _check_space(self, space: SearchSpace) -> None:
+        """Fail before any job when some trial of the space would fail the app's own check.
+
+        ``hydra.sweeper.check`` names the app's validation, fn(cfg) raising on a value a trial
+        cannot run with. It runs on the composed config of a reference trial and of each end of
+        every range and each choice (:meth:`SearchSpace.probes`), so ``warmup_ratio:
+        interval(0, 2)`` is one error line naming the key, not a first trial that fails after
+        the sweep started. Compositions go through the sweep's cache and warm it for the jobs.
+        """
+        path = self._get("check")
+        if not path:
+            return
+        try:
+            check = get_method(str(path))
+        except Exception:
+            raise SweepConfigError(
+                f"hydra.sweeper.check={path!r} cannot be imported; give the dotted path of a "
+                "function fn(cfg) that raises on a config a trial cannot run with, or null."
+            ) from None
+        for probe in space.probes():
+            error = self._check_one(check, space, probe.values)
+            if error is None:
+                continue
+            if probe.inward is not None and self._check_one(check, space, probe.inward) is None:
+                continue  # only the exact end of a float range fails: never drawn in practice
+            if probe.key is None:
+                raise SweepConfigError(
+                    f"every trial of this sweep would fail hydra.sweeper.check={path}: {error}"
+                )
+            cond = space.conditions.get(probe.key)
+            owner = probe.values.get(cond.group) if cond is not None else None
+            where = f" (with {cond.group}={owner})" if cond is not None and owner else ""
+            raise SweepConfigError(
+                f"hydra.sweeper.params.{probe.key}: the range reaches "
+                f"{probe.key}={format_value(probe.value)}{where}, where a trial would fail "
+                f"{path}: {error} Narrow the range."
+            )
+
+    def _check_one(self, check: Any, space: SearchSpace, values: Mapping[str, Any]) -> str | None:
+        assert self.hydra_context is not None and self.config is not None
+        try:
+            loader = self.hydra_context.config_loader
+            overrides = space.overrides(values)
+            if isinstance(loader, CachedSweepConfigLoader):
+                cfg = loader.load_sweep_config(self.config, overrides, task_only=True)
+            else:
+                cfg = loader.load_sweep_config(self.config, overrides)
+                cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
+            check(cfg)
+        except Exception as e:
+            lines = str(e).strip().splitlines()
+            return (lines[0] if lines else type(e).__name__).rstrip()
+        return None
 
     def _custom_search_space(self) -> Any:
         path = self._get("custom_search_space")

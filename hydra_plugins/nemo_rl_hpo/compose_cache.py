@@ -46,19 +46,27 @@ class CachedSweepConfigLoader:
         """Submitit pickles the context into each job: send the loader, not the cache."""
         return (CachedSweepConfigLoader, (self._inner,))
 
-    def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> Any:
-        """Same contract as Hydra's: the job config for ``sweep_overrides`` on top of the run's."""
+    def load_sweep_config(
+        self, master_config: DictConfig, sweep_overrides: list[str], task_only: bool = False
+    ) -> Any:
+        """Same contract as Hydra's: the job config for ``sweep_overrides`` on top of the run's.
+
+        ``task_only``: just the app's keys, without the ``hydra`` node, for checking a config
+        rather than running it; copying the large ``hydra`` node is most of a cache hit's cost.
+        """
         if not isinstance(self._inner, ConfigLoaderImpl):
-            return self._inner.load_sweep_config(master_config, sweep_overrides)
+            cfg = self._inner.load_sweep_config(master_config, sweep_overrides)
+            return _without_hydra(cfg) if task_only else cfg
         hydra_overrides = OmegaConf.to_container(master_config.hydra.overrides.hydra)
         assert isinstance(hydra_overrides, list)
         lines = [str(x) for x in hydra_overrides] + list(sweep_overrides)
         parsed = OverridesParser.create().parse_overrides(overrides=lines)
         split = self._split(parsed)
         if split is None:
-            return self._inner.load_sweep_config(master_config, sweep_overrides)
+            cfg = self._inner.load_sweep_config(master_config, sweep_overrides)
+            return _without_hydra(cfg) if task_only else cfg
         structural, values = split
-        key = (str(master_config.hydra.job.config_name), *(str(o.input_line) for o in structural))
+        key = self._key(master_config, structural)
         with self._lock:
             base = self._cache.get(key)
         if base is None:
@@ -76,11 +84,40 @@ class CachedSweepConfigLoader:
                 self._cache[key] = base
         else:
             self.hits += 1
+        if task_only:
+            cfg = _without_hydra(base)
+            ConfigLoaderImpl._apply_overrides_to_config(
+                [o for o in values if not o.is_hydra_override()], cfg
+            )
+            return cfg
         cfg = copy.deepcopy(base)
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
         self._record_overrides(cfg, parsed)
         OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
         return cfg
+
+    @staticmethod
+    def _key(master_config: DictConfig, structural: list[Override]) -> tuple[str, ...]:
+        """Cache key: the config name and the group overrides that change a group's option.
+
+        ``scheduler=cosine`` where the run already chose cosine composes the same config as no
+        override at all, so both share an entry: the sweeper's pre-launch checks (which pin
+        every group) and the jobs (which name only the searched ones) compose each set once.
+        """
+        choices = master_config.hydra.runtime.choices
+        lines = [
+            str(o.input_line)
+            for o in structural
+            if not (
+                not o.is_add()
+                and not o.is_delete()
+                and not o.is_force_add()
+                and o.package is None
+                and isinstance(o.value(), str)
+                and choices.get(o.key_or_group) == o.value()
+            )
+        ]
+        return (str(master_config.hydra.job.config_name), *lines)
 
     def _split(self, parsed: list[Override]) -> tuple[list[Override], list[Override]] | None:
         """(group overrides, value overrides) as Hydra's defaults list tells them apart."""
@@ -113,3 +150,8 @@ class CachedSweepConfigLoader:
                 item_sep=dirname.item_sep,
                 exclude_keys=dirname.exclude_keys,
             )
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` without its ``hydra`` node (what a task function receives)."""
+    return OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])

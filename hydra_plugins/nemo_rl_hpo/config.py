@@ -240,6 +240,8 @@ class OptunaSweeperConf:
     params: dict[str, Any] | None = None  # key: override grammar (choice/range/interval/tag)
     max_failure_rate: float = 0.0  # abort when more than this fraction of trials fail
     custom_search_space: str | None = None  # dotted path of fn(cfg, trial) adding parameters
+    check: str | None = None  # dotted path of fn(cfg) raising on a value a trial cannot run with:
+    # called before any job on the config at each end of every searched range
     timeout: float | None = None  # seconds; no new trial starts after this
     objectives: Any = None  # metric names (or {name, weight}) picked from a returned mapping
     retry_failed: int = 0  # times a failed configuration is enqueued again
@@ -312,6 +314,7 @@ class PBTSweeperConf:
     study_name: str | None = None  # null: the job name
     n_jobs: int = 2  # member rounds in flight at once
     params: dict[str, Any] | None = None  # same grammar as the Optuna sweeper
+    check: str | None = None  # fn(cfg) run on each end of every range before any job (as optuna)
     write_report: bool = True  # write report/ at the end
 
 

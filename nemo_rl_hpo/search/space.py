@@ -153,9 +153,74 @@ class SearchSpace:
             values[param.key] = suggest(trial, param.key, param.distribution)
         return values
 
+    def probes(self) -> list[Probe]:
+        """Trials that together reach every end of every range and every choice.
+
+        First a reference trial (each group at its current option, each other parameter at its
+        low end or first choice), then one parameter at a time moved to each end or choice; a
+        conditional parameter brings an option of its group that owns it. Each is a trial the
+        sampler can propose, so an app check that rejects one names a range that would fail real
+        trials, before any job.
+        """
+        out = [Probe(None, None, self._assign({}))]
+        for param in self.params:
+            for value in _ends(param.distribution):
+                pinned: dict[str, Any] = {}
+                cond = self.conditions.get(param.key)
+                if cond is not None:
+                    current = self.choices.get(cond.group)
+                    pinned[cond.group] = current if current in cond.options else min(cond.options)
+                pinned[param.key] = value
+                inward = None
+                dist = param.distribution
+                if isinstance(dist, FloatDistribution) and dist.step is None:
+                    nudge = (dist.high - dist.low) * 1e-6 * (1 if value == dist.low else -1)
+                    inward = self._assign({**pinned, param.key: value + nudge})
+                out.append(Probe(param.key, value, self._assign(pinned), inward))
+        return out
+
+    def _assign(self, pinned: Mapping[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for param in self.params:
+            if not self.is_active(param.bare_key, {k.lstrip("+"): v for k, v in values.items()}):
+                continue
+            if param.key in pinned:
+                values[param.key] = pinned[param.key]
+            elif param.bare_key in pinned:
+                values[param.key] = pinned[param.bare_key]
+            else:
+                ends = _ends(param.distribution)
+                current = self.choices.get(param.bare_key)  # a group keeps its current option
+                values[param.key] = next((c for c in ends if str(c) == current), ends[0])
+        return values
+
     def overrides(self, values: Mapping[str, Any]) -> list[str]:
         """Hydra overrides of one trial: sampled values, then the sweep's fixed overrides."""
         return [f"{k}={format_value(v)}" for k, v in values.items()] + list(self.fixed)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One trial of :meth:`SearchSpace.probes`: ``key`` moved to ``value`` (None: reference).
+
+    ``inward`` is the same trial with a continuous end moved a hair inside its range: a float
+    range's exact end is (almost) never drawn, so a check that rejects only the end itself
+    (``dropout: interval(0, 1)`` where dropout must be < 1) does not fail real trials.
+    """
+
+    key: str | None
+    value: Any
+    values: dict[str, Any]
+    inward: dict[str, Any] | None = None
+
+
+def _ends(dist: BaseDistribution | None) -> list[Any]:
+    """Both ends of a numeric range, or every choice."""
+    if isinstance(dist, (FloatDistribution, IntDistribution)):
+        return [dist.low, dist.high] if dist.high != dist.low else [dist.low]
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    raise SearchSpaceError(f"unsupported distribution {dist!r}.")
 
 
 def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution | None) -> Any:
