@@ -295,3 +295,29 @@ def test_sparse_conditional_parameter_is_a_note_not_console_warnings(tmp_path: P
         index = build_report(study, tmp_path / "report").read_text()
     assert not [w for w in caught if "regimes" in str(w.message)], [str(w.message) for w in caught]
     assert "may be inaccurate for momentum" in index
+
+
+def test_flat_parameter_of_a_tiny_sweep_prints_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two trials, y fixed at one value: every plot of y has a flat axis. matplotlib and Optuna's
+    # contour used to print a warning per plot at the end of the sweep; the plots stay drawn.
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="s")
+    x = optuna.distributions.FloatDistribution(0.0, 3.0)
+    y = optuna.distributions.IntDistribution(-5, 5)
+    for i, xv in enumerate((0.07, 2.9)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"x": xv, "y": 1}, distributions={"x": x, "y": y}, value=xv + i
+            )
+        )
+    before = optuna.logging.get_verbosity()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_report(study, tmp_path / "report")
+    assert not [w for w in caught if "identical" in str(w.message)], [
+        str(w.message) for w in caught
+    ]
+    assert "unique value length" not in capsys.readouterr().err
+    assert optuna.logging.get_verbosity() == before  # the caller's Optuna logging is restored
+    assert (tmp_path / "report" / "contour.png").exists()

@@ -39,6 +39,19 @@ def test_upstream_example_runs_unchanged_with_sqlite(tmp_path: Path) -> None:
     assert sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()) == list(range(20))
 
 
+def test_n_jobs_note_only_for_a_user_who_set_it(tmp_path: Path) -> None:
+    """The basic launcher runs one trial at a time; only an explicit n_jobs earns a note."""
+    quiet = run_app("toy", f"hydra.sweep.dir={tmp_path / 'a'}", "hydra.sweeper.n_trials=2")
+    assert "ignored" not in quiet.stdout + quiet.stderr
+    asked = run_app(
+        "toy",
+        f"hydra.sweep.dir={tmp_path / 'b'}",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=3",
+    )
+    assert "(n_jobs=3 ignored); hydra/launcher=local or pool" in asked.stdout + asked.stderr
+
+
 def test_multi_objective_pareto_front(tmp_path: Path) -> None:
     run_app("multi", f"hydra.sweep.dir={tmp_path}")
     study = load(tmp_path, "multi-objective")

@@ -343,8 +343,16 @@ class OptunaSweeperImpl:
         basic = self._basic_launcher()
         settings.early_release = not basic  # in-process jobs share Hydra's global state
         if basic and settings.n_jobs > 1:
-            log.info(
-                "the basic launcher runs trials one at a time (n_jobs=%d ignored)", settings.n_jobs
+            # Said only to a user who asked for n_jobs: the default (2) is for parallel launchers.
+            asked = any(
+                str(o).lstrip("+").startswith("hydra.sweeper.n_jobs=")
+                for o in self.config.hydra.overrides.hydra
+            )
+            log.log(
+                logging.INFO if asked else logging.DEBUG,
+                "the basic launcher runs trials one at a time (n_jobs=%d ignored); "
+                "hydra/launcher=local or pool runs them in parallel",
+                settings.n_jobs,
             )
             settings.n_jobs = 1
         done_before = counted_trials(study.get_trials(deepcopy=False))

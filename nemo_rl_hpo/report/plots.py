@@ -11,6 +11,7 @@ curves are drawn as one line collection per state instead of one artist per tria
 
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 import json
@@ -20,7 +21,7 @@ import random
 import re
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -682,6 +683,14 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
+@contextlib.contextmanager
+def _restored_verbosity(verbosity: int) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
 def build_report(study: optuna.Study, out_dir: str | Path) -> Path:
     """Write every plot (HTML + PNG) and ``index.html`` into ``out_dir``; return index.html."""
     import matplotlib
@@ -695,8 +704,14 @@ def build_report(study: optuna.Study, out_dir: str | Path) -> Path:
     t0 = time.perf_counter()
     trials = study.get_trials(deepcopy=False)
     timings["load_trials"] = time.perf_counter() - t0
-    with warnings.catch_warnings():
+    verbosity = optuna.logging.get_verbosity()
+    with warnings.catch_warnings(), _restored_verbosity(verbosity):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # A parameter with one distinct value (a 2-trial sweep, a fixed choice) gives a flat
+        # axis: matplotlib warns per plot and Optuna's contour logs "[W] Param ... unique value
+        # length is less than 2". The plots are still right; the console stays quiet.
+        warnings.filterwarnings("ignore", "Attempting to set identical", UserWarning)
+        optuna.logging.set_verbosity(max(verbosity, optuna.logging.ERROR))
         tick = time.perf_counter()
         snap = _snapshot(study, trials)
         info = SweepInfo.from_study(study)
