@@ -756,7 +756,8 @@ def _launch_failure_reason(trial: optuna.Trial, e: BaseException) -> str:
     """
     text = str(e).strip()
     lines = text.splitlines()
-    reason = f"{type(e).__name__}: {lines[0] if lines else ''}"
+    head = " ".join(lines[:2]) if len(lines) > 1 and "has not produced" in lines[1] else ""
+    reason = f"{type(e).__name__}: {head or (lines[0] if lines else '')}"
     job_id = trial.study._storage.get_trial(trial._trial_id).user_attrs.get("slurm_job_id")
     if not job_id and (m := _SUBMITIT_JOB.match(text)):
         job_id = m.group(1)
