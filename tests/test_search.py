@@ -200,11 +200,11 @@ def test_probes_reach_every_end_and_choice_as_proposable_trials() -> None:
     probes = space.probes()
     reference = probes[0]
     assert reference.key is None
-    # the group keeps its current option, so the reference composes like the run's own config
+    # numeric ranges at their middle (geometric for log), the group at its current option
     assert reference.values == {
         "optimizer": "sgd",
-        "optimizer.momentum": 0.5,
-        "learning_rate": 1e-4,
+        "optimizer.momentum": pytest.approx(0.745),
+        "learning_rate": pytest.approx(10**-2.5),
         "batch_size": 16,
     }
     moved = {(p.key, p.value) for p in probes[1:]}
@@ -226,3 +226,10 @@ def test_probes_reach_every_end_and_choice_as_proposable_trials() -> None:
     high_lr = next(p for p in probes if p.key == "learning_rate" and p.value == 1e-1)
     assert high_lr.inward is not None and 1e-4 < high_lr.inward["learning_rate"] < 1e-1
     assert next(p for p in probes if p.key == "batch_size").inward is None  # no float: no nudge
+
+
+def test_reference_is_inside_stepped_and_integer_ranges() -> None:
+    space = _space({"learning_rate": "range(0.1, 0.9, 0.2)", "batch_size": "int(interval(1, 4))"})
+    ref = space.probes()[0].values
+    assert ref["learning_rate"] == pytest.approx(0.5)  # on the step grid
+    assert ref["batch_size"] in (2, 3) and isinstance(ref["batch_size"], int)

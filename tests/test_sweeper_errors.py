@@ -86,7 +86,11 @@ RANGE_CASES = [
         ["optimizer.momentum=interval(0.5, 1.5)"],
         "optimizer.momentum=1.5 (with optimizer=sgd), where a trial would fail",
     ),
-    ("integer range below a bound", ["batch_size=choice(0, 32)"], "batch_size must be at least 1"),
+    (
+        "first choice rejected",
+        ["batch_size=choice(0, 32)"],
+        "the range reaches batch_size=0, where a trial would fail",
+    ),
     (
         "fixed value no trial can run with",
         ["max_steps=0"],

@@ -36,7 +36,7 @@ from hydra_plugins.nemo_rl_hpo._task import TrialTask
 from hydra_plugins.nemo_rl_hpo.compose_cache import CachedSweepConfigLoader
 from nemo_rl_hpo import trial as trial_api
 from nemo_rl_hpo.search.grammar import ParsedParam, SearchSpaceError, format_value, parse_params
-from nemo_rl_hpo.search.space import SearchSpace
+from nemo_rl_hpo.search.space import Probe, SearchSpace
 from nemo_rl_hpo.sweep import storage as st
 from nemo_rl_hpo.sweep.core import (
     AsyncSweep,
@@ -510,24 +510,51 @@ class OptunaSweeperImpl:
                 f"hydra.sweeper.check={path!r} cannot be imported; give the dotted path of a "
                 "function fn(cfg) that raises on a config a trial cannot run with, or null."
             ) from None
-        for probe in space.probes():
-            error = self._check_one(check, space, probe.values)
-            if error is None:
-                continue
-            if probe.inward is not None and self._check_one(check, space, probe.inward) is None:
-                continue  # only the exact end of a float range fails: never drawn in practice
-            if probe.key is None:
+        probes = space.probes()
+        errors = [self._probe_error(check, space, p) for p in probes]
+        if not any(errors):
+            return
+        # Blame a key whose own values split passing from failing trials: its probes differ in
+        # that key only (same pinned group option), so the failure is its value's. Plain keys
+        # first: a group's options also switch its conditional keys on and off.
+        by_key: dict[str, list[int]] = {}
+        for i, p in enumerate(probes):
+            if p.key is not None:
+                by_key.setdefault(p.key, []).append(i)
+        order = sorted(by_key, key=lambda k: k.lstrip("+") in space.groups)
+        for key in order:
+            failing = [i for i in by_key[key] if errors[i]]
+            if failing and len(failing) < len(by_key[key]):
+                probe = probes[failing[0]]
+                cond = space.conditions.get(key)
+                owner = probe.values.get(cond.group) if cond is not None else None
+                where = f" (with {cond.group}={owner})" if cond is not None and owner else ""
                 raise SweepConfigError(
-                    f"every trial of this sweep would fail hydra.sweeper.check={path}: {error}"
+                    f"hydra.sweeper.params.{key}: the range reaches "
+                    f"{key}={format_value(probe.value)}{where}, where a trial would fail "
+                    f"{path}: {errors[failing[0]]} Narrow the range."
                 )
-            cond = space.conditions.get(probe.key)
-            owner = probe.values.get(cond.group) if cond is not None else None
-            where = f" (with {cond.group}={owner})" if cond is not None and owner else ""
+        if all(errors):
             raise SweepConfigError(
-                f"hydra.sweeper.params.{probe.key}: the range reaches "
-                f"{probe.key}={format_value(probe.value)}{where}, where a trial would fail "
-                f"{path}: {error} Narrow the range."
+                f"every trial of this sweep would fail hydra.sweeper.check={path}: {errors[0]}"
             )
+        i = next(i for i, e in enumerate(errors) if e)
+        trial = " ".join(space.overrides(probes[i].values))
+        raise SweepConfigError(
+            f"hydra.sweeper.check={path}: the trial {trial} of this sweep would fail: {errors[i]}"
+        )
+
+    def _probe_error(self, check: Any, space: SearchSpace, probe: Probe) -> str | None:
+        """The check's message for a probe trial, None when it passes.
+
+        Only the exact end of a float range failing (a point 1e-6 of the range inside passes) is
+        a pass: a sampler draws that end with probability 0.
+        """
+        error = self._check_one(check, space, probe.values)
+        if error is not None and probe.inward is not None:
+            if self._check_one(check, space, probe.inward) is None:
+                return None
+        return error
 
     def _check_one(self, check: Any, space: SearchSpace, values: Mapping[str, Any]) -> str | None:
         assert self.hydra_context is not None and self.config is not None

@@ -9,6 +9,7 @@ define-by-run, so TPE and the other samplers see the real conditional structure.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -156,8 +157,9 @@ class SearchSpace:
     def probes(self) -> list[Probe]:
         """Trials that together reach every end of every range and every choice.
 
-        First a reference trial (each group at its current option, each other parameter at its
-        low end or first choice), then one parameter at a time moved to each end or choice; a
+        First a reference trial (each numeric range at its middle, each group at its current
+        option, other choices at the first), then one parameter at a time moved to each end or
+        choice; a
         conditional parameter brings an option of its group that owns it. Each is a trial the
         sampler can propose, so an app check that rejects one names a range that would fail real
         trials, before any job.
@@ -189,10 +191,23 @@ class SearchSpace:
             elif param.bare_key in pinned:
                 values[param.key] = pinned[param.bare_key]
             else:
-                ends = _ends(param.distribution)
-                current = self.choices.get(param.bare_key)  # a group keeps its current option
-                values[param.key] = next((c for c in ends if str(c) == current), ends[0])
+                values[param.key] = self._reference_value(param)
         return values
+
+    def _reference_value(self, param: ParsedParam) -> Any:
+        """The middle of a numeric range (inside any open bound); a group's current option."""
+        dist = param.distribution
+        if isinstance(dist, (FloatDistribution, IntDistribution)):
+            if dist.log:
+                mid = math.sqrt(dist.low * dist.high)
+            else:
+                mid = (dist.low + dist.high) / 2
+            if dist.step is not None:
+                mid = dist.low + round((mid - dist.low) / dist.step) * dist.step
+            return int(round(mid)) if isinstance(dist, IntDistribution) else float(mid)
+        ends = _ends(dist)
+        current = self.choices.get(param.bare_key)
+        return next((c for c in ends if str(c) == current), ends[0])
 
     def overrides(self, values: Mapping[str, Any]) -> list[str]:
         """Hydra overrides of one trial: sampled values, then the sweep's fixed overrides."""
