@@ -102,6 +102,11 @@ RANGE_CASES = [
         "the range reaches warmup_steps=30",
     ),
     ("check not importable", ["hydra.sweeper.check=nope.fn"], "hydra.sweeper.check='nope.fn'"),
+    (
+        "PBT clips to a float range's exact end",
+        ["hydra/sweeper=pbt", "search=pbt", "dropout=interval(0.0, 1.0)"],
+        "hydra.sweeper.params.dropout: the range reaches dropout=1.0, where a trial would fail",
+    ),
 ]
 
 

@@ -491,7 +491,7 @@ class OptunaSweeperImpl:
             return LaunchOutcome(ok=False, error=f"{type(err).__name__}: {err}")
         return LaunchOutcome(ok=True)
 
-    def _check_space(self, space: SearchSpace) -> None:
+    def _check_space(self, space: SearchSpace, exact_ends: bool = False) -> None:
         """Fail before any job when some trial of the space would fail the app's own check.
 
         ``hydra.sweeper.check`` names the app's validation, fn(cfg) raising on a value a trial
@@ -499,6 +499,8 @@ class OptunaSweeperImpl:
         every range and each choice (:meth:`SearchSpace.probes`), so ``warmup_ratio:
         interval(0, 2)`` is one error line naming the key, not a first trial that fails after
         the sweep started. Compositions go through the sweep's cache and warm it for the jobs.
+        ``exact_ends``: the sweeper can propose a float range's exact end (PBT clips perturbed
+        values to it), so an end the check rejects is an error even when just inside passes.
         """
         path = self._get("check")
         if not path:
@@ -511,7 +513,7 @@ class OptunaSweeperImpl:
                 "function fn(cfg) that raises on a config a trial cannot run with, or null."
             ) from None
         probes = space.probes()
-        errors = [self._probe_error(check, space, p) for p in probes]
+        errors = [self._probe_error(check, space, p, exact_ends) for p in probes]
         if not any(errors):
             return
         # Blame a key whose own values split passing from failing trials: its probes differ in
@@ -544,14 +546,16 @@ class OptunaSweeperImpl:
             f"hydra.sweeper.check={path}: the trial {trial} of this sweep would fail: {errors[i]}"
         )
 
-    def _probe_error(self, check: Any, space: SearchSpace, probe: Probe) -> str | None:
+    def _probe_error(
+        self, check: Any, space: SearchSpace, probe: Probe, exact_ends: bool
+    ) -> str | None:
         """The check's message for a probe trial, None when it passes.
 
         Only the exact end of a float range failing (a point 1e-6 of the range inside passes) is
         a pass: a sampler draws that end with probability 0.
         """
         error = self._check_one(check, space, probe.values)
-        if error is not None and probe.inward is not None:
+        if error is not None and probe.inward is not None and not exact_ends:
             if self._check_one(check, space, probe.inward) is None:
                 return None
         return error

@@ -74,7 +74,7 @@ class PBTSweeperImpl(OptunaSweeperImpl):
                 f"hydra.sweeper.params.{key}: PBT perturbs every member's parameters, so "
                 "conditional parameters are not supported; fix the group option instead."
             )
-        self._check_space(space)
+        self._check_space(space, exact_ends=True)  # perturbations are clipped to the ends
         params = [pbt.param_from_distribution(k, d) for k, d in space.distributions.items()]
         if not params:
             raise SweepConfigError(
