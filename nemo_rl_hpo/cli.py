@@ -17,6 +17,7 @@ import csv
 import datetime as dt
 import io
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -283,7 +284,7 @@ def cmd_best(args: argparse.Namespace) -> int:
             print(comment)
         else:
             print(comment, file=sys.stderr)
-        print(reproduce_command(info, t))
+        print(reproduce_command(info, t, here=os.getcwd()))
     if info.kind == "pbt":
         print(
             "note: PBT trial: this is its final-round configuration; the schedule that produced "

@@ -116,6 +116,20 @@ def test_best_prints_the_reproduce_command(so_dir: Path, tmp_path: Path) -> None
     assert f"# trial {best.number}: val_loss=" in proc.stderr
 
 
+def test_best_from_another_directory_first_changes_to_the_sweeps(tmp_path: Path) -> None:
+    # The app path (train.py) is relative to where the sweep started; printed from elsewhere,
+    # the command goes there first, so pasting it works from any directory.
+    start = tmp_path / "project dir"
+    start.mkdir()
+    rf.single_objective(tmp_path / "sweep")
+    study = _study(tmp_path / "sweep", "so")
+    study.set_user_attr("nemo_rl_hpo:cwd", str(start))
+    here = cli("best", str(tmp_path / "sweep"), cwd=start).stdout
+    elsewhere = cli("best", str(tmp_path / "sweep"), cwd=tmp_path).stdout
+    assert here.startswith("python train.py ")
+    assert elsewhere == f"cd {shlex.quote(str(start))} && {here}"
+
+
 def test_best_multi_objective_lists_the_pareto_front(mo_dir: Path) -> None:
     study = _study(mo_dir, "mo")
     proc = cli("best", str(mo_dir))

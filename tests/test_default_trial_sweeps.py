@@ -63,6 +63,7 @@ def test_default_space_conditional_keys_follow_options(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "optimization_results.json").read_text())
     assert results["best"]["value"] == pytest.approx(study.best_value)
     assert results["best"]["command"].startswith("python train.py")
+    assert results["cwd"] == str(REPO)  # where `python train.py` is to be run from
 
     # Rule: `nemo-rl-hpo best` prints a command that reproduces the best trial's value.
     best = subprocess.run(

@@ -621,6 +621,7 @@ class OptunaSweeperImpl:
         task_overrides = [str(o) for o in self.config.hydra.overrides.task]
         attrs = {
             "nemo_rl_hpo:command": ["python", argv0],
+            "nemo_rl_hpo:cwd": os.getcwd(),
             "nemo_rl_hpo:base_overrides": [
                 st.mask(o) or o for o in task_overrides if not _is_sweep(o)
             ],

@@ -142,6 +142,7 @@ def results_dict(
     if info.kind == "pbt":
         out["pbt"] = pbt_summary(trials, study.directions[0])
     out["command"] = info.command
+    out["cwd"] = info.cwd
     out["base_overrides"] = info.base_overrides
     out["sweep_config"] = _mask_all(dict(sweep_config)) if sweep_config is not None else None
     out["trials"] = [_trial_record(t) for t in trials]

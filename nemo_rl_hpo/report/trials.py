@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class SweepInfo:
     sampler: str | None
     sweep_dir: str | None
     storage: str | None
+    cwd: str | None = None  # where the sweep was started: the command's paths are relative to it
 
     @property
     def multi_objective(self) -> bool:
@@ -57,6 +59,7 @@ class SweepInfo:
             sampler=_opt_str(attrs.get(ATTR_PREFIX + "sampler")),
             sweep_dir=_opt_str(attrs.get(ATTR_PREFIX + "sweep_dir")),
             storage=mask(_opt_str(attrs.get(ATTR_PREFIX + "storage"))),
+            cwd=_opt_str(attrs.get(ATTR_PREFIX + "cwd")),
         )
 
 
@@ -149,8 +152,21 @@ def reproduce_argv(info: SweepInfo, trial: FrozenTrial) -> list[str]:
     return [*info.command, *base, *(o for o in trial_overrides(trial) if o not in base)]
 
 
-def reproduce_command(info: SweepInfo, trial: FrozenTrial) -> str:
-    return shlex.join(reproduce_argv(info, trial))
+def reproduce_command(info: SweepInfo, trial: FrozenTrial, here: str | None = None) -> str:
+    """The reproduce command as a shell line; run from ``here``, it first changes to the sweep's
+    start directory when that is elsewhere (the app path and Hydra's outputs are relative to it).
+    """
+    line = shlex.join(reproduce_argv(info, trial))
+    if here is not None and info.cwd and info.command and not _same_dir(here, info.cwd):
+        return f"cd {shlex.quote(info.cwd)} && {line}"
+    return line
+
+
+def _same_dir(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def trial_metrics(trial: FrozenTrial) -> dict[str, Any]:
