@@ -15,6 +15,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from nemo_rl_hpo.trial import ENV_TRIAL
 from tests.sweeplib import APPS, load, run_app, states
 
 pytestmark = pytest.mark.e2e
@@ -39,16 +40,19 @@ def test_upstream_example_runs_unchanged_with_sqlite(tmp_path: Path) -> None:
     assert sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()) == list(range(20))
 
 
-def test_n_jobs_note_only_for_a_user_who_set_it(tmp_path: Path) -> None:
-    """The basic launcher runs one trial at a time; only an explicit n_jobs earns a note."""
-    quiet = run_app("toy", f"hydra.sweep.dir={tmp_path / 'a'}", "hydra.sweeper.n_trials=2")
-    assert "ignored" not in quiet.stdout + quiet.stderr
-    asked = run_app(
-        "toy",
-        f"hydra.sweep.dir={tmp_path / 'b'}",
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.n_jobs=3",
-    )
+def test_sweep_log_says_what_a_user_needs(tmp_path: Path) -> None:
+    """Per-job lines show the trial's overrides, not the JSON context the job reads; the basic
+    launcher's one-at-a-time note appears only for a user who set n_jobs."""
+    quiet = ["hydra.sweeper.n_trials=2", "hydra.sweeper.write_report=false"]
+    basic = run_app("toy", f"hydra.sweep.dir={tmp_path / 'a'}", *quiet)
+    local = run_app("toy", f"hydra.sweep.dir={tmp_path / 'b'}", *quiet, "hydra/launcher=local")
+    for proc in (basic, local):
+        log = proc.stdout + proc.stderr
+        jobs = [ln for ln in log.splitlines() if "\t#" in ln]
+        assert len(jobs) == 2 and all(" : x=" in ln for ln in jobs), log
+        assert ENV_TRIAL not in log
+    assert "ignored" not in basic.stdout + basic.stderr
+    asked = run_app("toy", f"hydra.sweep.dir={tmp_path / 'c'}", *quiet, "hydra.sweeper.n_jobs=3")
     assert "(n_jobs=3 ignored); hydra/launcher=local or pool" in asked.stdout + asked.stderr
 
 

@@ -87,6 +87,7 @@ class OptunaSweeperImpl:
             callbacks=hydra_context.callbacks,
         )
         self.hydra_context = hydra_context
+        _hide_trial_context_in_launcher_logs()
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=TrialTask(task_function)
         )
@@ -776,6 +777,37 @@ def _count(study: optuna.Study) -> dict[str, int]:
 _SUBMITIT_JOB = re.compile(r"^Job (\d+)(?:_\d+)? \(task: \d+\)")
 _SUBMITIT_STATE = re.compile(r"\(state: ([A-Z_]+)")
 _NOT_FINAL = ("RUNNING", "COMPLETING", "PENDING", "REQUEUED", "CONFIGURING", "UNKNOWN")
+
+
+class _HideTrialContext(logging.Filter):
+    """Drop the trial-context override from Hydra's and submitit's per-job log lines.
+
+    Every launcher logs each job's overrides (``#3 : lr=0.01 ...``); the context the job reads
+    (``++hydra.job.env_set.NEMO_RL_HPO_TRIAL='{...}'``, ~300 characters of JSON) made each such
+    line three lines long. Our own launchers leave it out themselves (``shown_overrides``).
+    """
+
+    _PATTERN = re.compile(
+        r"\s*\+\+hydra\.job\.env_set\." + trial_api.ENV_TRIAL + r"=(?:'(?:[^'\\]|\\.)*'|\S+)"
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and trial_api.ENV_TRIAL in record.msg and not record.args:
+            record.msg = self._PATTERN.sub("", record.msg)
+        return True
+
+
+_LAUNCHER_LOGGERS = (
+    "hydra._internal.core_plugins.basic_launcher",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher",
+)
+
+
+def _hide_trial_context_in_launcher_logs() -> None:
+    for name in _LAUNCHER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _HideTrialContext) for f in logger.filters):
+            logger.addFilter(_HideTrialContext())
 
 
 def _launch_failure_reason(trial: optuna.Trial, e: BaseException) -> str:

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -35,8 +36,14 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
     SlurmLauncher as _UpstreamSlurm,
 )
+from nemo_rl_hpo.trial import ENV_TRIAL
 
 log = logging.getLogger(__name__)
+
+
+def shown_overrides(overrides: Sequence[str]) -> str:
+    """A job's overrides for the log: without the trial context (JSON the job reads, not a user)."""
+    return " ".join(o for o in filter_overrides(overrides) if f".env_set.{ENV_TRIAL}=" not in o)
 
 
 class _FastPollMixin(BaseSubmititLauncher):  # type: ignore[misc]
@@ -71,7 +78,7 @@ class _FastPollMixin(BaseSubmititLauncher):  # type: ignore[misc]
         job_params: list[Any] = []
         for i, overrides in enumerate(job_overrides):
             idx = initial_job_idx + i
-            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            log.info("\t#%d : %s", idx, shown_overrides(overrides))
             # Composed here (cached per group choices), not re-composed from YAML in the job.
             sweep_config = self.hydra_context.config_loader.load_sweep_config(
                 self.config, list(overrides)
@@ -215,7 +222,7 @@ class PoolLauncher(Launcher):  # type: ignore[misc]
         pending = []
         for i, overrides in enumerate(job_overrides):
             idx = initial_job_idx + i
-            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            log.info("\t#%d : %s", idx, shown_overrides(overrides))
             sweep_config = self.hydra_context.config_loader.load_sweep_config(
                 self.config, list(overrides)
             )
