@@ -241,7 +241,8 @@ class OptunaSweeperConf:
     max_failure_rate: float = 0.0  # abort when more than this fraction of trials fail
     custom_search_space: str | None = None  # dotted path of fn(cfg, trial) adding parameters
     check: str | None = None  # dotted path of fn(cfg) raising on a value a trial cannot run with:
-    # called before any job on the config at each end of every searched range
+    # called before any job on the config at each end of every searched range, in the sweeper's
+    # process: it checks values, not the machine (SLURM trials run elsewhere)
     timeout: float | None = None  # seconds; no new trial starts after this
     objectives: Any = None  # metric names (or {name, weight}) picked from a returned mapping
     retry_failed: int = 0  # times a failed configuration is enqueued again
