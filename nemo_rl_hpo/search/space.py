@@ -159,10 +159,9 @@ class SearchSpace:
 
         First a reference trial (each numeric range at its middle, each group at its current
         option, other choices at the first), then one parameter at a time moved to each end or
-        choice; a
-        conditional parameter brings an option of its group that owns it. Each is a trial the
-        sampler can propose, so an app check that rejects one names a range that would fail real
-        trials, before any job.
+        choice; a conditional parameter brings an option of its group that owns it. Each is a
+        trial the sampler can propose, so an app check that rejects one names a range that would
+        fail real trials, before any job.
         """
         out = [Probe(None, None, self._assign({}))]
         for param in self.params:
@@ -195,7 +194,7 @@ class SearchSpace:
         return values
 
     def _reference_value(self, param: ParsedParam) -> Any:
-        """The middle of a numeric range (inside any open bound); a group's current option."""
+        """The middle of a numeric range (on its step grid); a group's current option."""
         dist = param.distribution
         if isinstance(dist, (FloatDistribution, IntDistribution)):
             if dist.log:
