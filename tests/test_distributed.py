@@ -171,6 +171,8 @@ def test_trial_killed_by_sigkill_fails_and_the_sweep_goes_on(tmp_path: Path) -> 
             # Rule: a SIGKILLed job is FAIL with a reason; the others complete.
             assert t.state == TrialState.FAIL
             assert t.user_attrs.get("fail_reason")
+            # a local job's submitit "job id" is a pid: no Slurm verdict is made up for it
+            assert "Slurm" not in t.user_attrs["fail_reason"], t.user_attrs["fail_reason"]
         else:
             assert t.state == TrialState.COMPLETE
 

@@ -486,7 +486,9 @@ class OptunaSweeperImpl:
         try:
             (ret,) = self.launcher.launch([[*overrides, env_ov]], initial_job_idx=trial.number)
         except Exception as e:  # the job died without a result: say what Slurm saw, if Slurm
-            return LaunchOutcome(ok=False, error=_launch_failure_reason(trial, e))
+            return LaunchOutcome(
+                ok=False, error=_launch_failure_reason(trial, e, slurm=self._is_slurm())
+            )
         if ret.status.name == "FAILED":
             err = ret._return_value
             return LaunchOutcome(ok=False, error=f"{type(err).__name__}: {err}")
@@ -810,20 +812,21 @@ def _hide_trial_context_in_launcher_logs() -> None:
             logger.addFilter(_HideTrialContext())
 
 
-def _launch_failure_reason(trial: optuna.Trial, e: BaseException) -> str:
+def _launch_failure_reason(trial: optuna.Trial, e: BaseException, slurm: bool) -> str:
     """One line saying why a job died without a result, with Slurm's verdict when there is one.
 
     The job id comes from the trial (the job records it when it starts) or, for a job killed
     before it got that far (a slow start under a short time limit), from submitit's message.
     sacct can lag the job's end on a busy controller; submitit's own view of the state is the
-    fallback, so a time-out still says TIMEOUT.
+    fallback, so a time-out still says TIMEOUT. Under a local launcher submitit's "job id" is a
+    process id: no Slurm to ask.
     """
     text = str(e).strip()
     lines = text.splitlines()
     head = " ".join(lines[:2]) if len(lines) > 1 and "has not produced" in lines[1] else ""
     reason = f"{type(e).__name__}: {head or (lines[0] if lines else '')}"
     job_id = trial.study._storage.get_trial(trial._trial_id).user_attrs.get("slurm_job_id")
-    if not job_id and (m := _SUBMITIT_JOB.match(text)):
+    if not job_id and slurm and (m := _SUBMITIT_JOB.match(text)):
         job_id = m.group(1)
     state = _slurm_state(str(job_id)) if job_id else None
     seen = _SUBMITIT_STATE.search(text)
