@@ -202,6 +202,9 @@ def _status_view(study: optuna.Study) -> RenderableType:
             "best", f"trial {best.number}: {info.objectives[0]}={_fmt(best.value)}" if best else "-"
         )
     running = [t for t in trials if t.state.name == "RUNNING"]
+    if not running:  # a finished sweep: one line, not an empty table
+        head.add_row("running", "none")
+        return Group(head)
     table = Table(title=f"running trials ({len(running)})")
     for col in ("trial", "job id", "node", "elapsed", "last step", "last value"):
         table.add_column(col)

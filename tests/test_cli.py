@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -166,6 +167,14 @@ def test_status_shows_counts_best_and_running_trials(so_dir: Path) -> None:
     running = next(t for t in study.trials if t.state.name == "RUNNING")
     # The running trial appears with its Slurm job id.
     assert running.user_attrs["slurm_job_id"] in proc.stdout
+
+
+def test_status_of_a_finished_sweep_says_nothing_runs(mo_dir: Path) -> None:
+    proc = cli("status", str(mo_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert "RUNNING" not in proc.stdout
+    assert re.search(r"running\s+none", proc.stdout), proc.stdout
+    assert "┏" not in proc.stdout  # no empty table
 
 
 def test_status_watch_refreshes_and_stops(so_dir: Path) -> None:
