@@ -48,6 +48,9 @@ def shown_overrides(overrides: Sequence[str]) -> str:
 
 class _FastPollMixin(BaseSubmititLauncher):  # type: ignore[misc]
     poll_interval_s: float = 0.05
+    # How long a finished job's result file may take to appear; None: submitit's 15 s, meant
+    # for network file systems. Only a job that died without a result ever waits it out.
+    results_timeout_s: int | None = None
 
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
         import submitit
@@ -93,6 +96,9 @@ class _FastPollMixin(BaseSubmititLauncher):  # type: ignore[misc]
                 )
             )
         jobs = executor.map_array(self, *zip(*job_params, strict=True))
+        if self.results_timeout_s is not None:
+            for j in jobs:
+                j._results_timeout_s = self.results_timeout_s
         while not all(j.done() for j in jobs):
             time.sleep(self.poll_interval_s)
         return [j.results()[0] for j in jobs]
@@ -136,6 +142,9 @@ class LocalLauncher(_FastPollMixin, _UpstreamLocal):  # type: ignore[misc]
     """submitit_local, returning within ``poll_interval_s`` of a job's end."""
 
     _EXECUTOR = "local"
+    # A local job writes its result before its process exits: a killed one (OOM, SIGKILL) has
+    # none, and waiting 15 s for it only delays the trial's FAIL and the next trial.
+    results_timeout_s = 2
 
 
 class SlurmLauncher(_FastPollMixin, _UpstreamSlurm):  # type: ignore[misc]
