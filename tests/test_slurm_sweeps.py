@@ -208,10 +208,10 @@ def test_trial_over_its_time_limit_fails_with_reason(tmp_path: Path) -> None:
         f"hydra.sweep.dir={tmp_path}",
         *[a for a in SLURM if "timeout_min" not in a],
         "hydra.launcher.timeout_min=1",
-        # USR2 at 30 s: submitit installs its handler only after unpickling the task, which
+        # USR2 at 45 s: submitit installs its handler only after unpickling the task, which
         # imports torch; on a cold 2-core CI machine that took longer than the 10 s of a 50 s
         # delay, and USR2 then killed the job outright (no result, so no time-out reason).
-        "hydra.launcher.signal_delay_s=30",
+        "hydra.launcher.signal_delay_s=15",
         "hydra.launcher.max_num_timeout=0",
         "hydra.sweeper.n_trials=1",
         "hydra.sweeper.max_failure_rate=1.0",
