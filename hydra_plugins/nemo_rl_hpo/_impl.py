@@ -242,11 +242,7 @@ class OptunaSweeperImpl:
             keys: dict[str, frozenset[str]] = {}
             for option in options:
                 try:
-                    ov = [f"{prefix}{group}={option}"]
-                    if isinstance(loader, CachedSweepConfigLoader):
-                        cfg = loader.load_sweep_config(self.config, ov, task_only=True)
-                    else:
-                        cfg = loader.load_sweep_config(self.config, ov)
+                    cfg = self._task_config([f"{prefix}{group}={option}"])
                     node = OmegaConf.select(cfg, group.replace("/", "."))
                 except Exception as e:  # an option that does not compose alone has no keys
                     log.debug("option %s/%s does not compose: %s", group, option, e)
@@ -563,17 +559,21 @@ class OptunaSweeperImpl:
                 return None
         return error
 
+    def _task_config(self, overrides: list[str]) -> DictConfig:
+        """A job's config without its ``hydra`` node, through the sweep's compose cache."""
+        assert self.hydra_context is not None and self.config is not None
+        loader = self.hydra_context.config_loader
+        if isinstance(loader, CachedSweepConfigLoader):
+            return cast(
+                DictConfig, loader.load_sweep_config(self.config, overrides, task_only=True)
+            )
+        cfg = loader.load_sweep_config(self.config, overrides)
+        return OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
+
     def _check_one(self, check: Any, space: SearchSpace, values: Mapping[str, Any]) -> str | None:
         assert self.hydra_context is not None and self.config is not None
         try:
-            loader = self.hydra_context.config_loader
-            overrides = space.overrides(values)
-            if isinstance(loader, CachedSweepConfigLoader):
-                cfg = loader.load_sweep_config(self.config, overrides, task_only=True)
-            else:
-                cfg = loader.load_sweep_config(self.config, overrides)
-                cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
-            check(cfg)
+            check(self._task_config(space.overrides(values)))
         except Exception as e:
             lines = str(e).strip().splitlines()
             return (lines[0] if lines else type(e).__name__).rstrip()
