@@ -49,7 +49,7 @@ def compose_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[.
 
 # --- real services, started on demand -------------------------------------------------------
 # `python -m pytest` on a fresh machine (as root) starts what the selected tests need: the
-# single-node Slurm of slurm/start.sh (with 2 fake GPUs) for tests marked `slurm`, the
+# single-node Slurm of slurm/start.sh (with 4 fake GPUs) for tests marked `slurm`, the
 # throw-away PostgreSQL of ci/postgres.sh for tests marked `postgres`. Both stay up afterwards
 # (a second run reuses them); stop them with slurm/stop.sh and ci/postgres.sh stop.
 
@@ -81,7 +81,7 @@ def slurm_cluster() -> str:
     """A running local Slurm (installed and started if needed); returns its SLURM_CONF."""
     state = Path(os.environ.get("NEMO_SLURM_DIR", "/tmp/nemo-rl-hpo-slurm"))
     _start("slurm/install.sh", what="the Slurm packages")
-    _start("slurm/start.sh", "--gpus", "2", what="the local Slurm cluster")
+    _start("slurm/start.sh", "--gpus", "4", what="the local Slurm cluster")
     _source_env(state / "env.sh")
     return os.environ["SLURM_CONF"]
 

@@ -1,6 +1,6 @@
 """The local Slurm cluster of slurm/start.sh works the way submitit and the launcher presets need.
 
-    slurm/start.sh --gpus 2 && pytest -m slurm tests/test_slurm_cluster.py
+    slurm/start.sh --gpus 4 && pytest -m slurm tests/test_slurm_cluster.py
 
 These tests fail (they do not skip) when no cluster answers: selecting ``-m slurm`` means one
 is expected. Each test uses a fresh submitit folder: job ids restart at 1 after a reset, and a
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.timeout(180)]
 
 REPO = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("NEMO_SLURM_DIR", "/tmp/nemo-rl-hpo-slurm"))
-START_HINT = "start it with `slurm/start.sh --gpus 2` (after `slurm/install.sh`)"
+START_HINT = "start it with `slurm/start.sh --gpus 4` (after `slurm/install.sh`)"
 
 
 def _run(*cmd: str, timeout: float = 15) -> subprocess.CompletedProcess[str]:
@@ -130,7 +130,7 @@ def test_cancel_is_recorded_cancelled(slurm_conf: str, tmp_path: Path) -> None:
 def test_fake_gpu_request_sets_cuda_visible_devices(slurm_conf: str, tmp_path: Path) -> None:
     n = _gpu_count()
     if n < 1:
-        pytest.fail("the node has no (fake) GPUs; restart with `slurm/start.sh --gpus 2`")
+        pytest.fail("the node has no (fake) GPUs; restart with `slurm/start.sh --gpus 4`")
     job = _executor(tmp_path, gpus_per_node=1).submit(_env, "CUDA_VISIBLE_DEVICES")
     assert job.result() == "0"
 
@@ -140,7 +140,7 @@ def test_more_gpus_than_exist_is_rejected(slurm_conf: str, tmp_path: Path) -> No
 
     n = _gpu_count()
     if n < 1:
-        pytest.fail("the node has no (fake) GPUs; restart with `slurm/start.sh --gpus 2`")
+        pytest.fail("the node has no (fake) GPUs; restart with `slurm/start.sh --gpus 4`")
     with pytest.raises(submitit.core.utils.FailedJobError, match="node configuration"):
         _executor(tmp_path, gpus_per_node=n + 1).submit(_env, "CUDA_VISIBLE_DEVICES")
 

@@ -1,4 +1,4 @@
-"""Sweeps whose trials are real Slurm jobs on the local cluster (slurm/start.sh --gpus 2)."""
+"""Sweeps whose trials are real Slurm jobs on the local cluster (slurm/start.sh --gpus 4)."""
 
 from __future__ import annotations
 
