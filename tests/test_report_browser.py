@@ -33,7 +33,7 @@ def test_index_html_renders_in_headless_chromium(tmp_path: Path) -> None:
     # And more than a sliver of the page is drawn on (not just a title on white).
     assert (pixels < 200).mean() > 0.02
     # A standalone plot file draws its figure offline: plotly's plot area (#E5ECF6) is painted,
-    # which only happens when the embedded plotly.js ran.
+    # which only happens when plotly.js ran: loaded from file:// by its relative src.
     rgb = np.asarray(
         _screenshot(index.parent / "history.html", tmp_path / "h.png", tmp_path / "p2").convert(
             "RGB"

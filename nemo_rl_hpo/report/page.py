@@ -1,0 +1,188 @@
+"""The report's HTML: one page per plot, ``index.html`` with every plot under a summary.
+
+plotly.js (~4.8 MB) is written once per report dir as ``plotly.min.js`` and every page loads it
+by a relative path, as plotly's ``include_plotlyjs="directory"`` does: the report still opens
+offline (from a cluster's file system, or copied as a folder), and a 20-trial report is a few MB
+instead of one plotly.js per page. The PNGs are the single-file alternative.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nemo_rl_hpo.report import _io
+from nemo_rl_hpo.report.context import Ctx, PlotEntry
+from nemo_rl_hpo.report.importance import EVALUATORS, LABELS
+from nemo_rl_hpo.report.trials import (
+    best_trial,
+    counts_by_state,
+    jsonable,
+    pareto_trials,
+    pbt_rows,
+    pbt_summary,
+    reproduce_command,
+    trial_params,
+)
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+# The name plotly's include_plotlyjs="directory" gives the bundle; pages load it from beside them.
+PLOTLY_JS = "plotly.min.js"
+MAX_PARETO_ROWS = 50  # rows of the Pareto table in index.html (the JSON has all)
+
+
+def write_plotly_js(out: Path) -> None:
+    """``out/plotly.min.js`` from the installed plotly, replaced on every report (atomically).
+
+    plotly's own "directory" mode keeps an existing file, which after a plotly upgrade would
+    pair new figures with an old plotly.js.
+    """
+    import plotly.offline
+
+    _io.write_text(out / PLOTLY_JS, plotly.offline.get_plotlyjs())
+
+
+def plot_page(fig: go.Figure) -> str:
+    """A plot's own page: the figure, loading ``plotly.min.js`` from beside it."""
+    # A str ending in .js becomes <script src="plotly.min.js">: relative, so offline.
+    text: str = fig.to_html(include_plotlyjs=PLOTLY_JS, full_html=True)
+    return text
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;
+text-align:left;vertical-align:top}th{background:#f3f3f3}pre{background:#f6f6f6;padding:.6em;
+white-space:pre-wrap;word-break:break-all}.note{color:#8a6d3b;background:#fcf8e3;padding:.4em}
+section{border-top:1px solid #ddd;margin-top:1.2em}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> str:
+    out = ["<table>"]
+    if header:
+        out.append("<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>")
+    for r in rows:
+        out.append("<tr>" + "".join(f"<td>{_e(_fmt(c))}</td>" for c in r) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _summary_html(ctx: Ctx) -> str:
+    info = ctx.info
+    parts = [
+        _table(
+            [
+                ("study", info.study_name),
+                ("kind", info.kind),
+                ("sampler", info.sampler or "-"),
+                (
+                    "objectives",
+                    ", ".join(
+                        f"{o} ({d})" for o, d in zip(info.objectives, info.directions, strict=True)
+                    ),
+                ),
+                ("storage", info.storage or "-"),
+                ("sweep dir", info.sweep_dir or "-"),
+                ("trials", len(ctx.trials)),
+            ]
+        ),
+        "<h2>Trials by state</h2>",
+        _table([(k, v) for k, v in counts_by_state(ctx.trials).items() if v], ["state", "count"]),
+    ]
+    if not info.multi_objective:
+        best = best_trial(ctx.trials, ctx.study.directions)
+        parts.append("<h2>Best trial</h2>")
+        if best is None:
+            parts.append('<p class="note">No complete trial yet.</p>')
+        else:
+            parts.append(_table([("trial", best.number), (info.objectives[0], best.value)]))
+            parts.append(_table(list(trial_params(best).items()), ["parameter", "value"]))
+            parts.append(f"<p>Reproduce:</p><pre>{_e(reproduce_command(info, best))}</pre>")
+    else:
+        front = pareto_trials(ctx.trials, ctx.study.directions)
+        parts.append(f"<h2>Pareto front ({len(front)} trials)</h2>")
+        rows = [[t.number, *t.values, reproduce_command(info, t)] for t in front[:MAX_PARETO_ROWS]]
+        parts.append(
+            _table(rows, ["trial", *info.objectives, "reproduce"])
+            if rows
+            else '<p class="note">No complete trial yet.</p>'
+        )
+    if info.kind == "pbt" or pbt_rows(ctx.trials):
+        summary = pbt_summary(ctx.trials, ctx.study.directions[0])
+        parts.append("<h2>PBT: best member's schedule</h2>")
+        if summary is None:
+            parts.append('<p class="note">No finished round yet.</p>')
+        else:
+            parts.append(
+                f"<p>member {summary['best_member']}, final value {_fmt(summary['final_value'])} "
+                f"(round {summary['final_round']}, trial {summary['final_trial']})</p>"
+            )
+            parts.append(
+                _table(
+                    [
+                        (
+                            s["round"],
+                            s["member"],
+                            s["parent"] if s["parent"] is not None else "-",
+                            json.dumps(jsonable(s["params"])),
+                            s["value"],
+                        )
+                        for s in summary["schedule"]
+                    ],
+                    ["round", "member", "exploited from", "params", "value"],
+                )
+            )
+    parts.append("<h2>Top importances</h2>")
+    for name in EVALUATORS:
+        label = LABELS[name]
+        note = ctx.importance_notes.get(name)
+        if name in ctx.importances:
+            for obj, imp in ctx.importances[name].items():
+                top = sorted(imp.items(), key=lambda kv: -kv[1])[:5]
+                parts.append(
+                    f"<p>{_e(label)} ({_e(obj)})</p>" + _table(top, ["parameter", "importance"])
+                )
+        if note:
+            parts.append(f'<p class="note">{_e(label)}: {_e(note)}</p>')
+    return "\n".join(parts)
+
+
+def index_html(ctx: Ctx, entries: list[PlotEntry]) -> str:
+    """The summary and every drawn plot, or the reason it was skipped."""
+    body = [f"<h1>Study {_e(ctx.info.study_name)}</h1>", _summary_html(ctx), "<h2>Plots</h2>"]
+    for entry in entries:
+        body.append(f'<section id="{_e(entry.stem)}"><h3>{_e(entry.title)}</h3>')
+        if entry.fig is not None:
+            body.append(
+                entry.fig.to_html(
+                    full_html=False, include_plotlyjs=False, div_id=f"fig-{entry.stem}"
+                )
+            )
+            links = " · ".join(f'<a href="{_e(f)}">{_e(f)}</a>' for f in entry.files)
+            body.append(f"<p>{links}</p>")
+        else:
+            body.append(f'<p class="note">Skipped: {_e(entry.note)}</p>')
+        body.append("</section>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(ctx.info.study_name)} - nemo-rl-hpo report</title><style>{_CSS}</style>"
+        f'<script charset="utf-8" src="{PLOTLY_JS}"></script></head><body>\n'
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
