@@ -22,6 +22,7 @@ from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, filter_overrides, run_job, setup_globals
+from hydra.errors import CompactHydraException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -36,6 +37,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
     SlurmLauncher as _UpstreamSlurm,
 )
+from nemo_rl_hpo.sweep import devices as dev
 from nemo_rl_hpo.trial import ENV_TRIAL
 
 log = logging.getLogger(__name__)
@@ -46,13 +48,53 @@ def shown_overrides(overrides: Sequence[str]) -> str:
     return " ".join(o for o in filter_overrides(overrides) if f".env_set.{ENV_TRIAL}=" not in o)
 
 
+class DeviceSlotError(CompactHydraException):
+    """Bad GPU-slot options (``gpus_per_trial``, ``devices``): one line, before any job."""
+
+
+def _device_slots(n_slots: int, gpus_per_trial: Any, devices: Any, key: str) -> dev.SlotPool:
+    """The launcher's GPU slots (nemo_rl_hpo/sweep/devices.py), checked at set-up."""
+    try:
+        return dev.SlotPool(dev.plan(n_slots, gpus_per_trial, devices, slots_key=key))
+    except dev.DeviceConfigError as e:
+        raise DeviceSlotError(str(e)) from None
+
+
+def _one_thread_per_job(
+    launch: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, n: int
+) -> list[JobReturn]:
+    """A batch of jobs (Hydra's basic sweeper) as one-job launches, each holding its own slot."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, n), thread_name_prefix="slot") as ex:
+        futs = [
+            ex.submit(launch, [list(ov)], initial_job_idx + i) for i, ov in enumerate(job_overrides)
+        ]
+        return [f.result()[0] for f in futs]
+
+
 class _FastPollMixin(BaseSubmititLauncher):  # type: ignore[misc]
     poll_interval_s: float = 0.05
     # How long a finished job's result file may take to appear; None: submitit's 15 s, meant
     # for network file systems. Only a job that died without a result ever waits it out.
     results_timeout_s: int | None = None
 
+    _slots: dev.SlotPool | None = None
+
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
+        slots = self._slots
+        if slots is None or not slots.managed:
+            return self._launch(job_overrides, initial_job_idx, None)
+        if len(job_overrides) > 1:
+            return _one_thread_per_job(
+                self.launch, job_overrides, initial_job_idx, len(slots.slots)
+            )
+        with slots.hold() as slot:  # released when the job ends, also killed or crashed
+            return self._launch(job_overrides, initial_job_idx, slot)
+
+    def _launch(
+        self, job_overrides: Any, initial_job_idx: int, slot: dev.Slot | None
+    ) -> list[JobReturn]:
         import submitit
 
         assert self.config is not None
@@ -73,6 +115,8 @@ class _FastPollMixin(BaseSubmititLauncher):  # type: ignore[misc]
                 if x not in init_keys
             }
         )
+        if slot is not None:
+            _give_slot(executor, slot)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if "mode" in self.config.hydra.sweep:
@@ -139,12 +183,51 @@ class _FastPollMixin(BaseSubmititLauncher):  # type: ignore[misc]
 
 
 class LocalLauncher(_FastPollMixin, _UpstreamLocal):  # type: ignore[misc]
-    """submitit_local, returning within ``poll_interval_s`` of a job's end."""
+    """submitit_local, returning within ``poll_interval_s`` of a job's end.
+
+    ``gpus_per_trial`` / ``devices``: each running trial gets its own GPUs (a slot of
+    nemo_rl_hpo/sweep/devices.py) instead of submitit's same-first-k for every job.
+    """
 
     _EXECUTOR = "local"
     # A local job writes its result before its process exits: a killed one (OOM, SIGKILL) has
     # none, and waiting 15 s for it only delays the trial's FAIL and the next trial.
     results_timeout_s = 2
+
+    def __init__(self, gpus_per_trial: int | None = None, devices: Any = None, **params: Any):
+        super().__init__(**params)
+        self._gpu_options = (gpus_per_trial, devices)
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        n_jobs = int(OmegaConf.select(config, "hydra.sweeper.n_jobs", default=1) or 1)
+        self._slots = _device_slots(n_jobs, *self._gpu_options, "hydra.sweeper.n_jobs")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The job gets a pickled launcher: without the sweeper's slots (locks, other jobs)."""
+        state = dict(self.__dict__)
+        state.pop("_slots", None)
+        return state
+
+
+def _give_slot(executor: Any, slot: dev.Slot) -> None:
+    """Make submitit_local start the job with exactly its slot's devices.
+
+    submitit sets ``CUDA_VISIBLE_DEVICES`` to ``visible_gpus[:gpus_per_node]``; ``visible_gpus``
+    is a parameter of its LocalExecutor only (not of the AutoExecutor around it) and takes
+    integers, so other ids (MIG or GPU UUIDs) are exported by a setup line instead.
+    """
+    ids = slot.devices or ()
+    if all(d.isdigit() for d in ids):
+        executor._executor.update_parameters(
+            gpus_per_node=len(ids), visible_gpus=[int(d) for d in ids]
+        )
+    else:
+        executor.update_parameters(
+            gpus_per_node=0, local_setup=[f"export {dev.ENV}={','.join(ids)}"]
+        )
 
 
 class SlurmLauncher(_FastPollMixin, _UpstreamSlurm):  # type: ignore[misc]
@@ -164,9 +247,13 @@ class PoolLauncher(Launcher):  # type: ignore[misc]
     with Hydra's ``run_job`` in a worker, as hydra-joblib-launcher does. Payloads travel with
     cloudpickle (the task function usually lives in ``__main__``).
 
+    Each worker is its own one-process pool bound to a slot (nemo_rl_hpo/sweep/devices.py):
+    with GPUs, slot ``i``'s worker owns the same ``gpus_per_trial`` devices for the whole
+    sweep (its ``CUDA_VISIBLE_DEVICES`` is set before the app is imported).
+
     Trade-offs against ``local``: no per-trial time limit or log of the submitit job; a worker
-    that dies (segfault, out of memory, ``os._exit``) breaks the pool, so every trial running at
-    that moment is recorded failed (``retry_failed`` runs them again) and a new pool starts.
+    that dies (segfault, out of memory, ``os._exit``) fails the trial it ran (``retry_failed``
+    runs it again) and its slot starts a new worker with the same devices.
     """
 
     def __init__(
@@ -174,6 +261,8 @@ class PoolLauncher(Launcher):  # type: ignore[misc]
         max_workers: int | None = None,
         start_method: str = "spawn",
         max_trials_per_worker: int | None = None,
+        gpus_per_trial: int | None = None,
+        devices: Any = None,
     ) -> None:
         self.max_workers = max_workers
         self.start_method = start_method
@@ -181,8 +270,10 @@ class PoolLauncher(Launcher):  # type: ignore[misc]
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
-        self._pool: ProcessPoolExecutor | None = None
+        self._pools: dict[int, ProcessPoolExecutor] = {}
         self._lock = threading.Lock()
+        self._gpu_options = (gpus_per_trial, devices)
+        self._slots: dev.SlotPool | None = None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -190,10 +281,14 @@ class PoolLauncher(Launcher):  # type: ignore[misc]
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        n_jobs = OmegaConf.select(config, "hydra.sweeper.n_jobs", default=None)
+        workers = self.max_workers or n_jobs or os.cpu_count() or 1
+        key = "hydra.sweeper.n_jobs" if workers == n_jobs else "hydra.launcher.max_workers"
+        self._slots = _device_slots(int(workers), *self._gpu_options, key)
 
-    def _executor(self) -> ProcessPoolExecutor:
+    def _executor(self, slot: dev.Slot) -> ProcessPoolExecutor:
         with self._lock:
-            if self._pool is None:
+            if slot.index not in self._pools:
                 import multiprocessing
 
                 import cloudpickle
@@ -205,20 +300,20 @@ class PoolLauncher(Launcher):  # type: ignore[misc]
                 shared = cloudpickle.dumps(
                     (self.hydra_context, self.task_function, Singleton.get_state())
                 )
-                self._pool = ProcessPoolExecutor(
-                    max_workers=self.max_workers,
+                self._pools[slot.index] = ProcessPoolExecutor(
+                    max_workers=1,
                     mp_context=multiprocessing.get_context(self.start_method),
                     initializer=_init_worker,
-                    initargs=(shared,),
+                    initargs=(shared, slot.env()),
                     **kwargs,
                 )
-            return self._pool
+            return self._pools[slot.index]
 
-    def _discard(self, pool: ProcessPoolExecutor) -> None:
-        """Drop a broken pool (once, whichever trial noticed first); the next trial starts anew."""
+    def _discard(self, slot: dev.Slot, pool: ProcessPoolExecutor) -> None:
+        """Drop a slot's broken worker; the slot's next trial starts a new one."""
         with self._lock:
-            if self._pool is pool:
-                self._pool = None
+            if self._pools.get(slot.index) is pool:
+                del self._pools[slot.index]
         pool.shutdown(wait=False, cancel_futures=True)
 
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
@@ -226,42 +321,46 @@ class PoolLauncher(Launcher):  # type: ignore[misc]
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
-        assert self.task_function is not None
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        pending = []
-        for i, overrides in enumerate(job_overrides):
-            idx = initial_job_idx + i
-            log.info("\t#%d : %s", idx, shown_overrides(overrides))
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(
-                self.config, list(overrides)
+        assert self.task_function is not None and self._slots is not None
+        if len(job_overrides) > 1:
+            return _one_thread_per_job(
+                self.launch, job_overrides, initial_job_idx, len(self._slots.slots)
             )
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = idx
-                sweep_config.hydra.job.num = idx
-            payload = cloudpickle.dumps(sweep_config)
-            pool = self._executor()
-            pending.append((pool, pool.submit(_run_in_worker, payload)))
-        results: list[JobReturn] = []
-        for pool, fut in pending:
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        (overrides,) = job_overrides
+        idx = initial_job_idx
+        log.info("\t#%d : %s", idx, shown_overrides(overrides))
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(
+            self.config, list(overrides)
+        )
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = idx
+            sweep_config.hydra.job.num = idx
+        payload = cloudpickle.dumps(sweep_config)
+        with self._slots.hold() as slot:  # a free worker; returned on any end of the trial
+            pool = self._executor(slot)
             try:
-                results.append(cloudpickle.loads(fut.result()))
+                return [cloudpickle.loads(pool.submit(_run_in_worker, payload).result())]
             except BrokenProcessPool:
-                self._discard(pool)
+                self._discard(slot, pool)
                 raise RuntimeError(
                     "a worker process of hydra/launcher=pool died while this trial ran "
                     "(crash, out of memory or killed)"
                 ) from None
-        return results
 
 
 # In a pool worker: the sweep's Hydra context, task function and singletons, set once.
 _worker_shared: tuple[Any, Any] | None = None
 
 
-def _init_worker(shared: bytes) -> None:
-    """Install the sweeper's Hydra singletons once: doing it per trial rescans every plugin."""
+def _init_worker(shared: bytes, env: dict[str, str] | None = None) -> None:
+    """Install the sweeper's Hydra singletons once: doing it per trial rescans every plugin.
+
+    ``env`` (the worker's GPU slot) is set first, before unpickling imports the app.
+    """
     import cloudpickle
 
+    os.environ.update(env or {})
     global _worker_shared
     hydra_context, task_function, singleton_state = cloudpickle.loads(shared)
     setup_globals()
