@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nemo_rl_hpo import trial as trial_api
+from nemo_rl_hpo.sweep import devices
 from nemo_rl_hpo.sweep.objectives import ObjectiveError, numeric_metrics, objective_values
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ def on_job_start(job_dir: str | None) -> None:
         attrs["slurm_job_id"] = sid
         attrs["node"] = os.environ.get("SLURMD_NODENAME", socket.gethostname())
         attrs["slurm_restart_count"] = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    gpus = devices.job_devices()  # its GPU slot (or SLURM's GPUs): [] when they are hidden
+    if gpus is not None:
+        attrs[devices.ATTR_DEVICES] = gpus
     for k, v in attrs.items():
         study._storage.set_trial_user_attr(trial_id, k, v)
 
