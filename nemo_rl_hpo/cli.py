@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
+from nemo_rl_hpo.sweep import records
+
 if TYPE_CHECKING:
     import optuna
     from rich.console import RenderableType
@@ -212,13 +214,13 @@ def _status_view(study: optuna.Study) -> RenderableType:
     for t in running:
         steps = t.intermediate_values
         last = max(steps) if steps else None
-        job = t.user_attrs.get("slurm_job_id") or t.user_attrs.get("job_pid")
+        job = t.user_attrs.get(records.SLURM_JOB_ID) or t.user_attrs.get(records.JOB_PID)
         table.add_row(
             str(t.number),
             _fmt(job),
-            _fmt(t.user_attrs.get("node")),
+            _fmt(t.user_attrs.get(records.NODE)),
             _fmt_elapsed(elapsed_s(t, now)),
-            _fmt(last if last is not None else t.user_attrs.get("last_step")),
+            _fmt(last if last is not None else t.user_attrs.get(records.LAST_STEP)),
             _fmt(steps[last] if last is not None else None),
         )
     return Group(head, table)
@@ -314,9 +316,20 @@ def export_csv(study: optuna.Study, out: IO[str]) -> int:
         params.update(dict.fromkeys(p))
         metrics.update(dict.fromkeys(trial_metrics(t)))
         pbt.update(
-            dict.fromkeys(k for k in t.user_attrs if k.startswith("pbt:") and k != "pbt:params")
+            dict.fromkeys(
+                k
+                for k in t.user_attrs
+                if k.startswith(records.PBT_PREFIX) and k != records.PBT_PARAMS
+            )
         )
-    extra = ["job_dir", "slurm_job_id", "node", "fail_reason", "pruned_at_step", "last_step"]
+    extra = [
+        records.JOB_DIR,
+        records.SLURM_JOB_ID,
+        records.NODE,
+        records.FAIL_REASON,
+        records.PRUNED_AT_STEP,
+        records.LAST_STEP,
+    ]
     header = [
         "number",
         "state",

@@ -27,6 +27,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nemo_rl_hpo.sweep import records
+
 if TYPE_CHECKING:
     import optuna
 
@@ -38,9 +40,9 @@ log = logging.getLogger(__name__)
 ENV_TRIAL = "NEMO_RL_HPO_TRIAL"
 ENV_STORAGE_PASSWORD = "NEMO_RL_HPO_STORAGE_PASSWORD"  # inherited from the sweeper's process only
 
-# Trial user attributes the sweeper reads back.
-ATTR_PRUNED = "pruned_at_step"
-ATTR_METRICS_PREFIX = "metric:"
+# Trial user attributes the sweeper reads back (all keys: nemo_rl_hpo/sweep/records.py).
+ATTR_PRUNED = records.PRUNED_AT_STEP
+ATTR_METRICS_PREFIX = records.METRIC_PREFIX
 
 
 @dataclass(frozen=True)
@@ -104,10 +106,10 @@ def report(step: int, metrics: float | Mapping[str, float]) -> None:
         values = {str(k): float(v) for k, v in metrics.items() if _is_number(v)}
         key = prune_metric if prune_metric in values else next(iter(values), None)
         value = values.get(key) if key is not None else None
-        curves = dict(trial.user_attrs.get("curves", {}))  # type: ignore[attr-defined]
+        curves = dict(trial.user_attrs.get(records.CURVES, {}))  # type: ignore[attr-defined]
         for name, v in values.items():
             curves.setdefault(name, {})[str(step)] = v
-        trial.storage.set_trial_user_attr(trial._trial_id, "curves", curves)  # type: ignore[attr-defined]
+        trial.storage.set_trial_user_attr(trial._trial_id, records.CURVES, curves)  # type: ignore[attr-defined]
     else:
         value = float(metrics)
     if value is None or not math.isfinite(value):
@@ -115,7 +117,7 @@ def report(step: int, metrics: float | Mapping[str, float]) -> None:
     if len(trial.study.directions) > 1:
         return  # Optuna has no intermediate values for multi-objective studies
     trial.report(value, step)
-    trial.storage.set_trial_user_attr(trial._trial_id, "last_step", int(step))
+    trial.storage.set_trial_user_attr(trial._trial_id, records.LAST_STEP, int(step))
 
 
 def should_prune() -> bool:

@@ -12,7 +12,6 @@ import math
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -35,8 +34,16 @@ from optuna.trial import FrozenTrial, TrialState
 from hydra_plugins.nemo_rl_hpo._task import TrialTask
 from hydra_plugins.nemo_rl_hpo.compose_cache import CachedSweepConfigLoader
 from nemo_rl_hpo import trial as trial_api
-from nemo_rl_hpo.search.grammar import ParsedParam, SearchSpaceError, format_value, parse_params
+from nemo_rl_hpo.report import _io
+from nemo_rl_hpo.search.grammar import (
+    ParsedParam,
+    SearchSpaceError,
+    format_value,
+    hydra_quote,
+    parse_params,
+)
 from nemo_rl_hpo.search.space import Probe, SearchSpace
+from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep import storage as st
 from nemo_rl_hpo.sweep.core import (
     AsyncSweep,
@@ -46,6 +53,7 @@ from nemo_rl_hpo.sweep.core import (
     SweepSummary,
     counted_trials,
 )
+from nemo_rl_hpo.sweep.liveness import local_process_alive
 from nemo_rl_hpo.sweep.objectives import ObjectiveError, parse_objectives
 
 log = logging.getLogger(__name__)
@@ -55,17 +63,6 @@ _MISSING = object()
 
 class SweepConfigError(CompactHydraException):
     """Bad sweeper input: Hydra prints just this one line, before any job starts."""
-
-
-def hydra_quote(value: str) -> str:
-    """Quote a string as a Hydra override value.
-
-    Hydra 1.3 keeps a backslash literally unless it precedes a quote (or ends the string), so
-    only quotes and the backslashes right before them are escaped.
-    """
-    out = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
-    out = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, out)
-    return f"'{out}'"
 
 
 class OptunaSweeperImpl:
@@ -298,6 +295,14 @@ class OptunaSweeperImpl:
         assert isinstance(sampler, optuna.samplers.BaseSampler)
         return sampler
 
+    def _storage_retry_s(self) -> float:
+        value = self._get("storage_retry_s", st.DEFAULT_RETRY_S)
+        if not _is_num(value) or value < 0:
+            raise SweepConfigError(
+                f"hydra.sweeper.storage_retry_s must be 0 or more seconds, but got {value!r}."
+            )
+        return float(value)
+
     def _basic_launcher(self) -> bool:
         return type(self.launcher).__name__ == "BasicLauncher"
 
@@ -333,7 +338,7 @@ class OptunaSweeperImpl:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         resume = self._resume_command(sweep_dir, study_name)
         self._set_study_attrs(study, sweep_dir, masked, sampler, objectives, directions, resume)
-        _atomic_write(
+        _io.write_text(
             sweep_dir / "sweep.json",
             json.dumps({"study_name": study_name, "storage": st.mask(bare_url)}, indent=2),
         )
@@ -373,6 +378,7 @@ class OptunaSweeperImpl:
             "objectives": objectives,
             "weights": weights,
             "pruner": self._get("pruner"),
+            "storage_retry_s": self._storage_retry_s(),
         }
 
         def launch(trial: optuna.Trial, overrides: list[str]) -> LaunchOutcome:
@@ -390,18 +396,24 @@ class OptunaSweeperImpl:
         )
         reattached = core.recover()
         error: SweepAborted | None = None
+        lost: st.StorageUnavailable | None = None
         try:
             summary = core.run(reattached)
         except SweepAborted as e:
             error = e
             summary = SweepSummary(started=time.time())
-            summary.counts = _count(study)
+            summary.counts = records.count_states(study.get_trials(deepcopy=False))
+        except st.StorageUnavailable as e:  # one line; no outputs from a study out of reach
+            lost = e
         finally:
-            self._write_outputs(study, sweep_dir, started_at)
+            if lost is None:
+                self._write_outputs(study, sweep_dir, started_at)
+        if lost is not None:
+            raise SweepConfigError(f"{lost}; once it is back, resume with: {resume}")
         counts = summary.counts or {}
         log.info(
             "Sweep done: %s. Results in %s",
-            ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no trials",
+            records.counts_line(counts) or "no trials",
             sweep_dir,
         )
         if error is not None:
@@ -423,7 +435,7 @@ class OptunaSweeperImpl:
         self._warm_cfg = self._get("warm_start")  # read before secrets are masked in the config
         self._scrub_secrets()
         try:
-            storage = st.open_storage(url)
+            storage = st.open_storage(url, retry_s=self._storage_retry_s())
         except st.StorageError as e:
             raise SweepConfigError(str(e)) from None
         st.register_live(bare_url, storage)
@@ -623,17 +635,17 @@ class OptunaSweeperImpl:
             pass
         task_overrides = [str(o) for o in self.config.hydra.overrides.task]
         attrs = {
-            "nemo_rl_hpo:command": ["python", argv0],
-            "nemo_rl_hpo:cwd": os.getcwd(),
-            "nemo_rl_hpo:base_overrides": [
+            records.STUDY_COMMAND: ["python", argv0],
+            records.STUDY_CWD: os.getcwd(),
+            records.STUDY_BASE_OVERRIDES: [
                 st.mask(o) or o for o in task_overrides if not _is_sweep(o)
             ],
-            "nemo_rl_hpo:objectives": objectives or (["value"] if len(directions) == 1 else []),
-            "nemo_rl_hpo:sweep_dir": str(sweep_dir),
-            "nemo_rl_hpo:sampler": type(sampler).__name__,
-            "nemo_rl_hpo:kind": "optuna",
-            "nemo_rl_hpo:storage": masked,
-            "nemo_rl_hpo:resume_command": resume,
+            records.STUDY_OBJECTIVES: objectives or (["value"] if len(directions) == 1 else []),
+            records.STUDY_SWEEP_DIR: str(sweep_dir),
+            records.STUDY_SAMPLER: type(sampler).__name__,
+            records.STUDY_KIND: records.KIND_OPTUNA,
+            records.STUDY_STORAGE: masked,
+            records.STUDY_RESUME_COMMAND: resume,
         }
         for k, v in attrs.items():
             study.set_user_attr(k, v)
@@ -751,9 +763,9 @@ class _Progress:
             best = "see the Pareto front"
         reason = ""
         if t.state == TrialState.FAIL:
-            reason = f" reason={t.user_attrs.get('fail_reason', '?')}"
+            reason = f" reason={records.fail_reason(t)}"
         if t.state == TrialState.PRUNED:
-            reason = f" at step {t.user_attrs.get('pruned_at_step', t.last_step)}"
+            reason = f" at step {t.user_attrs.get(records.PRUNED_AT_STEP, t.last_step)}"
         log.info(
             "[%d/%d] trial %d %s value=%s best=%s running=%d elapsed=%s eta=%s%s",
             finished,
@@ -767,13 +779,6 @@ class _Progress:
             _hms(eta),
             reason,
         )
-
-
-def _count(study: optuna.Study) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    return counts
 
 
 _SUBMITIT_JOB = re.compile(r"^Job (\d+)(?:_\d+)? \(task: \d+\)")
@@ -825,7 +830,7 @@ def _launch_failure_reason(trial: optuna.Trial, e: BaseException, slurm: bool) -
     lines = text.splitlines()
     head = " ".join(lines[:2]) if len(lines) > 1 and "has not produced" in lines[1] else ""
     reason = f"{type(e).__name__}: {head or (lines[0] if lines else '')}"
-    job_id = trial.study._storage.get_trial(trial._trial_id).user_attrs.get("slurm_job_id")
+    job_id = trial.study._storage.get_trial(trial._trial_id).user_attrs.get(records.SLURM_JOB_ID)
     if not job_id and slurm and (m := _SUBMITIT_JOB.match(text)):
         job_id = m.group(1)
     state = _slurm_state(str(job_id)) if job_id else None
@@ -868,7 +873,7 @@ def _slurm_state(job_id: str, attempts: int = 20) -> str | None:
 
 def _job_alive(t: FrozenTrial) -> bool:
     """Whether the job of a trial still runs: SLURM by its id, local by host and pid."""
-    sid = t.user_attrs.get("slurm_job_id")
+    sid = t.user_attrs.get(records.SLURM_JOB_ID)
     if sid:
         try:
             out = subprocess.run(
@@ -890,16 +895,8 @@ def _job_alive(t: FrozenTrial) -> bool:
             "REQUEUE_HOLD",
             "REQUEUE_FED",
         }
-    pid = t.user_attrs.get("job_pid")
-    if pid and t.user_attrs.get("job_host") == socket.gethostname():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return False
+    attrs = t.user_attrs
+    return bool(local_process_alive(attrs.get(records.JOB_HOST), attrs.get(records.JOB_PID)))
 
 
 def _grid_space(space: SearchSpace) -> dict[str, list[Any]]:
@@ -955,12 +952,6 @@ def _is_num(x: Any) -> bool:
 def _hms(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 _warned = False

@@ -20,11 +20,12 @@ from optuna.trial import TrialState
 
 from hydra_plugins.nemo_rl_hpo._impl import OptunaSweeperImpl, SweepConfigError
 from nemo_rl_hpo import pbt
+from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep.core import SYS_OWNER, LaunchOutcome
 
 log = logging.getLogger(__name__)
 
-ATTR_SEED = "pbt:seed"
+ATTR_SEED = records.STUDY_PBT_SEED
 
 
 class PBTSweeperImpl(OptunaSweeperImpl):
@@ -91,24 +92,21 @@ class PBTSweeperImpl(OptunaSweeperImpl):
         config = self._pbt_config(seed, directions[0], n_jobs)
         resume = self._resume_command(sweep_dir, study_name)
         self._set_study_attrs(study, sweep_dir, masked, sampler, objectives, directions, resume)
-        study.set_user_attr("nemo_rl_hpo:kind", "pbt")
+        study.set_user_attr(records.STUDY_KIND, records.KIND_PBT)
 
         # Rounds a dead driver left RUNNING are failed and re-issued by the scheduler.
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            study._storage.set_trial_user_attr(
-                t._trial_id, "fail_reason", "its sweeper stopped while it ran"
-            )
-            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            records.fail_trial(study, t, "its sweeper stopped while it ran", orphaned=True)
         finished = [
             t
             for t in study.get_trials(deepcopy=False)
             if t.state in (TrialState.COMPLETE, TrialState.FAIL)
             and pbt.ATTR_MEMBER in t.user_attrs
-            and "interrupted" not in t.user_attrs
-            and t.user_attrs.get("fail_reason") != "its sweeper stopped while it ran"
+            and records.INTERRUPTED not in t.user_attrs
+            and records.ORPHANED not in t.user_attrs
         ]
         finished.sort(key=lambda t: (t.datetime_complete or datetime.min, t.number))
-        records = [
+        rounds = [
             pbt.RoundRecord.from_user_attrs(
                 t.user_attrs, t.value if t.state == TrialState.COMPLETE else None
             )
@@ -116,8 +114,8 @@ class PBTSweeperImpl(OptunaSweeperImpl):
         ]
         root = sweep_dir / "checkpoints"
         try:
-            if records:
-                sched = pbt.PBTScheduler.from_records(config, params, records, checkpoint_root=root)
+            if rounds:
+                sched = pbt.PBTScheduler.from_records(config, params, rounds, checkpoint_root=root)
             else:
                 sched = pbt.PBTScheduler(config, params, checkpoint_root=root)
         except ValueError as e:
@@ -131,7 +129,7 @@ class PBTSweeperImpl(OptunaSweeperImpl):
             config.population_size,
             config.rounds,
             config.perturbation_interval,
-            len(records),
+            len(rounds),
             n_jobs,
             "synchronous" if config.synchronous else "asynchronous",
         )
@@ -169,10 +167,7 @@ class PBTSweeperImpl(OptunaSweeperImpl):
                     outcome = fut.result()
                     frozen = study._storage.get_trial(trial._trial_id)
                     if frozen.state == TrialState.RUNNING:
-                        study._storage.set_trial_user_attr(
-                            trial._trial_id, "fail_reason", outcome.error or "no result"
-                        )
-                        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                        records.fail_trial(study, trial, outcome.error or "no result")
                         frozen = study._storage.get_trial(trial._trial_id)
                     value = frozen.value if frozen.state == TrialState.COMPLETE else None
                     sched.tell(job.member, job.round, value, job.save_checkpoint)
@@ -188,7 +183,7 @@ class PBTSweeperImpl(OptunaSweeperImpl):
         finally:
             pool.shutdown(wait=True)
             results = sched.results()
-            study.set_user_attr("pbt:results", _jsonable(results))
+            study.set_user_attr(records.STUDY_PBT_RESULTS, _jsonable(results))
             self._write_outputs(study, sweep_dir, started_at)
         log.info(
             "PBT done: best member %s value %s. Results in %s",
@@ -218,7 +213,7 @@ class PBTSweeperImpl(OptunaSweeperImpl):
             storage.set_trial_param(trial._trial_id, name, dist.to_internal_repr(value), dist)
         for k, v in job.user_attrs().items():
             storage.set_trial_user_attr(trial._trial_id, k, v)
-        storage.set_trial_user_attr(trial._trial_id, "overrides", space.overrides(job.params))
+        storage.set_trial_user_attr(trial._trial_id, records.OVERRIDES, space.overrides(job.params))
         storage.set_trial_system_attr(
             trial._trial_id,
             SYS_OWNER,

@@ -16,27 +16,18 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nemo_rl_hpo.search.grammar import hydra_quote
+
 _KEY = re.compile(r"^(\+\+|\+|~)?[A-Za-z_][\w\-]*(\.[\w\-]+)*$")
 _DICT_KEY = re.compile(r"^[A-Za-z_][\w\-]*$")
-_BACKSLASHES_BEFORE_QUOTE = re.compile(r"(\\*)('|$)")
+
+
+# Hydra's quoting has one home: the search grammar renders sampled values the same way.
+quote = hydra_quote
 
 
 class OverrideError(ValueError):
     """A key or value that cannot be written as a Hydra override."""
-
-
-def quote(text: str) -> str:
-    """``text`` as a single-quoted Hydra string.
-
-    In Hydra's quoted strings a backslash is literal unless it precedes a quote (or the closing
-    quote), so only those runs of backslashes are doubled and the quote itself is escaped.
-    """
-
-    def _escape(m: re.Match[str]) -> str:
-        slashes, q = m.group(1), m.group(2)
-        return slashes * 2 + ("\\'" if q else "")
-
-    return "'" + _BACKSLASHES_BEFORE_QUOTE.sub(_escape, text) + "'"
 
 
 def render_value(value: Any) -> str:

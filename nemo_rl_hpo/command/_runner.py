@@ -30,6 +30,7 @@ from nemo_rl_hpo.command._metrics import (
 )
 from nemo_rl_hpo.command._overrides import render_override, render_overrides
 from nemo_rl_hpo.command._spec import CommandConfigError, CommandSpec
+from nemo_rl_hpo.sweep import records
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,10 @@ def run_command(
     objective = spec.objective_name
     _check_prune_metric(objective)
 
-    trial.set_user_attr("command_argv", argv)
-    trial.set_user_attr("command_objective", objective)
-    trial.set_user_attr("command_tags", dict(spec.metrics.tags))
-    trial.set_user_attr("command_log_dir", str(log_dir))
+    trial.set_user_attr(records.COMMAND_ARGV, argv)
+    trial.set_user_attr(records.COMMAND_OBJECTIVE, objective)
+    trial.set_user_attr(records.COMMAND_TAGS, dict(spec.metrics.tags))
+    trial.set_user_attr(records.COMMAND_LOG_DIR, str(log_dir))
     log.info("running %s (cwd %s)", shlex.join(argv), cwd)
 
     with open(job / STDOUT_FILE, "ab") as out, open(job / STDERR_FILE, "ab") as err:
@@ -94,7 +95,7 @@ def run_command(
             raise CommandFailed(
                 f"cannot start {argv[0]!r} ({e}); check command.command and command.cwd={cwd}."
             ) from None
-    trial.set_user_attr("command_pid", proc.pid)
+    trial.set_user_attr(records.COMMAND_PID, proc.pid)
     watcher = _Watcher(objective)
     started = time.monotonic()
     try:
@@ -107,14 +108,14 @@ def run_command(
                 log.info("pruned at step %s: stopping process group %d", watcher.step, proc.pid)
                 _run_stop_command(spec, values, cwd, env)
                 terminate_group(proc, spec.grace_period_s)
-                trial.set_user_attr("command_stopped", "pruned")
+                trial.set_user_attr(records.COMMAND_STOPPED, "pruned")
                 return last_values(watcher.history)
             if rc is not None:
                 break
             if spec.timeout_s is not None and time.monotonic() - started > spec.timeout_s:
                 _run_stop_command(spec, values, cwd, env)
                 terminate_group(proc, spec.grace_period_s)
-                trial.set_user_attr("command_stopped", "timeout")
+                trial.set_user_attr(records.COMMAND_STOPPED, "timeout")
                 raise CommandTimeout(
                     f"the command ran longer than command.timeout_s={spec.timeout_s:g} s and was "
                     f"stopped (last step {watcher.step}); raise command.timeout_s or shorten the "

@@ -11,13 +11,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-ATTR_MEMBER = "pbt:member"  # int: the member (population slot) that ran the round
-ATTR_ROUND = "pbt:round"  # int: 0-based round; it trains steps [round, round+1) * interval
-ATTR_ATTEMPT = "pbt:attempt"  # int: 0 for the first run of this member round, 1.. for retries
-ATTR_PARENT = "pbt:parent"  # int | None: member whose checkpoint and params it copied (exploit)
-ATTR_PARAMS = "pbt:params"  # dict: the hyperparameters the round trained with
-ATTR_START_CHECKPOINT = "pbt:start_checkpoint"  # str | None: checkpoint the round started from
-ATTR_CHECKPOINT = "pbt:checkpoint"  # str: checkpoint the round saved
+from nemo_rl_hpo.sweep import records
+
+# The keys live with every other study record (nemo_rl_hpo/sweep/records.py).
+ATTR_ATTEMPT = records.PBT_ATTEMPT
+ATTR_CHECKPOINT = records.PBT_CHECKPOINT
+ATTR_MEMBER = records.PBT_MEMBER
+ATTR_PARAMS = records.PBT_PARAMS
+ATTR_PARENT = records.PBT_PARENT
+ATTR_ROUND = records.PBT_ROUND
+ATTR_START_CHECKPOINT = records.PBT_START_CHECKPOINT
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from nemo_rl_hpo.report.trials import (
     trial_metrics,
     trial_params,
 )
+from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep.storage import mask
 
 log = logging.getLogger(__name__)
@@ -79,15 +80,15 @@ def _trial_record(t: FrozenTrial) -> dict[str, Any]:
         "params": trial_params(t),
         "metrics": trial_metrics(t),
         "intermediate_values": {str(k): v for k, v in sorted(t.intermediate_values.items())},
-        "curves": t.user_attrs.get("curves") or {},
+        "curves": t.user_attrs.get(records.CURVES) or {},
         "duration_s": duration_s(t),
         "datetime_start": t.datetime_start,
         "datetime_complete": t.datetime_complete,
-        "job_dir": t.user_attrs.get("job_dir"),
-        "slurm_job_id": t.user_attrs.get("slurm_job_id"),
-        "fail_reason": t.user_attrs.get("fail_reason"),
-        "pruned_at_step": t.user_attrs.get("pruned_at_step"),
-        **{k: v for k, v in t.user_attrs.items() if k.startswith("pbt:")},
+        "job_dir": t.user_attrs.get(records.JOB_DIR),
+        "slurm_job_id": t.user_attrs.get(records.SLURM_JOB_ID),
+        "fail_reason": t.user_attrs.get(records.FAIL_REASON),
+        "pruned_at_step": t.user_attrs.get(records.PRUNED_AT_STEP),
+        **{k: v for k, v in t.user_attrs.items() if k.startswith(records.PBT_PREFIX)},
     }
 
 
@@ -126,7 +127,7 @@ def results_dict(
                 "value": best.value,
                 "params": trial_params(best),
                 "metrics": trial_metrics(best),
-                "job_dir": best.user_attrs.get("job_dir"),
+                "job_dir": best.user_attrs.get(records.JOB_DIR),
                 "command": reproduce_command(info, best),
             }
     else:
@@ -139,7 +140,7 @@ def results_dict(
             }
             for t in pareto_trials(trials, study.directions)
         ]
-    if info.kind == "pbt":
+    if info.kind == records.KIND_PBT:
         out["pbt"] = pbt_summary(trials, study.directions[0])
     out["command"] = info.command
     out["cwd"] = info.cwd

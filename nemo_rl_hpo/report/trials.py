@@ -19,10 +19,10 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep.storage import mask
 
-ATTR_PREFIX = "nemo_rl_hpo:"
-METRIC_PREFIX = "metric:"
+METRIC_PREFIX = records.METRIC_PREFIX
 STATES = [s.name for s in TrialState]
 
 
@@ -53,13 +53,13 @@ class SweepInfo:
             study_name=study.study_name,
             directions=directions,
             objectives=objective_names(study),
-            command=[str(a) for a in attrs.get(ATTR_PREFIX + "command") or []],
-            base_overrides=[str(a) for a in attrs.get(ATTR_PREFIX + "base_overrides") or []],
-            kind=str(attrs.get(ATTR_PREFIX + "kind") or "optuna"),
-            sampler=_opt_str(attrs.get(ATTR_PREFIX + "sampler")),
-            sweep_dir=_opt_str(attrs.get(ATTR_PREFIX + "sweep_dir")),
-            storage=mask(_opt_str(attrs.get(ATTR_PREFIX + "storage"))),
-            cwd=_opt_str(attrs.get(ATTR_PREFIX + "cwd")),
+            command=[str(a) for a in attrs.get(records.STUDY_COMMAND) or []],
+            base_overrides=[str(a) for a in attrs.get(records.STUDY_BASE_OVERRIDES) or []],
+            kind=str(attrs.get(records.STUDY_KIND) or records.KIND_OPTUNA),
+            sampler=_opt_str(attrs.get(records.STUDY_SAMPLER)),
+            sweep_dir=_opt_str(attrs.get(records.STUDY_SWEEP_DIR)),
+            storage=mask(_opt_str(attrs.get(records.STUDY_STORAGE))),
+            cwd=_opt_str(attrs.get(records.STUDY_CWD)),
         )
 
 
@@ -70,7 +70,7 @@ def _opt_str(value: object) -> str | None:
 def objective_names(study: optuna.Study) -> list[str]:
     """One name per direction: the sweeper's objectives, Optuna's metric names, or value/value_i."""
     n = len(study.directions)
-    names = study.user_attrs.get(ATTR_PREFIX + "objectives")
+    names = study.user_attrs.get(records.STUDY_OBJECTIVES)
     if isinstance(names, list) and len(names) == n:
         return [str(x) for x in names]
     if study.metric_names is not None and len(study.metric_names) == n:
@@ -128,7 +128,7 @@ def _format_value(value: Any) -> str:
 
 def trial_overrides(trial: FrozenTrial) -> list[str]:
     """The trial's Hydra overrides, or ``key=value`` of its Optuna params for a plain study."""
-    overrides = trial.user_attrs.get("overrides")
+    overrides = trial.user_attrs.get(records.OVERRIDES)
     if isinstance(overrides, list):
         return [str(o) for o in overrides]
     return [f"{k}={_format_value(v)}" for k, v in trial.params.items()]
@@ -136,7 +136,7 @@ def trial_overrides(trial: FrozenTrial) -> list[str]:
 
 def trial_params(trial: FrozenTrial) -> dict[str, Any]:
     """The trial's parameters under their Hydra keys (conditional ones included)."""
-    overrides = trial.user_attrs.get("overrides")
+    overrides = trial.user_attrs.get(records.OVERRIDES)
     if isinstance(overrides, list):
         return parse_overrides(overrides)
     return dict(trial.params)
@@ -175,10 +175,7 @@ def trial_metrics(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def counts_by_state(trials: Sequence[FrozenTrial]) -> dict[str, int]:
-    counts = dict.fromkeys(STATES, 0)
-    for t in trials:
-        counts[t.state.name] += 1
-    return counts
+    return records.count_states(trials)
 
 
 def duration_s(trial: FrozenTrial) -> float | None:
@@ -241,37 +238,37 @@ def pbt_summary(trials: Sequence[FrozenTrial], direction: StudyDirection) -> dic
     A trial is one member's round; ``pbt:parent`` names the member whose checkpoint it started
     from (exploit), so the schedule follows the parent at each exploit, as the weights did.
     """
-    done = [t for t in complete_trials(trials) if "pbt:member" in t.user_attrs]
+    done = [t for t in complete_trials(trials) if records.PBT_MEMBER in t.user_attrs]
     if not done:
         return None
-    last_round = max(int(t.user_attrs.get("pbt:round", 0)) for t in done)
+    last_round = max(int(t.user_attrs.get(records.PBT_ROUND, 0)) for t in done)
     final = best_trial(
-        [t for t in done if t.user_attrs.get("pbt:round", 0) == last_round], [direction]
+        [t for t in done if t.user_attrs.get(records.PBT_ROUND, 0) == last_round], [direction]
     )
     if final is None:
         return None
     by_key: dict[tuple[int, int], FrozenTrial] = {}
     for t in trials:
-        if "pbt:member" not in t.user_attrs:
+        if records.PBT_MEMBER not in t.user_attrs:
             continue
-        key = (int(t.user_attrs["pbt:member"]), int(t.user_attrs.get("pbt:round", 0)))
+        key = (int(t.user_attrs[records.PBT_MEMBER]), int(t.user_attrs.get(records.PBT_ROUND, 0)))
         if key not in by_key or t.state == TrialState.COMPLETE:
             by_key[key] = t
     schedule: list[dict[str, Any]] = []
-    member = int(final.user_attrs["pbt:member"])
+    member = int(final.user_attrs[records.PBT_MEMBER])
     for rnd in range(last_round, -1, -1):
         seg = by_key.get((member, rnd))
         if seg is None:
             break
         t = seg
-        parent = t.user_attrs.get("pbt:parent")
+        parent = t.user_attrs.get(records.PBT_PARENT)
         schedule.append(
             {
                 "round": rnd,
                 "member": member,
                 "trial": t.number,
                 "parent": parent,
-                "params": dict(t.user_attrs.get("pbt:params") or trial_params(t)),
+                "params": dict(t.user_attrs.get(records.PBT_PARAMS) or trial_params(t)),
                 "value": t.values[0] if t.values else None,
             }
         )
@@ -279,7 +276,7 @@ def pbt_summary(trials: Sequence[FrozenTrial], direction: StudyDirection) -> dic
             member = int(parent)
     schedule.reverse()
     return {
-        "best_member": int(final.user_attrs["pbt:member"]),
+        "best_member": int(final.user_attrs[records.PBT_MEMBER]),
         "final_round": last_round,
         "final_value": final.values[0],
         "final_trial": final.number,
@@ -288,7 +285,7 @@ def pbt_summary(trials: Sequence[FrozenTrial], direction: StudyDirection) -> dic
 
 
 def pbt_rows(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    return [t for t in trials if "pbt:member" in t.user_attrs]
+    return [t for t in trials if records.PBT_MEMBER in t.user_attrs]
 
 
 def jsonable(obj: Any) -> Any:

@@ -8,6 +8,7 @@ strings.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -166,5 +167,22 @@ def format_value(value: Any) -> str:
                 return value
         except Exception:  # not a plain primitive: quote it below
             pass
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return hydra_quote(value)
     return str(value)
+
+
+_BACKSLASHES_BEFORE_QUOTE = re.compile(r"(\\*)('|$)")
+
+
+def hydra_quote(text: str) -> str:
+    """``text`` as a single-quoted Hydra string that Hydra parses back to ``text``.
+
+    In Hydra's quoted strings a backslash is literal unless it precedes a quote (or the closing
+    quote), so only those runs of backslashes are doubled and the quote itself is escaped.
+    """
+
+    def _escape(m: re.Match[str]) -> str:
+        slashes, q = m.group(1), m.group(2)
+        return slashes * 2 + ("\\'" if q else "")
+
+    return "'" + _BACKSLASHES_BEFORE_QUOTE.sub(_escape, text) + "'"

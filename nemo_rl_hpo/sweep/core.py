@@ -21,13 +21,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nemo_rl_hpo.search.space import SearchSpace
+from nemo_rl_hpo.sweep import records
+from nemo_rl_hpo.sweep.liveness import pid_alive
 
 log = logging.getLogger(__name__)
 
-SYS_OWNER = "nemo_rl_hpo:owner"  # {"host", "pid", "token"} of the sweeper that launched a trial
-SYS_HEARTBEAT = "nemo_rl_hpo:heartbeat"  # unix time of the owner's last sign of life
-SYS_OVERFLOW = "nemo_rl_hpo:overflow"  # asked after the global budget was spent: not counted
-ATTR_RETRY_OF = "retry_of"
+SYS_OWNER = records.SYS_OWNER
+SYS_HEARTBEAT = records.SYS_HEARTBEAT
+SYS_OVERFLOW = records.SYS_OVERFLOW
+ATTR_RETRY_OF = records.RETRY_OF
 OWNERLESS_GRACE_S = 10.0
 POLL_S = 0.2  # how often running trials are checked for a result their job already told
 RECOVER_EVERY_S = 5.0
@@ -87,7 +89,7 @@ def counted_trials(trials: Sequence[FrozenTrial], retried: set[int] | None = Non
         retried = retried_numbers(trials)
     n = 0
     for t in trials:
-        if t.system_attrs.get(SYS_OVERFLOW) or t.user_attrs.get("warm_start_prior"):
+        if t.system_attrs.get(SYS_OVERFLOW) or t.user_attrs.get(records.WARM_START_PRIOR):
             continue
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
             n += 1
@@ -148,19 +150,21 @@ class AsyncSweep:
     def _is_orphan(self, t: FrozenTrial) -> bool:
         """A RUNNING trial whose sweeper is gone (dead local pid, or heartbeat too old)."""
         owner = t.system_attrs.get(SYS_OWNER)
+        # No sweeper could claim or beat while the storage was away: ages count from its return.
+        back = float(getattr(self._storage, "reachable_since", 0.0))
         if owner is None:
             # Asked but never claimed: its sweeper died between ask and launch (a live one
             # claims a trial within milliseconds).
-            return time.time() - _ts(t.datetime_start) > OWNERLESS_GRACE_S
+            return time.time() - max(_ts(t.datetime_start), back) > OWNERLESS_GRACE_S
         if isinstance(owner, dict) and owner.get("host") == socket.gethostname():
             pid = int(owner.get("pid", -1))
             if pid == os.getpid():
                 return owner.get("token") != self.token
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return True
         beat = t.system_attrs.get(SYS_HEARTBEAT)
         last = float(beat) if beat is not None else _ts(t.datetime_start)
-        return time.time() - last > self.settings.stale_after
+        return time.time() - max(last, back) > self.settings.stale_after
 
     def recover(self) -> list[FrozenTrial]:
         """Handle trials a dead sweeper left RUNNING: re-attach live jobs, fail the rest."""
@@ -174,33 +178,34 @@ class AsyncSweep:
                 log.info(
                     "re-attaching to trial %d (job %s still running)",
                     t.number,
-                    t.user_attrs.get("slurm_job_id") or t.user_attrs.get("job_pid"),
+                    t.user_attrs.get(records.SLURM_JOB_ID) or t.user_attrs.get(records.JOB_PID),
                 )
                 reattach.append(t)
                 continue
-            self._fail(t, "its sweeper stopped while it ran (orphaned RUNNING trial)")
+            reason = "its sweeper stopped while it ran (orphaned RUNNING trial)"
+            self._fail(t, reason, orphaned=True)
         return reattach
 
-    def _fail(self, t: FrozenTrial, reason: str) -> None:
-        self._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+    def _fail(self, t: FrozenTrial, reason: str, orphaned: bool = False) -> None:
         try:
-            self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            failed = records.fail_trial(self.study, t, reason, orphaned=orphaned)
         except Exception as e:
             log.warning("could not fail trial %d: %s", t.number, e)
             return
-        log.warning("trial %d FAIL: %s", t.number, reason)
+        if failed:
+            log.warning("trial %d FAIL: %s", t.number, reason)
         self._maybe_retry(self._storage.get_trial(t._trial_id))
 
     def _maybe_retry(self, t: FrozenTrial) -> bool:
         if t.state != TrialState.FAIL or self.settings.retry_failed <= 0:
             return False
-        attempt = int(t.user_attrs.get("attempt", 0))
+        attempt = int(t.user_attrs.get(records.ATTEMPT, 0))
         if t.number in self._retried or attempt >= self.settings.retry_failed:
             return False
         if t.number in retried_numbers(self._trials()):
             return False
         self.study.enqueue_trial(
-            dict(t.params), user_attrs={ATTR_RETRY_OF: t.number, "attempt": attempt + 1}
+            dict(t.params), user_attrs={records.RETRY_OF: t.number, records.ATTEMPT: attempt + 1}
         )
         self._retried.add(t.number)
         log.info("trial %d will be retried (attempt %d)", t.number, attempt + 1)
@@ -229,7 +234,7 @@ class AsyncSweep:
         values.update(extra)
         overrides = self.space.overrides(values)
         self._storage.set_trial_user_attr(
-            trial._trial_id, "overrides", [o for o in overrides if not o.startswith("hydra.")]
+            trial._trial_id, records.OVERRIDES, [o for o in overrides if not o.startswith("hydra.")]
         )
         return trial, overrides
 
@@ -305,7 +310,7 @@ class AsyncSweep:
                     retried = self._retried | retried_numbers(self._snapshot)
                     if frozen.state == TrialState.FAIL and frozen.number not in retried:
                         n_failed_here += 1
-                        reason = str(frozen.user_attrs.get("fail_reason", "unknown"))
+                        reason = records.fail_reason(frozen, "unknown")
                         summary.failures.append(f"trial {frozen.number}: {reason}")
                         if n_failed_here / n_finished_here > s.max_failure_rate:
                             aborted = summary.failures[0]
@@ -317,7 +322,7 @@ class AsyncSweep:
             self._stop.set()
             pool.shutdown(wait=True)
         summary.finished = time.time()
-        summary.counts = _count_states(self._trials())
+        summary.counts = records.count_states(self._trials())
         if aborted is not None:
             raise SweepAborted(
                 f"{n_failed_here} of {n_finished_here} trials failed, more than "
@@ -387,27 +392,6 @@ class AsyncSweep:
             self._maybe_retry(frozen)
             frozen = self._storage.get_trial(trial._trial_id)
         return frozen
-
-
-def _count_states(trials: Sequence[FrozenTrial]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for t in trials:
-        if t.system_attrs.get(SYS_OVERFLOW):
-            continue
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    return counts
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _ts(dt: Any) -> float:

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nemo_rl_hpo import trial as trial_api
-from nemo_rl_hpo.sweep import devices
+from nemo_rl_hpo.sweep import devices, records
 from nemo_rl_hpo.sweep.objectives import ObjectiveError, numeric_metrics, objective_values
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,14 @@ def on_job_start(job_dir: str | None) -> None:
     if handle is None:
         return
     study, trial_id = handle
-    attrs: dict[str, Any] = {"job_host": socket.gethostname(), "job_pid": os.getpid()}
+    attrs: dict[str, Any] = {records.JOB_HOST: socket.gethostname(), records.JOB_PID: os.getpid()}
     if job_dir:
-        attrs["job_dir"] = job_dir
+        attrs[records.JOB_DIR] = job_dir
     sid = slurm_job_id()
     if sid:
-        attrs["slurm_job_id"] = sid
-        attrs["node"] = os.environ.get("SLURMD_NODENAME", socket.gethostname())
-        attrs["slurm_restart_count"] = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+        attrs[records.SLURM_JOB_ID] = sid
+        attrs[records.NODE] = os.environ.get("SLURMD_NODENAME", socket.gethostname())
+        attrs[records.SLURM_RESTART_COUNT] = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
     gpus = devices.job_devices()  # its GPU slot (or SLURM's GPUs): [] when they are hidden
     if gpus is not None:
         attrs[devices.ATTR_DEVICES] = gpus
@@ -77,24 +77,29 @@ def on_job_end(completed: bool, value: Any) -> TrialState | None:
     values: list[float] | None = None
     if completed:
         for name, metric in numeric_metrics(value).items():
-            storage.set_trial_user_attr(trial_id, trial_api.ATTR_METRICS_PREFIX + name, metric)
-        if trial_api.ATTR_PRUNED in frozen.user_attrs:
+            storage.set_trial_user_attr(trial_id, records.METRIC_PREFIX + name, metric)
+        if records.PRUNED_AT_STEP in frozen.user_attrs:
             state = TrialState.PRUNED
         else:
             try:
                 values = objective_values(value, len(study.directions), objectives, weights)
                 state = TrialState.COMPLETE
             except ObjectiveError as e:
-                storage.set_trial_user_attr(trial_id, "fail_reason", str(e))
-                state = TrialState.FAIL
+                return _fail(study, frozen, str(e))
     elif isinstance(value, optuna.TrialPruned):
         state = TrialState.PRUNED
     else:
-        reason = f"{type(value).__name__}: {value}"
-        storage.set_trial_user_attr(trial_id, "fail_reason", reason[:2000])
-        state = TrialState.FAIL
+        return _fail(study, frozen, f"{type(value).__name__}: {value}")
     try:
         study.tell(frozen.number, values, state=state, skip_if_finished=True)
     except Exception as e:  # e.g. the driver failed it meanwhile: keep the job's exit clean
         log.warning("could not record trial %d as %s: %s", frozen.number, state.name, e)
     return state
+
+
+def _fail(study: optuna.Study, frozen: optuna.trial.FrozenTrial, reason: str) -> TrialState:
+    try:
+        records.fail_trial(study, frozen, reason)
+    except Exception as e:  # e.g. storage down: keep the job's exit clean, the driver fails it
+        log.warning("could not record trial %d as FAIL: %s", frozen.number, e)
+    return TrialState.FAIL

@@ -15,12 +15,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nemo_rl_hpo.search.space import SearchSpace
+from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep.storage import StorageError, mask, open_storage
 
 log = logging.getLogger(__name__)
 
-ATTR_FROM = "warm_start_from"  # "<study>#<number>" of the configuration's origin
-ATTR_PRIOR = "warm_start_prior"  # observation copied from an earlier study (not a run of ours)
+ATTR_FROM = records.WARM_START_FROM
+ATTR_PRIOR = records.WARM_START_PRIOR
 
 
 def warm_start(
@@ -49,7 +50,7 @@ def warm_start(
         ) from None
     if source._study_id == study._study_id and source_storage is study._storage:
         raise ValueError("hydra.sweeper.warm_start.study_name names this very study.")
-    mark = f"nemo_rl_hpo:warm_started:{study_name}"
+    mark = f"{records.STUDY_WARM_STARTED_PREFIX}{study_name}"
     if study.user_attrs.get(mark):
         return 0
     done = [t for t in source.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]

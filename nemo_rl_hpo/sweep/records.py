@@ -1,0 +1,155 @@
+"""What the project records in an Optuna study, in one place: every attribute key, failing a
+trial with a reason, and counting trials by state.
+
+The study is the only state a sweep shares between its processes (the sweeper, the jobs, a
+resumed or a cooperating sweeper, ``nemo-rl-hpo status``), so its keys are a contract: each key
+below says who writes it and who reads it. Plain Optuna studies have none of them; every reader
+falls back to Optuna's own fields.
+
+Kept free of an optuna import at module level: ``nemo_rl_hpo.trial`` (imported by every job,
+also outside sweeps) reads its keys from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+# ------------------------------------------------------------------ study user attributes
+# Written once per run by the sweeper (hydra_plugins/nemo_rl_hpo/study.py); read by the report
+# (report/trials.SweepInfo: reproduce commands, objective names) and the CLI (best, status).
+STUDY_COMMAND = "nemo_rl_hpo:command"  # ["python", "train.py"]: the app, relative to STUDY_CWD
+STUDY_CWD = "nemo_rl_hpo:cwd"  # where the sweep was started
+STUDY_BASE_OVERRIDES = "nemo_rl_hpo:base_overrides"  # fixed overrides of every trial (masked)
+STUDY_OBJECTIVES = "nemo_rl_hpo:objectives"  # objective names, in direction order
+STUDY_SWEEP_DIR = "nemo_rl_hpo:sweep_dir"  # hydra.sweep.dir, absolute
+STUDY_SAMPLER = "nemo_rl_hpo:sampler"  # the sampler's class name
+STUDY_KIND = "nemo_rl_hpo:kind"  # KIND_OPTUNA or KIND_PBT
+STUDY_STORAGE = "nemo_rl_hpo:storage"  # the storage URL, password masked
+STUDY_RESUME_COMMAND = "nemo_rl_hpo:resume_command"  # the shell line that resumes the sweep
+# Written and read by sweep/warm_start.py: a study already warm-started from <name>.
+STUDY_WARM_STARTED_PREFIX = "nemo_rl_hpo:warm_started:"
+# Written and read by the PBT proposer (pbt/_proposer.py): the seed resumes repeat decisions.
+STUDY_PBT_SEED = "pbt:seed"
+# Written by the PBT sweeper at the end (the scheduler's results); read by people.
+STUDY_PBT_RESULTS = "pbt:results"
+
+KIND_OPTUNA = "optuna"
+KIND_PBT = "pbt"
+
+# ----------------------------------------------------------------- trial system attributes
+# Written and read by the trial loop (sweep/core.py) only.
+SYS_OWNER = "nemo_rl_hpo:owner"  # {"host", "pid", "token"} of the sweeper that launched a trial
+SYS_HEARTBEAT = "nemo_rl_hpo:heartbeat"  # unix time of the owner's last sign of life
+SYS_OVERFLOW = "nemo_rl_hpo:overflow"  # asked after the global budget was spent: not counted
+
+# ------------------------------------------------------------------ trial user attributes
+# Written by the loop when it launches a trial; read by report/trials.py (reproduce command).
+OVERRIDES = "overrides"  # the trial's overrides (hydra.* left out)
+# Written by fail_trial below (loop, job, proposers); read by the loop's failure summary, the
+# progress line, the results files and `nemo-rl-hpo export`.
+FAIL_REASON = "fail_reason"
+FAIL_REASON_MAX_CHARS = 2000
+# Written by fail_trial when the loop fails a trial whose sweeper died; read by PBT's resume
+# (an orphaned round is re-issued, not replayed as a failure).
+ORPHANED = "orphaned"
+# Not written in this repository; an app or tool that marks a trial interrupted (preempted)
+# keeps it out of PBT's replayed records, like an orphan.
+INTERRUPTED = "interrupted"
+# Written by the Optuna proposer when it enqueues a failed configuration again; read by
+# counted_trials (a retried failure does not use budget) and the retry rule itself.
+RETRY_OF = "retry_of"  # number of the failed trial this one retries
+ATTEMPT = "attempt"  # 1, 2, ...: which retry this is
+# Written by the job when it starts (sweep/job.py); read by the loop's re-attach (is the job
+# alive?), the launchers' failure reason (slurm.py), `nemo-rl-hpo status/export`, the results.
+JOB_HOST = "job_host"
+JOB_PID = "job_pid"
+JOB_DIR = "job_dir"
+SLURM_JOB_ID = "slurm_job_id"  # ARRAYID_TASK for array tasks
+NODE = "node"
+SLURM_RESTART_COUNT = "slurm_restart_count"
+# Written by the job through nemo_rl_hpo.trial; read by the report, the CLI and job.on_job_end.
+CURVES = "curves"  # {metric: {step: value}} of every reported metric
+LAST_STEP = "last_step"
+PRUNED_AT_STEP = "pruned_at_step"  # set when should_prune() said yes: the job ends PRUNED
+METRIC_PREFIX = "metric:"  # metric:<name>: the numeric metrics the task returned
+# Written by sweep/warm_start.py; WARM_START_PRIOR is read by counted_trials (not our run).
+WARM_START_FROM = "warm_start_from"  # "<study>#<number>" of the configuration's origin
+WARM_START_PRIOR = "warm_start_prior"  # observation copied from an earlier study
+# Written by the external-command trial (command/_runner.py); read by people and the report.
+COMMAND_ARGV = "command_argv"
+COMMAND_OBJECTIVE = "command_objective"
+COMMAND_TAGS = "command_tags"
+COMMAND_LOG_DIR = "command_log_dir"
+COMMAND_PID = "command_pid"
+COMMAND_STOPPED = "command_stopped"  # "pruned" or "timeout"
+COMMAND_DRIVER = "command_driver"  # ray.sub: the driver line handed over as $COMMAND
+COMMAND_SLURM_JOB_IDS = "command_slurm_job_ids"  # ray.sub: every job the trial submitted
+# ray.sub: one {job_id, reason, step, time} per resubmission after the job hit its wall time
+COMMAND_RESTARTS = "command_restarts"
+# Written by the PBT proposer (from pbt.Job.user_attrs); read by PBT's resume
+# (RoundRecord.from_user_attrs), the report's PBT pages, `nemo-rl-hpo export`.
+PBT_PREFIX = "pbt:"
+PBT_MEMBER = "pbt:member"  # int: the member (population slot) that ran the round
+PBT_ROUND = "pbt:round"  # int: 0-based round; it trains steps [round, round+1) * interval
+PBT_ATTEMPT = "pbt:attempt"  # int: 0 for the first run of this member round, 1.. for retries
+PBT_PARENT = "pbt:parent"  # int | None: member whose checkpoint and params it copied (exploit)
+PBT_PARAMS = "pbt:params"  # dict: the hyperparameters the round trained with
+PBT_START_CHECKPOINT = "pbt:start_checkpoint"  # str | None: checkpoint the round started from
+PBT_CHECKPOINT = "pbt:checkpoint"  # str: checkpoint the round saved
+
+
+# ---------------------------------------------------------------------------- functions
+def fail_trial(
+    study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: str, *, orphaned: bool = False
+) -> bool:
+    """Record ``trial`` FAIL with one line saying why; False when it had already finished.
+
+    Every place that decides a trial failed (the job, the loop, a proposer) goes through here,
+    so the reason is always where the readers above look for it.
+    """
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    trial_id = trial._trial_id
+    if storage.get_trial(trial_id).state.is_finished():
+        return False
+    try:
+        storage.set_trial_user_attr(trial_id, FAIL_REASON, reason[:FAIL_REASON_MAX_CHARS])
+        if orphaned:
+            storage.set_trial_user_attr(trial_id, ORPHANED, True)
+        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+    except Exception:  # finished meanwhile (the job told its own result first)
+        if storage.get_trial(trial_id).state.is_finished():
+            return False
+        raise
+    return True
+
+
+def fail_reason(trial: FrozenTrial, default: str = "?") -> str:
+    return str(trial.user_attrs.get(FAIL_REASON, default))
+
+
+def count_states(trials: Iterable[FrozenTrial]) -> dict[str, int]:
+    """Trials per state, every state named (zeros included, in Optuna's order).
+
+    Overflow trials (asked after the budget was spent, see SYS_OVERFLOW) are bookkeeping of the
+    loop, not runs: they are not counted.
+    """
+    from optuna.trial import TrialState
+
+    counts = {s.name: 0 for s in TrialState}
+    for t in trials:
+        if t.system_attrs.get(SYS_OVERFLOW):
+            continue
+        counts[t.state.name] += 1
+    return counts
+
+
+def counts_line(counts: dict[str, int]) -> str:
+    """``8 COMPLETE, 1 FAIL``: the non-zero counts, for a log line."""
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items()) if v)
