@@ -4,6 +4,8 @@
 #   ci/postgres.sh start     # prints the URL; also in $NEMO_PG_DIR/url and $NEMO_PG_DIR/env.sh
 #   . /tmp/nemo-rl-hpo-pg/env.sh && pytest -m postgres
 #   ci/postgres.sh stop      # stops it and deletes the cluster
+#   ci/postgres.sh down|up   # stop the server, keep the cluster / start it again, same port
+#                            # (the storage-outage fault test; nothing else needs them)
 #
 # The cluster lives in ${NEMO_PG_DIR:-/tmp/nemo-rl-hpo-pg} (initdb, a free port, database
 # `optuna` owned by user `nemo` with a random password, or NEMO_PG_PASSWORD). As root it installs
@@ -65,8 +67,8 @@ start() {
     as_owner "$bin/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
         -E UTF8 --no-locale >"$STATE/initdb.log" 2>&1 || die "initdb failed; see $STATE/initdb.log"
     # fsync off: a throw-away cluster, several times faster on small commits.
-    as_owner "$bin/pg_ctl" -D "$data" -l "$STATE/server.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$STATE -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+    echo "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$STATE -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" >"$STATE/server.opts"
+    as_owner "$bin/pg_ctl" -D "$data" -l "$STATE/server.log" -w -t 60 -o "$(cat "$STATE/server.opts")" \
         start >/dev/null || die "the server did not start; see $STATE/server.log"
     as_owner "$bin/psql" -q -v ON_ERROR_STOP=1 -h "$STATE" -p "$port" -U postgres -d postgres \
         -c "CREATE ROLE $DB_USER LOGIN PASSWORD '$password'" \
@@ -90,8 +92,28 @@ stop() {
     rm -rf "$STATE"
 }
 
+# down/up: an outage of a running cluster (connections drop, the data and port stay).
+down() {
+    local bin
+    bin=$(pg_bin) || die "PostgreSQL is not installed."
+    [[ -f $STATE/data/postmaster.pid ]] || die "no server runs in $STATE."
+    as_owner "$bin/pg_ctl" -D "$STATE/data" -m fast -w stop >/dev/null
+    log "server down (cluster kept in $STATE)"
+}
+
+up() {
+    local bin
+    bin=$(pg_bin) || die "PostgreSQL is not installed."
+    [[ -s $STATE/server.opts ]] || die "no cluster in $STATE; use start."
+    as_owner "$bin/pg_ctl" -D "$STATE/data" -l "$STATE/server.log" -w -t 60 \
+        -o "$(cat "$STATE/server.opts")" start >/dev/null || die "the server did not start; see $STATE/server.log"
+    log "server up again"
+}
+
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
-    *) die "usage: ci/postgres.sh start|stop" ;;
+    down) down ;;
+    up) up ;;
+    *) die "usage: ci/postgres.sh start|stop|down|up" ;;
 esac

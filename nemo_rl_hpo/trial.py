@@ -222,7 +222,7 @@ def _study_cached(storage_url: str, study_name: str, pruner: str = "null") -> op
 
     return optuna.load_study(
         study_name=study_name,
-        storage=open_storage(storage_url, existing=True),
+        storage=open_storage(storage_url, existing=True, retry_s=context().get("storage_retry_s")),
         pruner=make_pruner(json.loads(pruner)),
     )
 

@@ -248,6 +248,7 @@ class OptunaSweeperConf:
     retry_failed: int = 0  # times a failed configuration is enqueued again
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)  # study_name: enable
     heartbeat_interval: float = 10.0  # seconds between the driver's signs of life per trial
+    storage_retry_s: float = 600.0  # seconds sweeper and jobs retry through a storage outage
     write_report: bool = True  # write report/ (plots, importance) at the end of the sweep
 
 
@@ -313,6 +314,7 @@ class PBTSweeperConf:
     objectives: Any = None  # metric name picked from a returned mapping, e.g. [val_loss]
     storage: Any = None  # null: SQLite in the sweep dir (journal file under SLURM)
     study_name: str | None = None  # null: the job name
+    storage_retry_s: float = 600.0  # seconds sweeper and jobs retry through a storage outage
     n_jobs: int = 2  # member rounds in flight at once
     params: dict[str, Any] | None = None  # same grammar as the Optuna sweeper
     check: str | None = None  # fn(cfg) run on each end of every range before any job (as optuna)
