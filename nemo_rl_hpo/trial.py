@@ -180,6 +180,30 @@ def target_steps() -> int | None:
     return int(steps) if steps else None
 
 
+@dataclass(frozen=True)
+class RunNames:
+    """Names for an experiment tracker: one run per trial, grouped by study."""
+
+    run: str  # "<study>-trial-<number>", e.g. W&B's name, MLflow's run_name
+    group: str  # the study's name, e.g. W&B's group, MLflow's experiment_name
+
+
+def run_names() -> RunNames | None:
+    """This trial's names for W&B / MLflow runs, or ``None`` outside a sweep.
+
+    The same names the external-command presets give NeMo RL's logger
+    (``logger.wandb.name``/``group``, ``logger.mlflow.run_name``/``experiment_name``), so a
+    Hydra app's own runs line up with them::
+
+        names = trial.run_names()
+        wandb.init(project="rl", name=names and names.run, group=names and names.group)
+    """
+    meta = info()
+    if meta is None:
+        return None
+    return RunNames(run=f"{meta.study_name}-trial-{meta.number}", group=meta.study_name)
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 

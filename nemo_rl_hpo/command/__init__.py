@@ -19,12 +19,20 @@ from nemo_rl_hpo.command._runner import (
     CommandFailed,
     CommandTimeout,
     build_argv,
+    check,
     command_overrides,
+    latest_step,
     run_command,
     stderr_tail,
     terminate_group,
 )
-from nemo_rl_hpo.command._spec import CommandConfigError, CommandSpec, MetricsSpec
+from nemo_rl_hpo.command._spec import (
+    CommandConfigError,
+    CommandSpec,
+    MetricsSpec,
+    RaySubSpec,
+    slurm_time_seconds,
+)
 
 __all__ = [
     "CommandConfigError",
@@ -36,13 +44,17 @@ __all__ = [
     "MetricsSpec",
     "OverrideError",
     "TensorBoardReader",
+    "RaySubSpec",
     "build_argv",
+    "check",
     "command_overrides",
+    "latest_step",
     "quote",
     "render_override",
     "render_overrides",
     "render_value",
     "run_command",
+    "slurm_time_seconds",
     "stderr_tail",
     "terminate_group",
 ]

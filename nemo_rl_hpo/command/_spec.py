@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -24,6 +25,70 @@ class MetricsSpec:
     log_subdir_glob: str = "exp_*/tensorboard"  # tensorboard: event dirs below `dir`, merged
     path: str = "metrics.jsonl"  # jsonl: file relative to `dir` (or absolute)
     step_field: str = "step"  # jsonl: the field holding the step
+
+
+@dataclass
+class RaySubSpec:
+    """Submit each trial's command through NeMo RL's ``ray.sub`` (``sbatch --wait``).
+
+    One key per fact: ``gpus_per_node`` becomes ``--gres=gpu:N``, the command's
+    ``gpus_per_node_key`` and ``GPUS_PER_NODE``; ``nodes`` becomes ``--nodes`` and ``nodes_key``;
+    ``time_limit`` becomes ``--time`` and, less ``save_margin_s``, the command's
+    ``must_save_by_key`` (NeMo RL's ``checkpointing.checkpoint_must_save_by``).
+    """
+
+    script: str = "ray.sub"  # relative to command.cwd (the NeMo RL checkout)
+    nodes: int = 1  # sbatch --nodes and the command's nodes_key
+    gpus_per_node: int = 8  # --gres=gpu:N, GPUS_PER_NODE and the command's gpus_per_node_key
+    nodes_key: str | None = "cluster.num_nodes"
+    gpus_per_node_key: str | None = "cluster.gpus_per_node"
+    container: str = ""  # CONTAINER: the image ray.sub starts on every node (required)
+    # MOUNTS; null: "<command.cwd>:<command.cwd>,<sweep dir>:<sweep dir>" (both must be seen
+    # inside the container: the code, and the logs/checkpoints the sweeper reads)
+    mounts: str | None = None
+    time_limit: str | int | None = (
+        None  # sbatch --time ([D-]HH:MM:SS or minutes); null: partition's
+    )
+    save_margin_s: float = 900.0  # checkpoint_must_save_by = time_limit - this (setup included)
+    must_save_by_key: str | None = "checkpointing.checkpoint_must_save_by"
+    max_restarts: int = 3  # resubmissions of a trial that stopped at its wall time
+    # the driver's line that says it stopped early to save before its wall time (NeMo RL's
+    # sft.py, dpo.py, grpo.py print it after the timeout-triggered save)
+    timeout_marker: str = "Timeout has been reached, stopping training early"
+    sbatch_args: list[str] = field(default_factory=list)  # e.g. [--account=me, --partition=gpu]
+    env: dict[str, str] = field(default_factory=dict)  # more ray.sub variables (SETUP_COMMAND...)
+    poll_cancel_s: float = 60.0  # after scancel, seconds to wait for the job to leave the queue
+
+    def validate(self) -> None:
+        """Every value ray.sub would reject, or that would make a trial fail, named by key."""
+        if not str(self.container or "").strip():
+            raise CommandConfigError(
+                "command.ray_sub.container is empty, but ray.sub starts every node in "
+                "CONTAINER; set it to the NeMo RL image (e.g. export NEMO_RL_CONTAINER=... for "
+                "the presets, or command.ray_sub.container=nvcr.io/nvidia/nemo-rl:<tag>)."
+            )
+        for name in ("nodes", "gpus_per_node"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CommandConfigError(
+                    f"command.ray_sub.{name} must be a whole number of at least 1, got {value!r}."
+                )
+        if self.max_restarts < 0:
+            raise CommandConfigError(
+                f"command.ray_sub.max_restarts must be at least 0, got {self.max_restarts}."
+            )
+        if self.time_limit is not None:
+            seconds = slurm_time_seconds(self.time_limit, "command.ray_sub.time_limit")
+            if self.must_save_by_key and self.save_margin_s >= seconds:
+                raise CommandConfigError(
+                    f"command.ray_sub.save_margin_s={self.save_margin_s:g} leaves no training "
+                    f"time in command.ray_sub.time_limit={self.time_limit!r} ({seconds} s); "
+                    "lower the margin or raise the limit."
+                )
+        if self.save_margin_s < 0:
+            raise CommandConfigError(
+                f"command.ray_sub.save_margin_s must be at least 0, got {self.save_margin_s}."
+            )
 
 
 @dataclass
@@ -50,6 +115,13 @@ class CommandSpec:
     # command that only submits the real work (`sbatch --wait`)
     stop_command: list[str] | None = None
     metrics: MetricsSpec = field(default_factory=MetricsSpec)
+    # null: run `command` directly; a mapping: it is the driver ($COMMAND) of a ray.sub job
+    ray_sub: RaySubSpec | None = None
+    # command keys that receive this trial's run name and its study's name inside a sweep,
+    # e.g. {run: [logger.wandb.name, logger.mlflow.run_name], group: [++logger.wandb.group]}
+    run_name_keys: dict[str, list[str]] = field(default_factory=dict)
+    # PBT: the command key that receives the step a round trains up to (e.g. grpo.max_num_steps)
+    max_steps_key: str | None = None
     objective: str | None = None  # metric name the pruner sees (default: the first of tags)
     poll_interval_s: float = 1.0  # seconds between metric reads while the command runs
     grace_period_s: float = 10.0  # seconds between SIGTERM and SIGKILL when stopping it
@@ -82,7 +154,19 @@ class CommandSpec:
                     f"command.metrics has unknown key(s) {munknown}; valid keys are "
                     f"{sorted(mknown)}."
                 )
-            spec = cls(**values, metrics=MetricsSpec(**metrics))
+            ray_sub = values.pop("ray_sub", None)
+            if ray_sub is not None:
+                if not isinstance(ray_sub, Mapping):
+                    raise CommandConfigError("command.ray_sub must be a mapping or null.")
+                rknown = {f.name for f in fields(RaySubSpec)}
+                runknown = sorted(set(ray_sub) - rknown)
+                if runknown:
+                    raise CommandConfigError(
+                        f"command.ray_sub has unknown key(s) {runknown}; valid keys are "
+                        f"{sorted(rknown)}."
+                    )
+                ray_sub = RaySubSpec(**ray_sub)
+            spec = cls(**values, metrics=MetricsSpec(**metrics), ray_sub=ray_sub)
         spec.validate()
         return spec
 
@@ -130,6 +214,16 @@ class CommandSpec:
                 f"command.timeout_s must be positive (or null for no limit), got {self.timeout_s}."
             )
 
+        for role, keys in self.run_name_keys.items():
+            if role not in ("run", "group") or not isinstance(keys, list):
+                raise CommandConfigError(
+                    f"command.run_name_keys.{role}: give 'run' and/or 'group', each a list of "
+                    "the command's keys, e.g. {run: [logger.wandb.name], group: "
+                    "[++logger.wandb.group]}."
+                )
+        if self.ray_sub is not None:
+            self.ray_sub.validate()
+
     @property
     def objective_name(self) -> str:
         return self.objective or next(iter(self.metrics.tags), "")
@@ -143,3 +237,31 @@ def _plain(cfg: Any) -> Any:
     if isinstance(cfg, (DictConfig, ListConfig)):
         return OmegaConf.to_container(cfg, resolve=True)
     return cfg
+
+
+_SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def slurm_time_seconds(value: str | int, key: str) -> int:
+    """Seconds in a SLURM ``--time`` value: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``,
+    ``D-H:M:S`` (sbatch's formats)."""
+    text = str(value).strip()
+    m = _SLURM_TIME.match(text)
+    if m is None:
+        raise CommandConfigError(
+            f"{key}={value!r} is not a SLURM time; write minutes, MM:SS, HH:MM:SS or "
+            "D-HH:MM:SS (sbatch --time)."
+        )
+    days, a, b, c = m.groups()
+    if days is not None:  # D-H, D-H:M, D-H:M:S
+        h, mi, s = int(a), int(b or 0), int(c or 0)
+        total = int(days) * 86400 + h * 3600 + mi * 60 + s
+    elif c is not None:  # H:M:S
+        total = int(a) * 3600 + int(b) * 60 + int(c)
+    elif b is not None:  # M:S
+        total = int(a) * 60 + int(b)
+    else:  # M
+        total = int(a) * 60
+    if total <= 0:
+        raise CommandConfigError(f"{key}={value!r} must be longer than 0 seconds.")
+    return total

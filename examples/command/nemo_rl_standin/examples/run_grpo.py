@@ -1,0 +1,93 @@
+"""Stand-in for NeMo RL's ``examples/run_grpo.py``: NeMo RL's command-line and file contract around
+the embedded GRPO trial (``nemo_rl_hpo.training.grpo``), for sweeping a "NeMo RL" command here::
+
+    python examples/run_grpo.py --config examples/configs/grpo_math_1B.yaml \\
+        grpo.num_generations_per_prompt=4 logger.tensorboard_enabled=true
+
+What it shares with the real script (NVIDIA-NeMo/RL at 7ea279ab; docs/command.md): ``--config``
+plus Hydra overrides in struct mode, the log dir ``logger.log_dir/exp_NNN`` with TensorBoard under
+``tensorboard/`` and NeMo RL's tags (``train/loss``, ``train/reward``, ``validation/accuracy`` =
+the mean validation reward, ``validation/avg_length``), checkpoints
+``checkpointing.checkpoint_dir/step_N`` resumed from the highest N, and
+``checkpointing.checkpoint_must_save_by``: save, print NeMo RL's "Timeout has been reached" line,
+exit 0. The stand-in also writes ``<exp dir>/config.yaml`` (the resolved config) and
+``<exp dir>/driver.pid``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # nrl_standin (NeMo RL's utils)
+
+import nrl_standin  # noqa: E402
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # "resumed GRPO from ..."
+    config = nrl_standin.parse_args_and_config("grpo_math_1B.yaml")
+    log_dir = nrl_standin.get_next_experiment_dir(str(config["logger"]["log_dir"]))
+    print(f"📊 Using log directory: {log_dir}")
+    ckpt = config["checkpointing"]
+    if ckpt["enabled"]:
+        print(f"📊 Using checkpoint directory: {ckpt['checkpoint_dir']}")
+    nrl_standin.write_run_files(log_dir, config)
+
+    import torch  # after the config: a bad override fails in a second, not after imports
+
+    from nemo_rl_hpo.training.grpo.run import run_grpo
+
+    torch.set_num_threads(int(config.get("num_threads", 1)))
+    logger = nrl_standin.Logger({**config["logger"], "log_dir": log_dir})
+    standin = dict(config.get("standin") or {})
+    fail_at = standin.get("fail_at_step")
+    sleep_s = float(standin.get("step_sleep_s") or 0.0)
+    timeout = nrl_standin.TimeoutChecker(
+        ckpt.get("checkpoint_must_save_by"), fit_last_save_time=True
+    )
+    timeout.start_iterations()
+
+    def on_metrics(step: int, metrics: Mapping[str, float]) -> None:
+        if fail_at is not None and step >= int(fail_at):
+            print(f"step {step}: loss is NaN", flush=True)
+            raise RuntimeError(f"loss became NaN at step {step} (standin.fail_at_step)")
+        train = {k[6:]: v for k, v in metrics.items() if k.startswith("train/")}
+        val = {k[11:]: v for k, v in metrics.items() if k.startswith("validation/")}
+        if train:
+            logger.log_metrics(train, step, prefix="train")
+            print(f"step {step}: {train}", flush=True)
+        if val:
+            # NeMo RL's validation "accuracy" is the mean reward over validation samples.
+            val = {"accuracy": val["reward"], "avg_length": val.get("avg_length", 0.0)}
+            logger.log_metrics(val, step, prefix="validation")
+            print(f"validation at step {step}: {val}", flush=True)
+
+    def should_stop(step: int) -> bool:
+        if sleep_s > 0:
+            import time
+
+            time.sleep(sleep_s)
+        timeout.mark_iteration()
+        return timeout.check_save()
+
+    result = run_grpo(
+        config,
+        checkpoint_dir=ckpt["checkpoint_dir"] if ckpt["enabled"] else None,
+        on_metrics=on_metrics,
+        should_stop=should_stop,
+    )
+    logger.close()
+    if result.stopped:
+        print(nrl_standin.TIMEOUT_MESSAGE, flush=True)
+    else:
+        print("Max number of steps has been reached, stopping training early", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.exit(main())

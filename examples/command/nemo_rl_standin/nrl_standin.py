@@ -1,0 +1,205 @@
+"""What a NeMo RL training script does around its algorithm, for the stand-in ``examples/run_*.py``.
+
+Each function mirrors one file of NeMo RL (``NVIDIA-NeMo/RL`` at commit
+``7ea279abfbeb698b092856d0dab61e7cf39bc909``, 2026-08-22), reduced to the behaviour a sweep
+depends on; docs/command.md lists the contract line by line:
+
+- ``load_config`` / ``parse_hydra_overrides``: ``nemo_rl/utils/config.py`` (``defaults:``
+  inheritance; Hydra's override parser applied on a struct-mode config);
+- ``get_next_experiment_dir`` and ``Logger``: ``nemo_rl/utils/logger.py`` (``exp_NNN`` under
+  ``logger.log_dir``, TensorBoard under ``<exp dir>/tensorboard``, tags ``"{prefix}/{name}"``);
+- ``TimeoutChecker``: ``nemo_rl/utils/timer.py`` (``checkpoint_must_save_by`` as
+  ``DD:HH:MM:SS``, counted from the start of the training loop, one average step ahead);
+- checkpoints (``checkpointing.checkpoint_dir/step_N``, written as ``tmp_step_N`` and renamed,
+  with ``training_info.json``; resume from the highest N) are the embedded GRPO trial's
+  (``nemo_rl_hpo.training.grpo.run``), which keeps NeMo RL's layout.
+
+Not mirrored: Ray, vLLM, containers, W&B/MLflow uploads (their run names are printed, and
+recorded in ``<exp dir>/trackers.json``, instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import pprint
+import re
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+TIMEOUT_MESSAGE = "Timeout has been reached, stopping training early"
+
+
+# ------------------------------------------------------------------ nemo_rl/utils/config.py
+def load_config(config_path: str | Path) -> DictConfig:
+    """A YAML config whose ``defaults:`` (a path or a list of paths) are merged in first."""
+    path = Path(config_path)
+    config = OmegaConf.load(path)
+    if not isinstance(config, DictConfig):
+        raise TypeError("Config must be a Dictionary Config (List Config not supported)")
+    if "defaults" in config:
+        defaults = config.pop("defaults")
+        items = [defaults] if isinstance(defaults, (str, Path)) else [str(d) for d in defaults]
+        base = OmegaConf.create({})
+        for item in items:
+            parent = Path(item) if str(item).startswith("/") else path.parent / str(item)
+            base = OmegaConf.merge(base, load_config(parent))
+        config = OmegaConf.merge(base, config)
+    assert isinstance(config, DictConfig)
+    return config
+
+
+def parse_hydra_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """Struct mode, Hydra's parser, Hydra's own way of applying (new keys need ``+``)."""
+    try:
+        OmegaConf.set_struct(cfg, True)
+        parsed = OverridesParser.create().parse_overrides(overrides=overrides)
+        ConfigLoaderImpl._apply_overrides_to_config(overrides=parsed, cfg=cfg)
+        return cfg
+    except Exception as e:
+        raise RuntimeError(f"Failed to parse Hydra overrides: {e}") from e
+
+
+def register_omegaconf_resolvers() -> None:
+    for name, fn in (
+        ("add", lambda a, b: a + b),
+        ("mul", lambda a, b: a * b),
+        ("div", lambda a, b: a / b),
+        ("max", lambda a, b: max(a, b)),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+def parse_args_and_config(default_config: str) -> dict[str, Any]:
+    """``--config <yaml>`` plus overrides, resolved to a plain dict (as ``run_grpo.py``)."""
+    register_omegaconf_resolvers()
+    parser = argparse.ArgumentParser(description="Run training with configuration")
+    parser.add_argument("--config", type=str, default=None, help="Path to YAML config file")
+    args, overrides = parser.parse_known_args()
+    config_path = args.config or str(Path(sys.argv[0]).parent / "configs" / default_config)
+    cfg = load_config(config_path)
+    print(f"Loaded configuration from: {config_path}")
+    if overrides:
+        print(f"Overrides: {overrides}")
+        cfg = parse_hydra_overrides(cfg, overrides)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(config, dict)
+    print("Final config:")
+    pprint.pprint(config)
+    return config
+
+
+# ------------------------------------------------------------------ nemo_rl/utils/logger.py
+def get_next_experiment_dir(base_log_dir: str) -> str:
+    pattern = re.compile(r"exp_(\d+)")
+    ids = [
+        int(m.group(1))
+        for d in glob.glob(os.path.join(base_log_dir, "exp_*"))
+        if (m := pattern.search(d))
+    ]
+    new_dir = os.path.join(base_log_dir, f"exp_{max(ids, default=0) + 1:03d}")
+    os.makedirs(new_dir, exist_ok=True)
+    return new_dir
+
+
+class Logger:
+    """TensorBoard under ``<log_dir>/tensorboard``; tags ``"{prefix}/{name}"``."""
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        self.base_log_dir = str(cfg["log_dir"])
+        os.makedirs(self.base_log_dir, exist_ok=True)
+        self.writer = None
+        trackers: dict[str, Any] = {}
+        if cfg.get("wandb_enabled"):
+            w = dict(cfg.get("wandb") or {})
+            trackers["wandb"] = w
+            print(f"Initialized WandbLogger for project {w.get('project')}, run {w.get('name')}")
+        if cfg.get("mlflow_enabled"):
+            m = dict(cfg.get("mlflow") or {})
+            trackers["mlflow"] = m
+            print(
+                f"Initialized MLflowLogger for experiment {m.get('experiment_name')}, run "
+                f"{m.get('run_name')}"
+            )
+        if trackers:  # the stand-in talks to no server: it records what it would have used
+            with open(os.path.join(self.base_log_dir, "trackers.json"), "w") as f:
+                json.dump(trackers, f)
+        if cfg.get("tensorboard_enabled"):
+            from torch.utils.tensorboard import SummaryWriter
+
+            tb_dir = os.path.join(self.base_log_dir, "tensorboard")
+            os.makedirs(tb_dir, exist_ok=True)
+            self.writer = SummaryWriter(log_dir=tb_dir)
+            print(f"Initialized TensorboardLogger at {tb_dir}")
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int, prefix: str = "") -> None:
+        if self.writer is None:
+            return
+        for name, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{prefix}/{name}" if prefix else name, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ------------------------------------------------------------------- nemo_rl/utils/timer.py
+def convert_to_seconds(time_string: str) -> int:
+    days, hours, minutes, seconds = map(int, time_string.split(":"))
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
+class TimeoutChecker:
+    def __init__(self, timeout: str | None, fit_last_save_time: bool = False) -> None:
+        self.last_save_time = float("inf") if timeout is None else convert_to_seconds(timeout)
+        self.start_time = time.time()
+        self.last_saved = False
+        self.iteration_times: list[float] = []
+        self.previous_iteration_time: float | None = None
+        self.fit_last_save_time = fit_last_save_time
+
+    def check_save(self) -> bool:
+        sys.stdout.flush()
+        if self.last_saved:
+            return False
+        elapsed = time.time() - self.start_time
+        if self.fit_last_save_time and self.iteration_times:
+            average = sum(self.iteration_times) / len(self.iteration_times)
+            if elapsed + average >= self.last_save_time:
+                self.last_saved = True
+                return True
+        if elapsed >= self.last_save_time:
+            self.last_saved = True
+            return True
+        return False
+
+    def start_iterations(self) -> None:
+        self.previous_iteration_time = time.time()
+
+    def mark_iteration(self) -> None:
+        now = time.time()
+        if self.previous_iteration_time is not None:
+            self.iteration_times.append(now - self.previous_iteration_time)
+        self.previous_iteration_time = now
+
+
+# ----------------------------------------------------------------------------- stand-in only
+def write_run_files(log_dir: str, config: Mapping[str, Any]) -> None:
+    """``<exp dir>/config.yaml`` (the resolved config the run used) and ``driver.pid``: what
+    tests read to see which values reached the command and whether its process is gone."""
+    with open(os.path.join(log_dir, "config.yaml"), "w") as f:
+        f.write(OmegaConf.to_yaml(OmegaConf.create(dict(config))))
+    with open(os.path.join(log_dir, "driver.pid"), "w") as f:
+        f.write(f"{os.getpid()}\n")
