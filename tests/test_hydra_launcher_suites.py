@@ -71,6 +71,7 @@ class TestLaunchers(LauncherTestSuite):
             assert len(rets) == 2 and all(r.return_value != os.getpid() for r in rets)
 
 
+@pytest.mark.e2e  # each case runs a generated app with -m in a subprocess
 @pytest.mark.parametrize(
     "task_launcher_cfg, extra_flags",
     [
