@@ -97,6 +97,7 @@ def _lower_is_better(direction: StudyDirection, i: int) -> Callable[[FrozenTrial
 
 
 def rank_params(ctx: Ctx) -> None:
+    """Order the parameters by importance on the first objective (fANOVA's, else PED-ANOVA's)."""
     all_params, shared = param_order(ctx.done)
     first = ctx.info.objectives[0]
     ranking: dict[str, float] = {}
@@ -110,6 +111,7 @@ def rank_params(ctx: Ctx) -> None:
 
 
 def importance_figure(ctx: Ctx, evaluator: str) -> Figures:
+    """One horizontal bar per parameter, grouped by objective."""
     import plotly.graph_objects as go
     from matplotlib.figure import Figure
 
