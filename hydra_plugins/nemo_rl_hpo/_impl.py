@@ -51,10 +51,10 @@ from nemo_rl_hpo.sweep.core import (
     SweepAborted,
     SweepSettings,
     SweepSummary,
-    counted_trials,
 )
 from nemo_rl_hpo.sweep.liveness import local_process_alive
 from nemo_rl_hpo.sweep.objectives import ObjectiveError, parse_objectives
+from nemo_rl_hpo.sweep.proposer import OptunaProposer, Proposal, counted_trials
 
 log = logging.getLogger(__name__)
 
@@ -381,18 +381,14 @@ class OptunaSweeperImpl:
             "storage_retry_s": self._storage_retry_s(),
         }
 
-        def launch(trial: optuna.Trial, overrides: list[str]) -> LaunchOutcome:
-            return self._launch_trial(trial, overrides, context)
+        def launch(proposal: Proposal) -> LaunchOutcome:
+            return self._launch_trial(proposal.trial, proposal.overrides, context)
 
+        extend = (lambda t: custom(self.config, t)) if custom is not None else None
+        proposer = OptunaProposer(study, space, settings.n_trials, settings.retry_failed, extend)
         progress = _Progress(settings, study)
         core = AsyncSweep(
-            study,
-            space,
-            launch,
-            settings,
-            extend=(lambda t: custom(self.config, t)) if custom is not None else None,
-            on_trial_end=progress,
-            is_job_alive=_job_alive,
+            study, proposer, launch, settings, on_trial_end=progress, is_job_alive=_job_alive
         )
         reattached = core.recover()
         error: SweepAborted | None = None

@@ -1,8 +1,12 @@
 """The asynchronous trial loop every sweeper shares: ask, launch, collect, tell, repeat.
 
 Up to ``n_jobs`` trials are in flight; a new one starts as soon as any slot frees up, so one
-slow trial never idles the others (hydra-optuna-sweeper waits for whole batches). The launch
-itself is a callable (the Hydra adapter wraps ``launcher.launch``), so nothing here knows Hydra.
+slow trial never idles the others (hydra-optuna-sweeper waits for whole batches). What to run
+comes from a proposer (``sweep/proposer.py``: Optuna's sampler, PBT's scheduler, ...); the launch
+itself is a callable (the Hydra adapter wraps ``launcher.launch``), so nothing here knows Hydra
+or how configurations are chosen. The loop owns what every sweeper needs around the jobs:
+heartbeats, re-attaching to live jobs of a dead sweeper, failing orphans, early slot release,
+the failure-rate abort and the timeout.
 """
 
 from __future__ import annotations
@@ -20,16 +24,30 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nemo_rl_hpo.search.space import SearchSpace
 from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep.liveness import pid_alive
+from nemo_rl_hpo.sweep.proposer import (
+    Proposal,
+    Proposer,
+    counted_trials,
+    hydra_free,
+    retried_numbers,
+)
 
 log = logging.getLogger(__name__)
 
-SYS_OWNER = records.SYS_OWNER
-SYS_HEARTBEAT = records.SYS_HEARTBEAT
-SYS_OVERFLOW = records.SYS_OVERFLOW
-ATTR_RETRY_OF = records.RETRY_OF
+__all__ = [
+    "AsyncSweep",
+    "LaunchOutcome",
+    "Proposal",
+    "Proposer",
+    "SweepAborted",
+    "SweepSettings",
+    "SweepSummary",
+    "counted_trials",
+    "retried_numbers",
+]
+
 OWNERLESS_GRACE_S = 10.0
 POLL_S = 0.2  # how often running trials are checked for a result their job already told
 RECOVER_EVERY_S = 5.0
@@ -49,7 +67,7 @@ class LaunchOutcome:
 
 @dataclass
 class SweepSettings:
-    n_trials: int
+    n_trials: int  # the budget (the Optuna proposer's; shown by the progress line)
     n_jobs: int = 1
     timeout: float | None = None  # seconds after which no new trial starts
     max_failure_rate: float = 0.0
@@ -61,7 +79,7 @@ class SweepSettings:
 
 @dataclass
 class _Running:
-    trial: optuna.Trial
+    proposal: Proposal
     started: float
     future: Future[LaunchOutcome]
 
@@ -75,61 +93,37 @@ class SweepSummary:
     failures: list[str] = field(default_factory=list)
 
 
-LaunchFn = Callable[[optuna.Trial, list[str]], LaunchOutcome]
-Extender = Callable[[optuna.Trial], None]
-
-
-def counted_trials(trials: Sequence[FrozenTrial], retried: set[int] | None = None) -> int:
-    """Trials that use the global budget: finished or running, minus retried failures.
-
-    ``retried`` must come from the whole study when ``trials`` is a subset: a retry (which
-    carries the ``retry_of`` mark) may be numbered after the failure it retries.
-    """
-    if retried is None:
-        retried = retried_numbers(trials)
-    n = 0
-    for t in trials:
-        if t.system_attrs.get(SYS_OVERFLOW) or t.user_attrs.get(records.WARM_START_PRIOR):
-            continue
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
-            n += 1
-        elif t.state == TrialState.FAIL and t.number not in retried:
-            n += 1
-    return n
-
-
-def retried_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
-    """Numbers of failed trials that a later trial retries (finished trials are read-only)."""
-    return {int(t.user_attrs[ATTR_RETRY_OF]) for t in trials if ATTR_RETRY_OF in t.user_attrs}
+LaunchFn = Callable[[Proposal], LaunchOutcome]
+TrialEnd = Callable[[FrozenTrial, SweepSummary, list[FrozenTrial]], None]
 
 
 class AsyncSweep:
-    """Drive one study to ``n_trials`` through a blocking per-trial ``launch`` callable."""
+    """Drive one study through a proposer and a blocking per-job ``launch`` callable.
+
+    ``launch`` is called from up to ``n_jobs`` threads at once, one proposal each (the Hydra
+    adapter calls ``Launcher.launch`` with one job). ``is_job_alive`` tells whether the job of a
+    trial whose sweeper died still runs (re-attach instead of fail).
+    """
 
     def __init__(
         self,
         study: optuna.Study,
-        space: SearchSpace,
+        proposer: Proposer,
         launch: LaunchFn,
         settings: SweepSettings,
-        extend: Extender | None = None,
-        on_trial_end: Callable[[FrozenTrial, SweepSummary, list[FrozenTrial]], None] | None = None,
+        on_trial_end: TrialEnd | None = None,
         is_job_alive: Callable[[FrozenTrial], bool] | None = None,
     ) -> None:
         self.study = study
-        self.space = space
+        self.proposer = proposer
         self.launch = launch
         self.settings = settings
-        self.extend = extend
         self.on_trial_end = on_trial_end
         self.is_job_alive = is_job_alive
         self.token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
         self._running: dict[int, _Running] = {}
-        self._snapshot: list[FrozenTrial] = []  # the study's trials as last read
-        self._retried: set[int] = set()  # failed trials this sweeper enqueued again
         self._stop = threading.Event()
         self._storage = study._storage
-        self._study_id = study._study_id
 
     # ----------------------------------------------------------------- bookkeeping helpers
     def _trials(self) -> list[FrozenTrial]:
@@ -141,15 +135,25 @@ class AsyncSweep:
 
     def _beat(self) -> None:
         now = time.time()
-        for trial_id in [r.trial._trial_id for r in list(self._running.values())]:
+        for trial_id in [r.proposal.trial._trial_id for r in list(self._running.values())]:
             try:
-                self._storage.set_trial_system_attr(trial_id, SYS_HEARTBEAT, now)
+                self._storage.set_trial_system_attr(trial_id, records.SYS_HEARTBEAT, now)
             except Exception as e:  # storage hiccup: the next beat retries
                 log.debug("heartbeat failed: %s", e)
 
+    def _claim(self, trial_id: int) -> None:
+        owner: dict[str, Any] = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "token": self.token,
+        }
+        self._storage.set_trial_system_attr(trial_id, records.SYS_OWNER, owner)
+
     def _is_orphan(self, t: FrozenTrial) -> bool:
         """A RUNNING trial whose sweeper is gone (dead local pid, or heartbeat too old)."""
-        owner = t.system_attrs.get(SYS_OWNER)
+        if t.system_attrs.get(records.SYS_OVERFLOW):
+            return False
+        owner = t.system_attrs.get(records.SYS_OWNER)
         # No sweeper could claim or beat while the storage was away: ages count from its return.
         back = float(getattr(self._storage, "reachable_since", 0.0))
         if owner is None:
@@ -162,12 +166,12 @@ class AsyncSweep:
                 return owner.get("token") != self.token
             if not pid_alive(pid):
                 return True
-        beat = t.system_attrs.get(SYS_HEARTBEAT)
+        beat = t.system_attrs.get(records.SYS_HEARTBEAT)
         last = float(beat) if beat is not None else _ts(t.datetime_start)
         return time.time() - max(last, back) > self.settings.stale_after
 
     def recover(self) -> list[FrozenTrial]:
-        """Handle trials a dead sweeper left RUNNING: re-attach live jobs, fail the rest."""
+        """Trials a dead sweeper left RUNNING: return those whose job lives, fail the rest."""
         reattach: list[FrozenTrial] = []
         for t in self._trials():
             if t.state != TrialState.RUNNING or t.number in self._running:
@@ -184,61 +188,23 @@ class AsyncSweep:
                 continue
             reason = "its sweeper stopped while it ran (orphaned RUNNING trial)"
             self._fail(t, reason, orphaned=True)
+            self.proposer.tell(self._storage.get_trial(t._trial_id))
         return reattach
 
-    def _fail(self, t: FrozenTrial, reason: str, orphaned: bool = False) -> None:
+    def _fail(self, t: FrozenTrial | optuna.Trial, reason: str, orphaned: bool = False) -> None:
         try:
-            failed = records.fail_trial(self.study, t, reason, orphaned=orphaned)
+            if records.fail_trial(self.study, t, reason, orphaned=orphaned):
+                log.warning("trial %d FAIL: %s", t.number, reason)
         except Exception as e:
             log.warning("could not fail trial %d: %s", t.number, e)
-            return
-        if failed:
-            log.warning("trial %d FAIL: %s", t.number, reason)
-        self._maybe_retry(self._storage.get_trial(t._trial_id))
-
-    def _maybe_retry(self, t: FrozenTrial) -> bool:
-        if t.state != TrialState.FAIL or self.settings.retry_failed <= 0:
-            return False
-        attempt = int(t.user_attrs.get(records.ATTEMPT, 0))
-        if t.number in self._retried or attempt >= self.settings.retry_failed:
-            return False
-        if t.number in retried_numbers(self._trials()):
-            return False
-        self.study.enqueue_trial(
-            dict(t.params), user_attrs={records.RETRY_OF: t.number, records.ATTEMPT: attempt + 1}
-        )
-        self._retried.add(t.number)
-        log.info("trial %d will be retried (attempt %d)", t.number, attempt + 1)
-        return True
 
     # ------------------------------------------------------------------------- the loop
-    def _ask(self) -> tuple[optuna.Trial, list[str]] | None:
-        trial = self.study.ask()
-        self._storage.set_trial_system_attr(
-            trial._trial_id,
-            SYS_OWNER,
-            {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token},
-        )
-        # Global budget across cooperating sweepers: trials asked after it was spent give way.
-        self._snapshot = self._trials()
-        earlier = [t for t in self._snapshot if t.number < trial.number]
-        retried = retried_numbers(self._snapshot)
-        if counted_trials(earlier, retried) >= self.settings.n_trials:
-            self._storage.set_trial_system_attr(trial._trial_id, SYS_OVERFLOW, True)
-            self.study.tell(trial, state=TrialState.FAIL)
-            return None
-        values = self.space.suggest(trial)
-        if self.extend is not None:
-            self.extend(trial)
-        extra = {k: v for k, v in trial.params.items() if k not in values}
-        values.update(extra)
-        overrides = self.space.overrides(values)
-        self._storage.set_trial_user_attr(
-            trial._trial_id, records.OVERRIDES, [o for o in overrides if not o.startswith("hydra.")]
-        )
-        return trial, overrides
-
     def run(self, reattached: Sequence[FrozenTrial] = ()) -> SweepSummary:
+        """Run until the proposer has nothing more, the timeout, or the failure-rate abort.
+
+        ``reattached``: live jobs of a dead sweeper (from :meth:`recover`), handed to the
+        proposer's ``adopt`` before its first ``ask``; those it does not take over are failed.
+        """
         s = self.settings
         summary = SweepSummary(started=time.time())
         # Twice the slots: a job that already told its result frees its slot while its process
@@ -246,47 +212,37 @@ class AsyncSweep:
         pool = ThreadPoolExecutor(max_workers=2 * max(1, s.n_jobs) + 1, thread_name_prefix="trial")
         beat = threading.Thread(target=self._heartbeat_loop, daemon=True)
         beat.start()
-        for t in reattached:
-            self._adopt(pool, t)
+        self._take_over(pool, reattached)
         n_failed_here = 0
         n_finished_here = 0
         aborted: str | None = None
         last_recover = time.time()
-        fresh = False  # the snapshot was read after the last trial ended
         try:
             while True:
                 if time.time() - last_recover > RECOVER_EVERY_S:
                     # Orphans of a crashed peer (or of our own earlier life) are failed/retried
                     # while we run, not only at start-up.
-                    for t in self.recover():
-                        self._adopt(pool, t)
+                    reattach = self.recover()
+                    if reattach:
+                        self._take_over(pool, reattach)
                     last_recover = time.time()
-                if not fresh:
-                    self._snapshot = self._trials()
-                fresh = False
                 while (
                     len(self._running) < max(1, s.n_jobs)
                     and aborted is None
                     and not self._timed_out(summary)
-                    and counted_trials(self._snapshot) < s.n_trials
                 ):
-                    asked = self._ask()
-                    if asked is None:
+                    proposal = self.proposer.ask()
+                    if proposal is None:
                         break
-                    trial, overrides = asked
-                    fut = pool.submit(self._launch_guarded, trial, overrides)
-                    self._running[trial.number] = _Running(trial, time.time(), fut)
+                    self._launch(pool, proposal)
                     summary.launched += 1
                 if not self._running:
-                    leftover = [
-                        t
-                        for t in self._trials()
-                        if t.state == TrialState.RUNNING and not t.system_attrs.get(SYS_OVERFLOW)
-                    ]
-                    if not leftover or aborted is not None or self._timed_out(summary):
+                    if aborted is not None or self._timed_out(summary):
                         break
-                    # Trials of a dead or live peer still hold budget: wait until they end or
-                    # become orphans (failed, and retried when retry_failed is set).
+                    if not self.proposer.pending():
+                        break
+                    # Work may still come without us (a peer's trials hold budget): wait until
+                    # they end or become orphans (failed, and retried when retry_failed is set).
                     time.sleep(1.0)
                     last_recover = 0.0
                     continue
@@ -300,24 +256,17 @@ class AsyncSweep:
                     finished += [n for n in self._told_early() if n not in finished]
                 for number in finished:
                     run = self._running.pop(number)
-                    if run.future.done():
-                        frozen = self._finish(run.trial, run.future.result())
-                    else:  # told by the job itself; its process is still winding down
-                        frozen = self._storage.get_trial(run.trial._trial_id)
-                        if frozen.state == TrialState.FAIL:
-                            self._maybe_retry(frozen)
+                    frozen = self._finish(run)
+                    retried = self.proposer.tell(frozen)
                     n_finished_here += 1
-                    retried = self._retried | retried_numbers(self._snapshot)
-                    if frozen.state == TrialState.FAIL and frozen.number not in retried:
+                    if frozen.state == TrialState.FAIL and not retried:
                         n_failed_here += 1
                         reason = records.fail_reason(frozen, "unknown")
                         summary.failures.append(f"trial {frozen.number}: {reason}")
                         if n_failed_here / n_finished_here > s.max_failure_rate:
                             aborted = summary.failures[0]
                     if self.on_trial_end is not None:
-                        self._snapshot = self._trials()
-                        fresh = True
-                        self.on_trial_end(frozen, summary, self._snapshot)
+                        self.on_trial_end(frozen, summary, self._trials())
         finally:
             self._stop.set()
             pool.shutdown(wait=True)
@@ -330,6 +279,15 @@ class AsyncSweep:
             )
         return summary
 
+    def _launch(self, pool: ThreadPoolExecutor, proposal: Proposal) -> None:
+        trial_id = proposal.trial._trial_id
+        self._claim(trial_id)
+        self._storage.set_trial_user_attr(
+            trial_id, records.OVERRIDES, hydra_free(proposal.overrides)
+        )
+        fut = pool.submit(self._launch_guarded, proposal)
+        self._running[proposal.number] = _Running(proposal, time.time(), fut)
+
     def _told_early(self) -> list[int]:
         """Running trials whose job already told the study its result (event-driven completion).
 
@@ -341,30 +299,34 @@ class AsyncSweep:
             if run.future.done():
                 continue
             try:
-                if self._storage.get_trial(run.trial._trial_id).state.is_finished():
+                if self._storage.get_trial(run.proposal.trial._trial_id).state.is_finished():
                     early.append(number)
             except Exception as e:  # storage hiccup: the launcher's return still frees the slot
                 log.debug("could not poll trial %d: %s", number, e)
         return early
 
-    def _adopt(self, pool: ThreadPoolExecutor, t: FrozenTrial) -> None:
-        """Take over a live job of a dead sweeper: claim its trial and wait for its result."""
-        self._storage.set_trial_system_attr(
-            t._trial_id,
-            SYS_OWNER,
-            {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token},
-        )
-        fut = pool.submit(self._watch, t)
-        self._running[t.number] = _Running(optuna.Trial(self.study, t._trial_id), time.time(), fut)
+    def _take_over(self, pool: ThreadPoolExecutor, reattached: Sequence[FrozenTrial]) -> None:
+        """Watch the live jobs of a dead sweeper the proposer adopts; fail the others."""
+        adopted = self.proposer.adopt(reattached)
+        taken = {p.number for p in adopted}
+        for t in reattached:
+            if t.number not in taken:
+                self._fail(t, "its sweeper stopped while it ran; this sweep cannot take it over")
+                self.proposer.tell(self._storage.get_trial(t._trial_id))
+        for proposal in adopted:
+            self._claim(proposal.trial._trial_id)
+            frozen = self._storage.get_trial(proposal.trial._trial_id)
+            fut = pool.submit(self._watch, frozen)
+            self._running[proposal.number] = _Running(proposal, time.time(), fut)
 
     def _timed_out(self, summary: SweepSummary) -> bool:
         return self.settings.timeout is not None and (
             time.time() - summary.started >= self.settings.timeout
         )
 
-    def _launch_guarded(self, trial: optuna.Trial, overrides: list[str]) -> LaunchOutcome:
+    def _launch_guarded(self, proposal: Proposal) -> LaunchOutcome:
         try:
-            return self.launch(trial, overrides)
+            return self.launch(proposal)
         except BaseException as e:  # the launcher itself failed (killed job, submit error)
             msg = str(e).strip().splitlines()
             return LaunchOutcome(ok=False, error=f"{type(e).__name__}: {msg[0] if msg else ''}")
@@ -382,14 +344,18 @@ class AsyncSweep:
                 return LaunchOutcome(ok=False, error="the job ended without reporting a result")
             time.sleep(1.0)
 
-    def _finish(self, trial: optuna.Trial, outcome: LaunchOutcome) -> FrozenTrial:
+    def _finish(self, run: _Running) -> FrozenTrial:
+        """The trial's final record: what its job told, or FAIL with the launcher's reason.
+
+        A trial whose job told its result early (``early_release``) is read as it is: its
+        launch call is still finishing in the background.
+        """
+        trial = run.proposal.trial
         frozen = self._storage.get_trial(trial._trial_id)
-        if frozen.state == TrialState.RUNNING:
+        if run.future.done() and frozen.state == TrialState.RUNNING:
+            outcome = run.future.result()
             reason = outcome.error or "the job ended without reporting a result (killed?)"
             self._fail(frozen, reason)
-            frozen = self._storage.get_trial(trial._trial_id)
-        elif frozen.state == TrialState.FAIL:
-            self._maybe_retry(frozen)
             frozen = self._storage.get_trial(trial._trial_id)
         return frozen
 
