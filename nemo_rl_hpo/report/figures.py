@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from optuna.study import StudyDirection
@@ -42,30 +42,31 @@ def parallel_figure(ctx: Ctx) -> Figures:
     import optuna.visualization as vis
     import optuna.visualization.matplotlib as mvis
 
-    if not ctx.done:
-        raise SkipPlot("no complete trial yet")
-    params = (ctx.shared_params or ctx.top_params)[:MAX_PLOT_PARAMS]
-    if not params:
-        raise SkipPlot("no searched parameter")
-    name = ctx.info.objectives[0]
-    fig = vis.plot_parallel_coordinate(ctx.study, params, target=ctx.target(0), target_name=name)
-    ax = mvis.plot_parallel_coordinate(ctx.study, params, target=ctx.target(0), target_name=name)
-    return fig, first_axes_figure(ax)
+    # Parameters every complete trial has: Optuna's plot leaves out a trial lacking one.
+    params = ctx.shared_params or ctx.top_params
+    return _optuna_pair(ctx, params, vis.plot_parallel_coordinate, mvis.plot_parallel_coordinate)
 
 
 def slice_figure(ctx: Ctx) -> Figures:
     import optuna.visualization as vis
     import optuna.visualization.matplotlib as mvis
 
+    return _optuna_pair(ctx, ctx.top_params, vis.plot_slice, mvis.plot_slice)
+
+
+def _optuna_pair(
+    ctx: Ctx, ranked: list[str], plotly_plot: Callable[..., Any], mpl_plot: Callable[..., Any]
+) -> Figures:
+    """Optuna's plotly and matplotlib plot of the most important of the ``ranked`` parameters."""
     if not ctx.done:
         raise SkipPlot("no complete trial yet")
-    params = ctx.top_params[:MAX_PLOT_PARAMS]
+    params = ranked[:MAX_PLOT_PARAMS]
     if not params:
         raise SkipPlot("no searched parameter")
-    name = ctx.info.objectives[0]
-    fig = vis.plot_slice(ctx.study, params, target=ctx.target(0), target_name=name)
-    ax = mvis.plot_slice(ctx.study, params, target=ctx.target(0), target_name=name)
-    return fig, first_axes_figure(ax)
+    kwargs = {"target": ctx.target(0), "target_name": ctx.info.objectives[0]}
+    return plotly_plot(ctx.study, params, **kwargs), first_axes_figure(
+        mpl_plot(ctx.study, params, **kwargs)
+    )
 
 
 def contour_figure(ctx: Ctx) -> Figures:
