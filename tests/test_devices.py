@@ -189,3 +189,31 @@ def test_more_trials_than_devices_is_one_error_line_before_any_job(
     assert len(lines) == 1 and "only 4" in lines[0], out
     assert "Traceback" not in out
     assert not (tmp_path / "sweep").exists()  # no study, no job
+
+
+# ------------------------------------------------------------------------ CPU slots (n_jobs)
+def test_default_n_jobs_uses_the_machine_for_local_launchers_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.nemo_rl_hpo.resolvers import default_n_jobs
+
+    monkeypatch.setattr(dev, "cpu_cores", lambda: 8)
+    monkeypatch.setattr(dev.glob, "glob", lambda pattern: [])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+    def launcher(name: str, **kw: object) -> object:
+        return OmegaConf.create({"_target_": f"x.{name}", **kw})
+
+    # Rule: CPU slots: threads per trial x trials in flight = cores.
+    assert default_n_jobs(1, launcher("PoolLauncher")) == 8
+    assert default_n_jobs(2, launcher("LocalLauncher")) == 4
+    assert default_n_jobs(16, launcher("PoolLauncher")) == 1
+    # Rule: with GPUs, one trial per GPU slot (never more trials than the devices hold).
+    assert default_n_jobs(1, launcher("PoolLauncher", devices=[0, 1, 2])) == 3
+    assert default_n_jobs(1, launcher("LocalLauncher", devices="0,1,2,3", gpus_per_trial=2)) == 2
+    assert default_n_jobs(1, launcher("LocalLauncher", devices=[0, 1], gpus_per_trial=0)) == 8
+    # Rule: the basic launcher runs one at a time; SLURM keeps the sweeper's default of 2.
+    assert default_n_jobs(1, launcher("BasicLauncher")) == 1
+    assert default_n_jobs(1, launcher("SlurmLauncher")) == 2

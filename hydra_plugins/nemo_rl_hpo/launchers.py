@@ -37,6 +37,8 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
     SlurmLauncher as _UpstreamSlurm,
 )
+from hydra_plugins.nemo_rl_hpo import resolvers  # noqa: F401  (registered in every job too)
+from hydra_plugins.nemo_rl_hpo.slurm import JobDied
 from nemo_rl_hpo.sweep import devices as dev
 from nemo_rl_hpo.trial import ENV_TRIAL
 
@@ -145,7 +147,13 @@ class _FastPollMixin(BaseSubmititLauncher):  # type: ignore[misc]
                 j._results_timeout_s = self.results_timeout_s
         while not all(j.done() for j in jobs):
             time.sleep(self.poll_interval_s)
-        return [j.results()[0] for j in jobs]
+        results = []
+        for j in jobs:
+            try:
+                results.append(j.results()[0])
+            except Exception as e:  # no result: the sweeper gets the job id and Slurm's verdict
+                raise JobDied.from_submitit(j, e, scheduler=self._EXECUTOR) from e
+        return results
 
     def __call__(
         self,

@@ -1,4 +1,5 @@
-"""GPU slots: each running trial gets its own ``gpus_per_trial`` devices, handed back when it ends.
+"""Slots of the machine for local trials: GPUs (its own ``gpus_per_trial`` devices per running
+trial, handed back when it ends) and CPU cores (how many trials fit side by side).
 
 A local launcher runs several trials on one machine (a workstation, or one node of a SLURM
 allocation). Without slots every trial sees the same GPUs (submitit's ``gpus_per_node``) or
@@ -20,9 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-ENV = "CUDA_VISIBLE_DEVICES"
-# Trial user attribute: the devices a trial's job saw (its CUDA_VISIBLE_DEVICES), as a list.
-ATTR_DEVICES = "devices"
+ENV = "CUDA_VISIBLE_DEVICES"  # the job records what it saw as records.DEVICES
 
 
 class DeviceConfigError(ValueError):
@@ -162,3 +161,26 @@ def job_devices(env: Mapping[str, str] | None = None) -> list[str] | None:
     if raw is None:
         return None
     return [d.strip() for d in raw.split(",") if d.strip()]
+
+
+def cpu_cores() -> int:
+    """Cores this process may use (its affinity: a SLURM allocation's CPUs, not the node's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def local_trials(threads_per_trial: int, gpus_per_trial: Any = None, devices: Any = None) -> int:
+    """How many trials a local launcher runs at once by default: the machine, fully used.
+
+    With GPUs (visible or listed, and not hidden by ``gpus_per_trial=0``): one trial per GPU
+    slot. Otherwise CPU slots: cores // threads per trial, so threads x trials ~ cores.
+    """
+    if gpus_per_trial != 0:
+        explicit = parse_devices(devices)
+        found = explicit if explicit is not None else visible_devices()[0]
+        k = gpus_per_trial or 1
+        if found and len(found) >= k:
+            return len(found) // k
+    return max(1, cpu_cores() // max(1, int(threads_per_trial)))

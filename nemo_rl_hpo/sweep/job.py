@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nemo_rl_hpo import trial as trial_api
-from nemo_rl_hpo.sweep import devices, records
+from nemo_rl_hpo.sweep import devices, records, repeats
 from nemo_rl_hpo.sweep.objectives import ObjectiveError, numeric_metrics, objective_values
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,12 @@ def on_job_start(job_dir: str | None) -> None:
         attrs[records.SLURM_RESTART_COUNT] = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
     gpus = devices.job_devices()  # its GPU slot (or SLURM's GPUs): [] when they are hidden
     if gpus is not None:
-        attrs[devices.ATTR_DEVICES] = gpus
+        attrs[records.DEVICES] = gpus
     for k, v in attrs.items():
         study._storage.set_trial_user_attr(trial_id, k, v)
+    seed = repeats.seed_of(trial_api.context())
+    if seed is not None:  # one of a repeated configuration's seeds: also under its own key
+        repeats.on_seed_start(study._storage, trial_id, seed, attrs)
 
 
 def on_job_end(completed: bool, value: Any) -> TrialState | None:
@@ -71,6 +74,9 @@ def on_job_end(completed: bool, value: Any) -> TrialState | None:
     if frozen.state.is_finished():
         return frozen.state
     ctx = trial_api.context()
+    seed = repeats.seed_of(ctx)
+    if seed is not None:  # the seed ending last tells the aggregate (sweep/repeats.py)
+        return repeats.on_seed_end(study, trial_id, seed, completed, value, ctx)
     objectives = ctx.get("objectives") or None
     weights = ctx.get("weights")
     state: TrialState

@@ -31,6 +31,9 @@ STUDY_SAMPLER = "nemo_rl_hpo:sampler"  # the sampler's class name
 STUDY_KIND = "nemo_rl_hpo:kind"  # KIND_OPTUNA or KIND_PBT
 STUDY_STORAGE = "nemo_rl_hpo:storage"  # the storage URL, password masked
 STUDY_RESUME_COMMAND = "nemo_rl_hpo:resume_command"  # the shell line that resumes the sweep
+# Written by the sweeper when hydra.sweeper.repeats > 1 ({"n", "seed_key", "aggregate"}); read
+# by the report, `nemo-rl-hpo best` and `status` (a trial's value aggregates its seeds).
+STUDY_REPEATS = "nemo_rl_hpo:repeats"
 # Written and read by sweep/warm_start.py: a study already warm-started from <name>.
 STUDY_WARM_STARTED_PREFIX = "nemo_rl_hpo:warm_started:"
 # Written and read by the PBT proposer (pbt/_proposer.py): the seed resumes repeat decisions.
@@ -72,6 +75,11 @@ JOB_DIR = "job_dir"
 SLURM_JOB_ID = "slurm_job_id"  # ARRAYID_TASK for array tasks
 NODE = "node"
 SLURM_RESTART_COUNT = "slurm_restart_count"
+DEVICES = "devices"  # the GPUs the job saw (its CUDA_VISIBLE_DEVICES, a list; [] hidden)
+# Written by each seed job of a repeated configuration (sweep/repeats.py): repeat:<i> its end
+# {seed, state, values, metrics, reason}, repeat:<i>:curves, :reports (prune metric), :job.
+# Read by repeats.on_seed_end (the last seed tells the aggregate), the report, best, status.
+REPEAT_PREFIX = "repeat:"
 # Written by the job through nemo_rl_hpo.trial; read by the report, the CLI and job.on_job_end.
 CURVES = "curves"  # {metric: {step: value}} of every reported metric
 LAST_STEP = "last_step"
