@@ -102,6 +102,11 @@ def report(step: int, metrics: float | Mapping[str, float]) -> None:
     if handle is None:
         return
     trial, prune_metric = handle
+    seed = _seed()
+    if seed is not None:  # one seed job of a repeated configuration (sweep/repeats.py)
+        from nemo_rl_hpo.sweep import repeats
+
+        return repeats.report(trial, seed, step, metrics, prune_metric)
     if isinstance(metrics, Mapping):
         values = {str(k): float(v) for k, v in metrics.items() if _is_number(v)}
         key = prune_metric if prune_metric in values else next(iter(values), None)
@@ -130,6 +135,11 @@ def should_prune() -> bool:
     if handle is None:
         return False
     trial, _ = handle
+    seed = _seed()
+    if seed is not None:  # judged on the configuration's seeds together (sweep/repeats.py)
+        from nemo_rl_hpo.sweep import repeats
+
+        return repeats.should_prune(trial, seed)
     if len(trial.study.directions) > 1:
         return False
     if not trial.should_prune():
@@ -202,6 +212,12 @@ def run_names() -> RunNames | None:
     if meta is None:
         return None
     return RunNames(run=f"{meta.study_name}-trial-{meta.number}", group=meta.study_name)
+
+
+def _seed() -> dict[str, Any] | None:
+    """This job's seed when it is one of a repeated configuration (``hydra.sweeper.repeats``)."""
+    rep = context().get("repeat")
+    return rep if isinstance(rep, dict) and "index" in rep else None
 
 
 def _is_number(v: Any) -> bool:
