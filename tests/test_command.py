@@ -25,6 +25,8 @@ from nemo_rl_hpo.command import (
     JsonlReader,
     OverrideError,
     TensorBoardReader,
+    check,
+    command_overrides,
     render_override,
     run_command,
 )
@@ -356,7 +358,7 @@ def test_failing_command_fails_the_trial_with_its_stderr(tmp_path: Path) -> None
 @pytest.mark.e2e
 def test_restart_resumes_from_checkpoint_and_metrics_merge(tmp_path: Path) -> None:
     cfg = OmegaConf.load(APP.parent / "conf" / "command" / "external_trainer.yaml")
-    raw = OmegaConf.to_container(cfg, resolve=False)
+    raw = OmegaConf.to_container(cfg.command, resolve=False)
     assert isinstance(raw, dict)
     raw["overrides"] = {"train.max_num_steps": 6}
     raw["config"] = str(TRAINER / "config.yaml")
@@ -381,13 +383,24 @@ def test_app_config_composes_with_every_preset(monkeypatch: pytest.MonkeyPatch) 
 
     conf = REPO / "examples" / "command" / "conf"
     presets = [[]] + [[f"nemo_rl={p.stem}"] for p in sorted((conf / "nemo_rl").glob("*.yaml"))]
-    assert len(presets) == 3
+    assert len(presets) == 4
     monkeypatch.setenv("NEMO_RL_DIR", "/opt/nemo-rl")  # the NeMo RL presets' cwd
+    monkeypatch.setenv("NEMO_RL_CONTAINER", "nvcr.io/nvidia/nemo-rl:v0")  # ray.sub's CONTAINER
     for overrides in presets:
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+            searched = list(cfg.hydra.sweeper.params)
+            # Rule: every searched key reaches the command as one of its own overrides.
+            for key in searched:
+                probe = compose("config", overrides=[*overrides, f"{key}=777.25"])
+                rendered = command_overrides(
+                    CommandSpec.from_config(probe.command), Path("/l"), Path("/c")
+                )
+                assert any("777.25" in o for o in rendered), (overrides, key, rendered)
         spec = CommandSpec.from_config(cfg.command)
-        # Rule: every preset validates and maps keys that render as Hydra overrides.
+        # Rule: every preset passes the sweeper's pre-launch check and maps keys that render
+        # as Hydra overrides.
+        check(cfg)
         from nemo_rl_hpo.command import render_overrides
 
         assert render_overrides(spec.overrides)

@@ -1,0 +1,507 @@
+"""NeMo RL presets through ray.sub, against the NeMo-RL-shaped stand-ins (docs/command.md).
+
+The stand-ins live in ``examples/command/nemo_rl_standin`` (``ray.sub`` and
+``examples/run_grpo.py`` laid out as in NeMo RL's repository); the presets run against them
+unchanged, with ``NEMO_RL_DIR`` pointing there. Unit tests first, then the stand-in on its own,
+then sweeps on the local Slurm (4 fake GPUs on one node: ``GPUS_PER_NODE=4``, and ray.sub's
+``--exclusive`` runs one trial's job at a time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from nemo_rl_hpo import trial
+from nemo_rl_hpo.command import (
+    CommandConfigError,
+    CommandSpec,
+    RaySubSpec,
+    _pbt,
+    _raysub,
+    check,
+    command_overrides,
+    slurm_time_seconds,
+)
+from nemo_rl_hpo.sweep import records
+from tests.sweeplib import REPO, load, run_app, states
+
+APP = REPO / "examples" / "command" / "run_command.py"
+STANDIN = REPO / "examples" / "command" / "nemo_rl_standin"
+GRPO_CONFIG = STANDIN / "examples" / "configs" / "grpo_math_1B.yaml"
+# A short stand-in run: a 40-step warm start instead of 100, fewer validation prompts.
+SHORT = ["sft.max_num_steps=40", "task.validation_size=128"]
+
+
+# ------------------------------------------------------------------------------ unit rules
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("30", 1800),  # minutes
+        (90, 5400),
+        ("1:30", 90),  # MM:SS
+        ("04:00:00", 14400),
+        ("1-00", 86400),  # D-HH
+        ("1-02:03", 93780),  # D-HH:MM
+        ("2-00:00:10", 172810),
+    ],
+)
+def test_slurm_time_formats(value: Any, seconds: int) -> None:
+    assert slurm_time_seconds(value, "k") == seconds
+
+
+@pytest.mark.parametrize("value", ["", "1h", "1:2:3:4", "0", "-5"])
+def test_bad_slurm_time_names_the_key(value: str) -> None:
+    with pytest.raises(CommandConfigError, match="command.ray_sub.time_limit"):
+        RaySubSpec(container="c", time_limit=value).validate()
+
+
+def test_must_save_by_is_the_limit_less_the_margin() -> None:
+    # Rule: NeMo RL's DD:HH:MM:SS, the wall time less the margin.
+    spec = RaySubSpec(container="c", time_limit="04:00:00", save_margin_s=900)
+    assert _raysub.must_save_by(spec) == "00:03:45:00"
+    spec = RaySubSpec(container="c", time_limit="2-00:00:00", save_margin_s=3600)
+    assert _raysub.must_save_by(spec) == "01:23:00:00"
+    # Rule: without a time limit nothing is set (the run is not interrupted).
+    assert _raysub.must_save_by(RaySubSpec(container="c")) is None
+    # Rule: a margin that leaves no training time is refused up front.
+    with pytest.raises(CommandConfigError, match="save_margin_s=600 leaves no training time"):
+        RaySubSpec(container="c", time_limit="10", save_margin_s=600).validate()
+
+
+def test_one_gpu_key_feeds_gres_env_and_the_commands_cluster(tmp_path: Path) -> None:
+    rs = RaySubSpec(container="img", gpus_per_node=4, nodes=2, time_limit="1:00:00")
+    spec = CommandSpec.from_config(
+        {
+            "command": ["python", "run.py"],
+            "metrics": {"tags": {"acc": "validation/accuracy"}},
+            "ray_sub": rs.__dict__,
+        }
+    )
+    assert spec.ray_sub is not None
+    argv = _raysub.sbatch_argv(spec.ray_sub, tmp_path, tmp_path / "job", "hpo-s-3")
+    env = _raysub.environment(spec.ray_sub, "python run.py", tmp_path / "job", "/a:/a")
+    overrides = command_overrides(spec, tmp_path / "logs", tmp_path / "ckpt")
+    # Rule: GPUs per node is written once and reaches all three places that must agree.
+    assert "--gres=gpu:4" in argv and env["GPUS_PER_NODE"] == "4"
+    assert "cluster.gpus_per_node=4" in overrides
+    assert "--nodes=2" in argv and "cluster.num_nodes=2" in overrides
+    # Rule: the job dir is BASE_LOG_DIR; the job name is the trial's own (singleton).
+    assert env["BASE_LOG_DIR"] == str(tmp_path / "job")
+    assert "--job-name=hpo-s-3" in argv and argv[-1] == str(tmp_path / "ray.sub")
+    assert "--wait" in argv and "--time=1:00:00" in argv
+    assert "checkpointing.checkpoint_must_save_by=00:00:45:00" in overrides
+
+
+def test_mounts_default_to_the_working_and_sweep_dirs(tmp_path: Path) -> None:
+    rs = RaySubSpec(container="c")
+    cwd, sweep = tmp_path / "RL", tmp_path / "sweeps" / "s1"
+    # Rule: by default both dirs are mounted at their own paths...
+    assert _raysub.mounts(rs, cwd, sweep, sweep / "0") == f"{cwd}:{cwd},{sweep}:{sweep}"
+    # ...and a dir inside another is mounted once.
+    assert _raysub.mounts(rs, tmp_path, sweep, sweep / "0") == f"{tmp_path}:{tmp_path}"
+    # Rule: given mounts that hide the trial's job dir are an error naming the key.
+    with pytest.raises(CommandConfigError, match="command.ray_sub.mounts="):
+        _raysub.mounts(RaySubSpec(container="c", mounts=f"{cwd}:{cwd}"), cwd, sweep, sweep / "0")
+
+
+def _app_cfg(*overrides: str) -> Any:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(APP.parent / "conf"), version_base="1.3"):
+        return compose("config", overrides=["nemo_rl=grpo", *overrides])
+
+
+def test_empty_container_is_an_error_naming_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEMO_RL_DIR", str(STANDIN))
+    monkeypatch.delenv("NEMO_RL_CONTAINER", raising=False)
+    with pytest.raises(CommandConfigError, match=r"command\.ray_sub\.container is empty"):
+        check(_app_cfg())
+
+
+def test_empty_container_stops_the_sweep_before_any_job(tmp_path: Path) -> None:
+    proc = run_app(
+        APP,
+        "nemo_rl=grpo",
+        f"hydra.sweep.dir={tmp_path}",
+        cwd=REPO,
+        check=False,
+        env={"NEMO_RL_DIR": str(STANDIN), "NEMO_RL_CONTAINER": ""},
+    )
+    # Rule: one line naming the key and the fix, and no trial was launched.
+    assert proc.returncode != 0
+    assert "command.ray_sub.container is empty" in proc.stdout + proc.stderr
+    assert not [p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit()]
+
+
+def _in_trial(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **ctx: Any) -> optuna.Study:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="grpo-sweep", storage=storage)
+    study.ask()
+    study.ask()
+    context = {"storage": storage, "study": "grpo-sweep", "number": 1, **ctx}
+    monkeypatch.setenv(trial.ENV_TRIAL, json.dumps(context))
+    return study
+
+
+def test_run_names_reach_the_commands_logger_keys(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("NEMO_RL_DIR", str(STANDIN))
+    monkeypatch.setenv("NEMO_RL_CONTAINER", "img")
+    spec = CommandSpec.from_config(_app_cfg().command)
+    # Rule: outside a sweep there are no trial names to give.
+    assert not any("wandb.name" in o for o in command_overrides(spec, tmp_path, tmp_path))
+    _in_trial(monkeypatch, tmp_path)
+    names = trial.run_names()
+    assert names == trial.RunNames(run="grpo-sweep-trial-1", group="grpo-sweep")
+    out = command_overrides(spec, tmp_path, tmp_path)
+    # Rule: each trial is its own run, grouped by study, in W&B and in MLflow (NeMo RL's keys).
+    assert "logger.wandb.name=grpo-sweep-trial-1" in out
+    assert "++logger.wandb.group=grpo-sweep" in out
+    assert "logger.mlflow.run_name=grpo-sweep-trial-1" in out
+    assert "logger.mlflow.experiment_name=grpo-sweep" in out
+
+
+def test_pbt_round_starts_from_the_latest_step_of_its_start_checkpoint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    donor = tmp_path / "member_000" / "round_000"
+    for step in (5, 10):
+        (donor / f"step_{step}").mkdir(parents=True)
+        (donor / f"step_{step}" / "weights.pt").write_text(str(step))
+    mine = tmp_path / "member_001" / "round_001"
+    _in_trial(monkeypatch, tmp_path, checkpoint_dir=str(mine), resume_from=str(donor), steps=15)
+    assert _pbt.checkpoint_dir() == mine
+    mine.mkdir(parents=True)
+    # Rule: the donor's latest step_N is copied into the round's own checkpoint dir...
+    assert _pbt.seed_checkpoint_dir(mine) == mine / "step_10"
+    assert (mine / "step_10" / "weights.pt").read_text() == "10"
+    assert not (mine / "step_5").exists()
+    # ...once: a resubmitted round continues from its own progress.
+    (mine / "step_12").mkdir()
+    assert _pbt.seed_checkpoint_dir(mine) is None
+    # Rule: the round's end reaches the command's max-steps key.
+    base = {"command": ["x"], "metrics": {"tags": {"a": "a"}}}
+    spec = CommandSpec.from_config({**base, "max_steps_key": "grpo.max_num_steps"})
+    assert "grpo.max_num_steps=15" in command_overrides(spec, tmp_path, mine)
+    with pytest.raises(CommandConfigError, match="command.max_steps_key is not set"):
+        command_overrides(CommandSpec.from_config(base), tmp_path, mine)
+
+
+# ------------------------------------------------------------------- the stand-in trainer
+def _standin(
+    tmp_path: Path, *overrides: str, check_rc: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop(trial.ENV_TRIAL, None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "examples/run_grpo.py",
+            "--config",
+            str(GRPO_CONFIG),
+            f"logger.log_dir={tmp_path / 'logs'}",
+            f"checkpointing.checkpoint_dir={tmp_path / 'ckpt'}",
+            "logger.tensorboard_enabled=true",
+            *SHORT,
+            *overrides,
+        ],
+        cwd=STANDIN,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    if check_rc:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _scalars(exp_dir: Path) -> dict[str, dict[int, float]]:
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    acc = ea.EventAccumulator(str(exp_dir / "tensorboard"), size_guidance={ea.SCALARS: 0})
+    acc.Reload()
+    return {
+        tag: {int(e.step): float(e.value) for e in acc.Scalars(tag)}
+        for tag in acc.Tags()["scalars"]
+    }
+
+
+@pytest.mark.e2e
+def test_standin_keeps_nemo_rls_command_line_and_file_contract(tmp_path: Path) -> None:
+    # Rule: struct mode, as NeMo RL: a key the config lacks is refused without `+`.
+    bad = _standin(tmp_path / "bad", "grpo.no_such_key=1", check_rc=False)
+    assert bad.returncode != 0 and "no_such_key" in bad.stderr
+    short = [
+        "grpo.val_period=2",
+        "grpo.num_generations_per_prompt=4",
+        # as the GRPO preset renders it: an interpolation NeMo RL's own `mul` resolver resolves
+        "policy.train_global_batch_size='${mul:${grpo.num_prompts_per_step},"
+        "${grpo.num_generations_per_prompt}}'",
+    ]
+    _standin(tmp_path, "grpo.max_num_steps=4", *short)
+    exp1 = tmp_path / "logs" / "exp_001"
+    used = OmegaConf.load(exp1 / "config.yaml")
+    assert used.grpo.num_generations_per_prompt == 4
+    # Rule: NeMo RL's resolvers work in overrides (the GRPO preset's batch size uses `mul`).
+    assert used.policy.train_global_batch_size == 16 * 4
+    tags = _scalars(exp1)
+    # Rule: NeMo RL's tags; train metrics at steps 1..N, validation every val_period.
+    assert sorted(tags["train/loss"]) == [1, 2, 3, 4]
+    assert sorted(tags["train/reward"]) == [1, 2, 3, 4]
+    assert sorted(tags["validation/accuracy"]) == [0, 2, 4]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["step_4"]
+    # Rule: the same dirs again continue from the highest step_N in a new exp_NNN.
+    again = _standin(tmp_path, "grpo.max_num_steps=6", *short)
+    assert "step_4" in again.stdout + again.stderr
+    assert sorted(_scalars(tmp_path / "logs" / "exp_002")["train/loss"]) == [5, 6]
+
+
+@pytest.mark.e2e
+def test_standin_saves_before_checkpoint_must_save_by_and_stops(tmp_path: Path) -> None:
+    proc = _standin(
+        tmp_path,
+        "grpo.max_num_steps=200",
+        "grpo.num_generations_per_prompt=2",
+        "standin.step_sleep_s=0.2",
+        "checkpointing.checkpoint_must_save_by='00:00:00:03'",
+    )
+    # Rule: NeMo RL's behaviour: save, say so, exit 0 long before max_num_steps.
+    assert "Timeout has been reached, stopping training early" in proc.stdout
+    (saved,) = (tmp_path / "ckpt").iterdir()
+    step = int(saved.name.split("_")[1])
+    assert 0 < step < 200
+    assert max(_scalars(tmp_path / "logs" / "exp_001")["train/loss"]) == step
+
+
+# ------------------------------------------------------------------ sweeps on the local Slurm
+def _env() -> dict[str, str]:
+    return {
+        "NEMO_RL_DIR": str(STANDIN),
+        "NEMO_RL_CONTAINER": "standin-image",
+        "NEMO_RL_RUN": sys.executable,
+        "NEMO_RL_GPUS_PER_NODE": "4",  # the local Slurm's node; ray.sub refuses anything else
+        "SBATCH_PARTITION": "debug",  # ray.sub's #SBATCH lines are placeholders, as NeMo RL's
+        "SBATCH_ACCOUNT": "root",
+    }
+
+
+def _grpo_sweep(
+    tmp_path: Path, *args: str, limit: tuple[int, int] = (10, 60), check: bool = True
+) -> Any:
+    """The GRPO preset, unchanged, against the stand-in; ``limit``: wall time (minutes) and
+    save margin (seconds) of each job."""
+    return run_app(
+        APP,
+        "nemo_rl=grpo",
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra/launcher=local",
+        "command.poll_interval_s=0.5",
+        "command.grace_period_s=5",
+        f"command.ray_sub.time_limit={limit[0]}",
+        f"command.ray_sub.save_margin_s={limit[1]}",
+        *args,
+        cwd=REPO,
+        env=_env(),
+        timeout=800,
+        check=check,
+    )
+
+
+def _sacct(job_id: str) -> str:
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.strip().split()[0]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _exp_dirs(job_dir: Path) -> list[Path]:
+    return sorted((job_dir / "logs").glob("exp_*"))
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_grpo_preset_sweep_through_ray_sub_with_median_pruning(tmp_path: Path) -> None:
+    _grpo_sweep(
+        tmp_path,
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=2",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.sampler.seed=3",
+        "hydra.sweeper.pruner.n_startup_trials=2",
+        "hydra.sweeper.pruner.n_warmup_steps=1",
+        "grpo.max_num_steps=16",
+        # lr 0.03 wrecks the tiny policy within a few steps, 1e-3 improves it (measured: ~0.05
+        # against ~0.35 mean validation reward at step 4): trials drawing 0.03 after two
+        # finished ones fall below the median and are pruned, whatever the other knobs.
+        "policy.optimizer.kwargs.lr=choice(0.001,0.03)",
+        "grpo.num_generations_per_prompt=choice(2,4)",
+        "command.extra_args=[grpo.val_period=2,standin.step_sleep_s=0.3,sft.max_num_steps=40,task.validation_size=128]",
+    )
+    study = load(tmp_path, "run_command")
+    counts = states(study)
+    assert counts.get("PRUNED", 0) >= 1 and counts.get("FAIL", 0) == 0, counts
+    for t in study.get_trials(states=[TrialState.COMPLETE, TrialState.PRUNED]):
+        job = Path(t.user_attrs["job_dir"])
+        (exp,) = _exp_dirs(job)
+        used = OmegaConf.load(exp / "config.yaml")
+        # Rule: the sampled values reached the command, as its own (NeMo RL) keys.
+        assert used.policy.optimizer.kwargs.lr == t.params["policy.optimizer.kwargs.lr"]
+        assert used.grpo.num_generations_per_prompt == t.params["grpo.num_generations_per_prompt"]
+        assert used.loss_fn.reference_policy_kl_penalty == pytest.approx(
+            t.params["loss_fn.reference_policy_kl_penalty"]
+        )
+        assert used.loss_fn.ratio_clip_max == pytest.approx(t.params["loss_fn.ratio_clip_max"])
+        assert used.policy.generation.temperature == pytest.approx(
+            t.params["policy.generation.temperature"]
+        )
+        # Rule: one key for GPUs per node reached the command; the log dir is in the job dir.
+        assert used.cluster.gpus_per_node == 4
+        assert used.logger.log_dir == str(exp)
+        (job_id,) = t.user_attrs[records.COMMAND_SLURM_JOB_IDS]
+        # Rule: BASE_LOG_DIR is the job dir: the driver's log is there.
+        assert (job / f"{job_id}-logs" / "ray-driver.log").is_file()
+        if t.state == TrialState.PRUNED:
+            # Rule: a pruned trial's Slurm job is cancelled and its driver is gone.
+            assert _sacct(job_id) == "CANCELLED"
+            assert not _alive(int((exp / "driver.pid").read_text()))
+            assert max(_scalars(exp)["train/loss"]) < 16
+        else:
+            assert _sacct(job_id) == "COMPLETED"
+            assert max(_scalars(exp)["train/loss"]) == 16
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+def test_crashing_driver_fails_the_trial_quoting_ray_driver_log(tmp_path: Path) -> None:
+    _grpo_sweep(
+        tmp_path,
+        "hydra.sweeper.n_trials=1",
+        "grpo.max_num_steps=6",
+        "command.extra_args=[standin.fail_at_step=3,sft.max_num_steps=10]",
+        check=False,
+    )
+    (t,) = load(tmp_path, "run_command").trials
+    assert t.state == TrialState.FAIL
+    reason = t.user_attrs[records.FAIL_REASON]
+    # Rule: the reason names the job and its state and quotes the driver's own log.
+    (job_id,) = t.user_attrs[records.COMMAND_SLURM_JOB_IDS]
+    assert f"ray.sub job {job_id} ended FAILED" in reason
+    assert "ray-driver.log" in reason and "loss became NaN at step 3" in reason
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_wall_time_saves_resubmits_and_resumes_to_the_same_end(tmp_path: Path) -> None:
+    steps = 24
+    _grpo_sweep(
+        tmp_path,
+        "hydra.sweeper.n_trials=1",
+        f"grpo.max_num_steps={steps}",
+        "grpo.num_generations_per_prompt=choice(2)",
+        "policy.optimizer.kwargs.lr=choice(0.001)",
+        # A 1-minute job saved 52 s early: checkpoint_must_save_by is 8 s after the driver's
+        # loop starts; ~0.35 s a step, so each job saves after some steps and stops.
+        "command.ray_sub.max_restarts=6",
+        "command.extra_args=[grpo.val_period=4,standin.step_sleep_s=0.3,sft.max_num_steps=10,task.validation_size=128]",
+        limit=(1, 52),
+    )
+    (t,) = load(tmp_path, "run_command").trials
+    assert t.state == TrialState.COMPLETE
+    job = Path(t.user_attrs["job_dir"])
+    restarts = t.user_attrs[records.COMMAND_RESTARTS]
+    ids = t.user_attrs[records.COMMAND_SLURM_JOB_IDS]
+    # Rule: the trial was resubmitted, each restart recorded with the step it resumed from.
+    assert len(restarts) >= 1 and len(ids) == len(restarts) + 1
+    assert all(r["reason"] == "saved before its wall time" for r in restarts)
+    assert restarts[0]["step"] > 0
+    assert [r["job_id"] for r in restarts] == ids[:-1]
+    exps = _exp_dirs(job)
+    assert len(exps) == len(ids)
+    first_steps = [min(_scalars(e)["train/loss"]) for e in exps]
+    # Rule: every resubmission resumed right after its predecessor's saved step_N...
+    assert first_steps == [1] + [r["step"] + 1 for r in restarts]
+    resumed = (job / f"{ids[1]}-logs" / "ray-driver.log").read_text()
+    assert f"step_{restarts[0]['step']}" in resumed
+    # ...and the trial ends with as many steps as an uninterrupted run, each once.
+    train_steps = sorted(s for e in exps for s in _scalars(e)["train/loss"])
+    assert train_steps == list(range(1, steps + 1))
+    assert all(_sacct(i) == "COMPLETED" for i in ids)
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_pbt_over_the_standin_exploit_continues_the_donors_step(tmp_path: Path) -> None:
+    interval = 4
+    _grpo_sweep(
+        tmp_path,
+        "hydra/sweeper=pbt",
+        "hydra.sweeper.population_size=2",
+        "hydra.sweeper.quantile_fraction=0.5",
+        f"hydra.sweeper.perturbation_interval={interval}",
+        "hydra.sweeper.num_rounds=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.seed=0",
+        "policy.optimizer.kwargs.lr=interval(0.0005,0.002)",
+        "grpo.num_generations_per_prompt=choice(2,4)",
+        "command.extra_args=[grpo.val_period=2,sft.max_num_steps=20,task.validation_size=128]",
+    )
+    study = optuna.load_study(
+        study_name="run_command", storage=f"sqlite:///{tmp_path / 'optuna.db'}"
+    )
+    rounds = [t for t in study.trials if records.PBT_MEMBER in t.user_attrs]
+    assert len(rounds) == 4 and all(t.state == TrialState.COMPLETE for t in rounds)
+    exploits = [t for t in rounds if t.user_attrs[records.PBT_PARENT] is not None]
+    # Rule: population 2 at quantile 0.5 -> the worse member of round 0 exploits the better.
+    assert len(exploits) >= 1
+    for t in exploits:
+        donor = next(
+            d
+            for d in rounds
+            if d.user_attrs[records.PBT_MEMBER] == t.user_attrs[records.PBT_PARENT]
+            and d.user_attrs[records.PBT_ROUND] == t.user_attrs[records.PBT_ROUND] - 1
+        )
+        assert (
+            t.user_attrs[records.PBT_START_CHECKPOINT] == donor.user_attrs[records.PBT_CHECKPOINT]
+        )
+        donor_steps = _scalars(_exp_dirs(Path(donor.user_attrs["job_dir"]))[0])["train/loss"]
+        (exp,) = _exp_dirs(Path(t.user_attrs["job_dir"]))
+        mine = _scalars(exp)["train/loss"]
+        # Rule: the exploiting round's first step continues the donor's last step...
+        assert min(mine) == max(donor_steps) + 1 == interval + 1
+        assert max(mine) == 2 * interval
+        # ...from the donor's step_N copied into the member's own checkpoint dir, with the
+        # explored values as the command's overrides.
+        own = Path(t.user_attrs[records.PBT_CHECKPOINT])
+        assert (own / f"step_{interval}").is_dir() and (own / f"step_{2 * interval}").is_dir()
+        used = OmegaConf.load(exp / "config.yaml")
+        assert used.checkpointing.checkpoint_dir == str(own)
+        assert used.policy.optimizer.kwargs.lr == pytest.approx(
+            t.params["policy.optimizer.kwargs.lr"]
+        )
+        assert used.grpo.max_num_steps == 2 * interval
