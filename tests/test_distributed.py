@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nemo_rl_hpo.sweep.core import SYS_OVERFLOW
+from nemo_rl_hpo.sweep.records import SYS_OVERFLOW
 from nemo_rl_hpo.sweep.storage import open_storage
 from tests.sweeplib import APPS, run_app
 

@@ -12,7 +12,6 @@ import math
 import os
 import re
 import shlex
-import subprocess
 import sys
 import time
 import warnings
@@ -33,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.nemo_rl_hpo._task import TrialTask
 from hydra_plugins.nemo_rl_hpo.compose_cache import CachedSweepConfigLoader
+from hydra_plugins.nemo_rl_hpo.slurm import JobDied, job_alive
 from nemo_rl_hpo import trial as trial_api
 from nemo_rl_hpo.report import _io
 from nemo_rl_hpo.search.grammar import (
@@ -52,7 +52,6 @@ from nemo_rl_hpo.sweep.core import (
     SweepSettings,
     SweepSummary,
 )
-from nemo_rl_hpo.sweep.liveness import local_process_alive
 from nemo_rl_hpo.sweep.objectives import ObjectiveError, parse_objectives
 from nemo_rl_hpo.sweep.proposer import OptunaProposer, Proposal, counted_trials
 
@@ -388,7 +387,12 @@ class OptunaSweeperImpl:
         proposer = OptunaProposer(study, space, settings.n_trials, settings.retry_failed, extend)
         progress = _Progress(settings, study)
         core = AsyncSweep(
-            study, proposer, launch, settings, on_trial_end=progress, is_job_alive=_job_alive
+            study,
+            proposer,
+            launch,
+            settings,
+            on_trial_end=progress,
+            is_job_alive=lambda t: job_alive(t.user_attrs),
         )
         reattached = core.recover()
         error: SweepAborted | None = None
@@ -489,10 +493,11 @@ class OptunaSweeperImpl:
         env_ov = f"++hydra.job.env_set.{trial_api.ENV_TRIAL}={hydra_quote(ctx)}"
         try:
             (ret,) = self.launcher.launch([[*overrides, env_ov]], initial_job_idx=trial.number)
-        except Exception as e:  # the job died without a result: say what Slurm saw, if Slurm
-            return LaunchOutcome(
-                ok=False, error=_launch_failure_reason(trial, e, slurm=self._is_slurm())
-            )
+        except JobDied as e:  # the job died without a result: the launcher says why
+            return LaunchOutcome(ok=False, error=e.reason)
+        except Exception as e:  # the launcher itself failed (submission, pool worker)
+            lines = str(e).strip().splitlines()
+            return LaunchOutcome(ok=False, error=f"{type(e).__name__}: {lines[0] if lines else ''}")
         if ret.status.name == "FAILED":
             err = ret._return_value
             return LaunchOutcome(ok=False, error=f"{type(err).__name__}: {err}")
@@ -777,11 +782,6 @@ class _Progress:
         )
 
 
-_SUBMITIT_JOB = re.compile(r"^Job (\d+)(?:_\d+)? \(task: \d+\)")
-_SUBMITIT_STATE = re.compile(r"\(state: ([A-Z_]+)")
-_NOT_FINAL = ("RUNNING", "COMPLETING", "PENDING", "REQUEUED", "CONFIGURING", "UNKNOWN")
-
-
 class _HideTrialContext(logging.Filter):
     """Drop the trial-context override from Hydra's and submitit's per-job log lines.
 
@@ -811,88 +811,6 @@ def _hide_trial_context_in_launcher_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _HideTrialContext) for f in logger.filters):
             logger.addFilter(_HideTrialContext())
-
-
-def _launch_failure_reason(trial: optuna.Trial, e: BaseException, slurm: bool) -> str:
-    """One line saying why a job died without a result, with Slurm's verdict when there is one.
-
-    The job id comes from the trial (the job records it when it starts) or, for a job killed
-    before it got that far (a slow start under a short time limit), from submitit's message.
-    sacct can lag the job's end on a busy controller; submitit's own view of the state is the
-    fallback, so a time-out still says TIMEOUT. Under a local launcher submitit's "job id" is a
-    process id: no Slurm to ask.
-    """
-    text = str(e).strip()
-    lines = text.splitlines()
-    head = " ".join(lines[:2]) if len(lines) > 1 and "has not produced" in lines[1] else ""
-    reason = f"{type(e).__name__}: {head or (lines[0] if lines else '')}"
-    job_id = trial.study._storage.get_trial(trial._trial_id).user_attrs.get(records.SLURM_JOB_ID)
-    if not job_id and slurm and (m := _SUBMITIT_JOB.match(text)):
-        job_id = m.group(1)
-    state = _slurm_state(str(job_id)) if job_id else None
-    seen = _SUBMITIT_STATE.search(text)
-    if (state is None or state in _NOT_FINAL) and seen and seen.group(1) not in _NOT_FINAL:
-        state = seen.group(1)
-    if state and job_id:
-        reason = f"Slurm job {job_id} ended {state}; {reason}"
-    return reason
-
-
-def _slurm_state(job_id: str, attempts: int = 20) -> str | None:
-    """The job's final state from sacct (e.g. TIMEOUT, OUT_OF_MEMORY, CANCELLED), if known.
-
-    Right after a job dies sacct may not know it yet, or still say RUNNING or COMPLETING: ask
-    again for a while (about 30 s; this runs only for a job that died without a result).
-    """
-    state: str | None = None
-    for attempt in range(attempts):
-        try:
-            proc = subprocess.run(
-                ["sacct", "-n", "-X", "-j", job_id, "-o", "State%30", "--parsable2"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return state
-        if proc.returncode != 0:  # no accounting on this cluster: nothing to wait for
-            return state
-        out = proc.stdout.split()
-        state = out[0] if out else None
-        if state is not None and state not in _NOT_FINAL:
-            return state
-        if attempt < attempts - 1:
-            time.sleep(1.5)
-    return state
-
-
-def _job_alive(t: FrozenTrial) -> bool:
-    """Whether the job of a trial still runs: SLURM by its id, local by host and pid."""
-    sid = t.user_attrs.get(records.SLURM_JOB_ID)
-    if sid:
-        try:
-            out = subprocess.run(
-                ["squeue", "-h", "-j", str(sid), "-o", "%T"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            ).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        return out.upper() in {
-            "PENDING",
-            "RUNNING",
-            "REQUEUED",
-            "CONFIGURING",
-            "COMPLETING",
-            "SUSPENDED",
-            "REQUEUE_HOLD",
-            "REQUEUE_FED",
-        }
-    attrs = t.user_attrs
-    return bool(local_process_alive(attrs.get(records.JOB_HOST), attrs.get(records.JOB_PID)))
 
 
 def _grid_space(space: SearchSpace) -> dict[str, list[Any]]:
