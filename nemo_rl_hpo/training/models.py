@@ -10,7 +10,9 @@ importing ``transformers``: that import alone costs seconds, paid again by every
 
 Decoders classify from the last token's hidden state, as ``LlamaForSequenceClassification``
 does; ``Bert`` from the pooled first token, as ``BertForSequenceClassification``. Every model
-maps token ids ``(batch, seq)`` to logits ``(batch, num_classes)``.
+maps token ids ``(batch, seq)`` to logits ``(batch, num_classes)``. The decoders are also causal
+language models: ``token_logits`` applies the same head at every position, so with
+``num_classes`` equal to the vocabulary size it is the LM head the GRPO trial samples from.
 """
 
 from __future__ import annotations
@@ -163,14 +165,23 @@ class Llama(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(_init_weights)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The final normed hidden state of every position, ``(batch, seq, hidden_size)``."""
         rope = (self.rope_cos, self.rope_sin)
         x = self.drop(self.embed(tokens))
         for block in self.blocks:
             x = block(x, rope)
-        out: torch.Tensor = self.score(
-            self.norm(x[:, -1])
-        )  # the last token has seen the whole sequence
+        out: torch.Tensor = self.norm(x)
+        return out
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # the last token has seen the whole sequence
+        out: torch.Tensor = self.score(self.hidden_states(tokens)[:, -1])
+        return out
+
+    def token_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``LlamaForCausalLM``: next-token logits at every position (``num_classes`` = vocab)."""
+        out: torch.Tensor = self.score(self.hidden_states(tokens))
         return out
 
 
@@ -226,12 +237,22 @@ class GPT(nn.Module):
             if name.endswith(("attn.out.weight", "proj.weight")):
                 nn.init.normal_(param, mean=0.0, std=INIT_STD / math.sqrt(2 * num_layers))
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The final normed hidden state of every position, ``(batch, seq, hidden_size)``."""
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         x = self.drop(self.wte(tokens) + self.wpe(positions))
         for block in self.blocks:
             x = block(x)
-        out: torch.Tensor = self.score(self.ln_f(x[:, -1]))
+        out: torch.Tensor = self.ln_f(x)
+        return out
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.score(self.hidden_states(tokens)[:, -1])
+        return out
+
+    def token_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``GPT2LMHeadModel``: next-token logits at every position (``num_classes`` = vocab)."""
+        out: torch.Tensor = self.score(self.hidden_states(tokens))
         return out
 
 
