@@ -39,6 +39,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 )
 from hydra_plugins.nemo_rl_hpo import resolvers  # noqa: F401  (registered in every job too)
 from hydra_plugins.nemo_rl_hpo.slurm import JobDied
+from hydra_plugins.nemo_rl_hpo.slurm_retry import submit_retrying
 from nemo_rl_hpo.sweep import devices as dev
 from nemo_rl_hpo.trial import ENV_TRIAL
 
@@ -141,7 +142,8 @@ class _FastPollMixin(BaseSubmititLauncher):  # type: ignore[misc]
                     Singleton.get_state(),
                 )
             )
-        jobs = executor.map_array(self, *zip(*job_params, strict=True))
+        # A controller restart fails sbatch; the trial waits for it instead of failing.
+        jobs = submit_retrying(lambda: executor.map_array(self, *zip(*job_params, strict=True)))
         if self.results_timeout_s is not None:
             for j in jobs:
                 j._results_timeout_s = self.results_timeout_s

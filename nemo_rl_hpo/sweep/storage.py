@@ -386,6 +386,27 @@ class _Outage:
         self.back_at = 0.0  # wall time the storage last came back (0: never away)
 
 
+class _QuietOutage(logging.Filter):
+    """Drop Optuna's own per-attempt line about a dropped connection (we say it once).
+
+    ``RDBStorage._get_trials`` logs every OperationalError as a possible "too many SQL
+    variables" before it falls back to a slower query; during an outage that is seven lines per
+    attempt, and the fallback fails the same way, so the retry reports it instead.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (
+            msg.startswith("Caught an error from sqlalchemy") and _TRANSIENT_TEXT.search(msg)
+        )
+
+
+def _quiet_optuna_outage_lines() -> None:
+    logger = logging.getLogger("optuna.storages._rdb.storage")
+    if not any(isinstance(f, _QuietOutage) for f in logger.filters):
+        logger.addFilter(_QuietOutage())
+
+
 class RetryingStorage(BaseStorage):
     """Every call of ``inner`` retried through an outage, for up to ``retry_s`` seconds.
 
@@ -408,6 +429,7 @@ class RetryingStorage(BaseStorage):
         self._name = name
         self.retry_s = float(retry_s)
         self._outage = _Outage()
+        _quiet_optuna_outage_lines()
 
     def __getattr__(self, name: str) -> Any:
         # engine, remove_session, heartbeat methods...: those of the wrapped storage or its backend
