@@ -43,7 +43,7 @@ from nemo_rl_hpo.search.grammar import (
     parse_params,
 )
 from nemo_rl_hpo.search.space import Probe, SearchSpace
-from nemo_rl_hpo.sweep import records
+from nemo_rl_hpo.sweep import records, repeats
 from nemo_rl_hpo.sweep import storage as st
 from nemo_rl_hpo.sweep.core import (
     AsyncSweep,
@@ -380,7 +380,13 @@ class OptunaSweeperImpl:
             "storage_retry_s": self._storage_retry_s(),
         }
 
+        reps = self._repeats(settings)
+        if reps.active:
+            study.set_user_attr(records.STUDY_REPEATS, reps.as_dict())
+
         def launch(proposal: Proposal) -> LaunchOutcome:
+            if reps.active:  # n seed jobs, one trial (nemo_rl_hpo/sweep/repeats.py)
+                return self._launch_seeds(reps, study, proposal, context, parallel=not basic)
             return self._launch_trial(proposal.trial, proposal.overrides, context)
 
         extend = (lambda t: custom(self.config, t)) if custom is not None else None
@@ -483,6 +489,63 @@ class OptunaSweeperImpl:
             ws = sweeper.get("warm_start")
             if ws is not None and isinstance(ws.get("storage"), str):
                 ws["storage"] = st.mask(ws["storage"])
+
+    def _repeats(self, settings: SweepSettings) -> repeats.Repeats:
+        """hydra.sweeper.repeats/seed_key/aggregate, checked; fewer configurations in flight so
+        that about n_jobs seed jobs run at once."""
+        assert self.config is not None
+        try:
+            reps = repeats.Repeats.from_config(
+                self._get("repeats", 1),
+                self._get("seed_key", "seed"),
+                self._get("aggregate", "mean"),
+            )
+        except repeats.RepeatConfigError as e:
+            raise SweepConfigError(str(e)) from None
+        if not reps.active:
+            return reps
+        if OmegaConf.select(self.config, reps.seed_key, default=_MISSING) is _MISSING:
+            raise SweepConfigError(
+                f"hydra.sweeper.seed_key={reps.seed_key}: the app's config has no key "
+                f"{reps.seed_key!r} to take each repeat's seed; name the key that seeds a run."
+            )
+        if any(o.split("=")[0].lstrip("+~") == reps.seed_key for o in self._get("params") or {}):
+            raise SweepConfigError(
+                f"hydra.sweeper.seed_key={reps.seed_key} is also searched in hydra.sweeper.params;"
+                " repeats set it, so leave it out of the search space."
+            )
+        settings.n_jobs = reps.configurations_in_flight(settings.n_jobs)
+        log.info(
+            "repeats: %d seeds per configuration (%s=0..%d), value = their %s; %d "
+            "configuration(s) in flight",
+            reps.n,
+            reps.seed_key,
+            reps.n - 1,
+            reps.aggregate,
+            settings.n_jobs,
+        )
+        return reps
+
+    def _launch_seeds(
+        self,
+        reps: repeats.Repeats,
+        study: optuna.Study,
+        proposal: Proposal,
+        context: Mapping[str, Any],
+        parallel: bool,
+    ) -> LaunchOutcome:
+        assert self.config is not None
+        node = self.config.hydra.sweep._get_node("subdir")
+        subdir = str(node._value()) if node is not None else None
+
+        def one(ovs: list[str], ctx: dict[str, Any], index: int) -> tuple[bool, str | None]:
+            out = self._launch_trial(proposal.trial, ovs, {**context, **ctx})
+            return out.ok, out.error
+
+        ok, error = repeats.launch_seeds(
+            reps, study, proposal.trial, proposal.overrides, one, subdir, parallel
+        )
+        return LaunchOutcome(ok=ok, error=error)
 
     def _launch_trial(
         self, trial: optuna.Trial, overrides: list[str], context: Mapping[str, Any]

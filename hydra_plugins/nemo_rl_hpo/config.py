@@ -246,6 +246,9 @@ class OptunaSweeperConf:
     timeout: float | None = None  # seconds; no new trial starts after this
     objectives: Any = None  # metric names (or {name, weight}) picked from a returned mapping
     retry_failed: int = 0  # times a failed configuration is enqueued again
+    repeats: int = 1  # seeds per configuration: n jobs, the trial's value their aggregate
+    seed_key: str = "seed"  # the app's config key each repeat sets to its seed (0..repeats-1)
+    aggregate: str = "mean"  # mean | median | min | max of the seeds' values (and reports)
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)  # study_name: enable
     heartbeat_interval: float = 10.0  # seconds between the driver's signs of life per trial
     storage_retry_s: float = 600.0  # seconds sweeper and jobs retry through a storage outage
