@@ -359,7 +359,7 @@ def test_grpo_preset_sweep_through_ray_sub_with_median_pruning(tmp_path: Path) -
         # finished ones fall below the median and are pruned, whatever the other knobs.
         "policy.optimizer.kwargs.lr=choice(0.001,0.03)",
         "grpo.num_generations_per_prompt=choice(2,4)",
-        "command.extra_args=[grpo.val_period=2,standin.step_sleep_s=0.3,sft.max_num_steps=40,task.validation_size=128]",
+        "command.extra_args=['grpo.val_period=2','standin.step_sleep_s=0.3','sft.max_num_steps=40','task.validation_size=128']",
     )
     study = load(tmp_path, "run_command")
     counts = states(study)
@@ -401,7 +401,7 @@ def test_crashing_driver_fails_the_trial_quoting_ray_driver_log(tmp_path: Path) 
         tmp_path,
         "hydra.sweeper.n_trials=1",
         "grpo.max_num_steps=6",
-        "command.extra_args=[standin.fail_at_step=3,sft.max_num_steps=10]",
+        "command.extra_args=['standin.fail_at_step=3','sft.max_num_steps=10']",
         check=False,
     )
     (t,) = load(tmp_path, "run_command").trials
@@ -427,7 +427,7 @@ def test_wall_time_saves_resubmits_and_resumes_to_the_same_end(tmp_path: Path) -
         # A 1-minute job saved 52 s early: checkpoint_must_save_by is 8 s after the driver's
         # loop starts; ~0.35 s a step, so each job saves after some steps and stops.
         "command.ray_sub.max_restarts=6",
-        "command.extra_args=[grpo.val_period=4,standin.step_sleep_s=0.3,sft.max_num_steps=10,task.validation_size=128]",
+        "command.extra_args=['grpo.val_period=4','standin.step_sleep_s=0.3','sft.max_num_steps=10','task.validation_size=128']",
         limit=(1, 52),
     )
     (t,) = load(tmp_path, "run_command").trials
@@ -469,7 +469,7 @@ def test_pbt_over_the_standin_exploit_continues_the_donors_step(tmp_path: Path) 
         "hydra.sweeper.seed=0",
         "policy.optimizer.kwargs.lr=interval(0.0005,0.002)",
         "grpo.num_generations_per_prompt=choice(2,4)",
-        "command.extra_args=[grpo.val_period=2,sft.max_num_steps=20,task.validation_size=128]",
+        "command.extra_args=['grpo.val_period=2','sft.max_num_steps=20','task.validation_size=128']",
     )
     study = optuna.load_study(
         study_name="run_command", storage=f"sqlite:///{tmp_path / 'optuna.db'}"

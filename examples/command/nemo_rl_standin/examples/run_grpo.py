@@ -38,7 +38,9 @@ def main() -> int:
     nrl_standin.write_run_files(log_dir, config)
 
     import torch  # after the config: a bad override fails in a second, not after imports
+    from omegaconf import OmegaConf
 
+    from nemo_rl_hpo.training.grpo.config import default_config
     from nemo_rl_hpo.training.grpo.run import run_grpo
 
     torch.set_num_threads(int(config.get("num_threads", 1)))
@@ -74,8 +76,11 @@ def main() -> int:
         timeout.mark_iteration()
         return timeout.check_save()
 
+    # The trial's own defaults (model, task) under the NeMo RL sections it shares.
+    trial_cfg = default_config()
+    trial_cfg = OmegaConf.merge(trial_cfg, {k: v for k, v in config.items() if k in trial_cfg})
     result = run_grpo(
-        config,
+        trial_cfg,
         checkpoint_dir=ckpt["checkpoint_dir"] if ckpt["enabled"] else None,
         on_metrics=on_metrics,
         should_stop=should_stop,
