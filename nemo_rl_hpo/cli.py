@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from nemo_rl_hpo.sweep import records
+from nemo_rl_hpo.sweep import records, repeats
 
 if TYPE_CHECKING:
     import optuna
@@ -200,9 +200,9 @@ def _status_view(study: optuna.Study) -> RenderableType:
         )
     else:
         best = best_trial(trials, study.directions)
-        head.add_row(
-            "best", f"trial {best.number}: {info.objectives[0]}={_fmt(best.value)}" if best else "-"
-        )
+        line = f"trial {best.number}: {info.objectives[0]}={_fmt(best.value)}" if best else "-"
+        spread = repeats.spread(best) if best else None
+        head.add_row("best", f"{line}; seeds {spread}" if spread else line)
     running = [t for t in trials if t.state.name == "RUNNING"]
     if not running:  # a finished sweep: one line, not an empty table
         head.add_row("running", "none")
@@ -289,6 +289,15 @@ def cmd_best(args: argparse.Namespace) -> int:
             print(comment)
         else:
             print(comment, file=sys.stderr)
+        seeds = repeats.seed_records(t)
+        if seeds:  # a repeated configuration: its value aggregates these seeds
+            key = study.user_attrs.get(records.STUDY_REPEATS, {}).get("seed_key", "seed")
+            each = ", ".join(
+                f"{key}={r['seed']}: {_fmt((r.get('values') or [None])[0])}" for r in seeds
+            )
+            print(
+                f"# seeds: {each}; {repeats.spread(t)}; add {key}=N to rerun one", file=sys.stderr
+            )
         print(reproduce_command(info, t, here=os.getcwd()))
     if info.kind == "pbt":
         print(

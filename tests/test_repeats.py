@@ -7,6 +7,7 @@ would, with ``hydra.sweeper.repeats=3``.
 
 from __future__ import annotations
 
+import json
 import statistics
 import threading
 from pathlib import Path
@@ -130,7 +131,9 @@ SEEDED = ["hydra/launcher=pool", "hydra.sweeper.write_report=false", "hydra.swee
 
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
-def test_four_configurations_by_three_seeds_are_twelve_jobs(tmp_path: Path) -> None:
+def test_four_configurations_by_three_seeds_are_twelve_jobs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run_app(
         "seeded",
         f"hydra.sweep.dir={tmp_path}",
@@ -159,6 +162,21 @@ def test_four_configurations_by_three_seeds_are_twelve_jobs(tmp_path: Path) -> N
             assert (Path(job["job_dir"]) / "seed.txt").read_text().split()[0] == str(i)
             dirs.add(job["job_dir"])
     assert len(dirs) == 12  # 4 configurations x 3 seeds, each seed job in its own dir
+    # Rule: best prints the best configuration's seeds; status, report and results its spread.
+    from nemo_rl_hpo import cli
+
+    best = study.best_trial
+    seeds = repeats.seed_records(best)
+    assert cli.main(["best", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "# seeds: " + ", ".join(f"seed={r['seed']}: " for r in seeds)[:12] in err
+    spread = repeats.spread(best)
+    assert spread is not None and spread in err
+    assert cli.main(["status", str(tmp_path)]) == 0
+    assert "3 seeds" in capsys.readouterr().out
+    results = json.loads((tmp_path / "optimization_results.json").read_text())
+    assert results["best"]["spread"] == spread
+    assert [r["seed"] for r in results["best"]["seeds"]] == [0, 1, 2]
 
 
 @pytest.mark.e2e

@@ -27,6 +27,7 @@ from nemo_rl_hpo.report.trials import (
     reproduce_command,
     trial_params,
 )
+from nemo_rl_hpo.sweep import repeats
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -111,7 +112,14 @@ def _summary_html(ctx: Ctx) -> str:
         if best is None:
             parts.append('<p class="note">No complete trial yet.</p>')
         else:
-            parts.append(_table([("trial", best.number), (info.objectives[0], best.value)]))
+            head: list[tuple[str, Any]] = [("trial", best.number), (info.objectives[0], best.value)]
+            if spread := repeats.spread(best):  # the value aggregates these seeds
+                head.append(("seeds", spread))
+                head += [
+                    (f"seed {r['seed']}", (r.get("values") or ["-"])[0])
+                    for r in repeats.seed_records(best)
+                ]
+            parts.append(_table(head))
             parts.append(_table(list(trial_params(best).items()), ["parameter", "value"]))
             parts.append(f"<p>Reproduce:</p><pre>{_e(reproduce_command(info, best))}</pre>")
     else:

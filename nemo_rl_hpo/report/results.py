@@ -32,7 +32,7 @@ from nemo_rl_hpo.report.trials import (
     trial_metrics,
     trial_params,
 )
-from nemo_rl_hpo.sweep import records
+from nemo_rl_hpo.sweep import records, repeats
 from nemo_rl_hpo.sweep.storage import mask
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ def _trial_record(t: FrozenTrial) -> dict[str, Any]:
         "fail_reason": t.user_attrs.get(records.FAIL_REASON),
         "pruned_at_step": t.user_attrs.get(records.PRUNED_AT_STEP),
         **{k: v for k, v in t.user_attrs.items() if k.startswith(records.PBT_PREFIX)},
+        **({"seeds": seeds} if (seeds := repeats.seed_records(t)) else {}),
     }
 
 
@@ -130,6 +131,9 @@ def results_dict(
                 "job_dir": best.user_attrs.get(records.JOB_DIR),
                 "command": reproduce_command(info, best),
             }
+            if spread := repeats.spread(best):  # a repeated configuration: its seeds' values
+                out["best"]["seeds"] = repeats.seed_records(best)
+                out["best"]["spread"] = spread
     else:
         out["pareto_front"] = [
             {

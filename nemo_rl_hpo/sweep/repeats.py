@@ -332,9 +332,9 @@ def seed_records(trial: FrozenTrial) -> list[dict[str, Any]]:
 
 
 def spread(trial: FrozenTrial) -> str | None:
-    """``0.52 [0.48 .. 0.57] over 3 seeds`` of the first objective, or None without seeds."""
+    """``0.48 .. 0.57 (sd 0.04, 3 seeds)``: the first objective's spread, None without seeds."""
     vals = [r["values"][0] for r in seed_records(trial) if r.get("values")]
     if not vals:
         return None
     sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{min(vals):.6g} .. {max(vals):.6g} (sd {sd:.3g}) over {len(vals)} seeds"
+    return f"{min(vals):.6g} .. {max(vals):.6g} (sd {sd:.3g}, {len(vals)} seeds)"
