@@ -15,14 +15,17 @@ from nemo_rl_hpo.training import ConfigError, train
 from tests.conftest import CONF_DIR, TINY
 
 NOT_TRAINING = {"hydra", "search"}  # folders of conf/ that are not training groups
+# The trial group and the GRPO trial's own groups (tested in tests/test_grpo_conf.py).
+NOT_TRAINING |= {"trial", "loss_fn", "baseline"}
+SUPERVISED = CONF_DIR / "trial" / "supervised.yaml"  # the supervised trial's keys and groups
 GROUPS = sorted(d.name for d in CONF_DIR.iterdir() if d.is_dir() and d.name not in NOT_TRAINING)
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.yaml"))]
 
 
 def test_groups_are_found() -> None:
     # The glob must see the groups the root config selects, or every test below is vacuous.
-    defaults = yaml.safe_load((CONF_DIR / "config.yaml").read_text())["defaults"]
-    selected = {next(iter(d)) for d in defaults if isinstance(d, dict)}
+    defaults = yaml.safe_load(SUPERVISED.read_text())["defaults"]
+    selected = {next(iter(d)).lstrip("/") for d in defaults if isinstance(d, dict)}
     assert set(GROUPS) <= selected, f"groups {set(GROUPS) - selected} are not in the defaults list"
     assert {"model", "optimizer", "scheduler", "loss", "precision"} <= set(GROUPS)
 
@@ -74,7 +77,7 @@ def test_search_space_names_real_keys(key: str) -> None:
     # Every value is a sweep in hydra-optuna-sweeper's grammar.
     (override,) = OverridesParser.create().parse_overrides([f"{key}={value}"])
     assert override.is_sweep_override(), f"{key}: {value} is not a sweep"
-    root = OmegaConf.load(CONF_DIR / "config.yaml")
+    root = OmegaConf.merge(OmegaConf.load(CONF_DIR / "config.yaml"), OmegaConf.load(SUPERVISED))
     if key in GROUPS:
         # A group choice lists existing options only.
         choices = {str(c) for c in override.sweep_string_iterator()}
@@ -86,4 +89,4 @@ def test_search_space_names_real_keys(key: str) -> None:
         assert owners, f"{key}: no option of {group}/ has {leaf}"
         assert leaf not in root
     else:
-        assert key in root, f"{key} is not a training key of conf/config.yaml"
+        assert key in root, f"{key} is not a training key of conf/trial/supervised.yaml"

@@ -18,7 +18,9 @@ carries over, rule by rule:
 - **KL (k3).** ``logr = logp_ref - logp`` clamped to ``[-kl_input_clamp_value, +…]``, then
   ``exp(logr) - 1 - logr`` (never negative, exactly 0 where policy equals reference), multiplied
   by ``exp(logp - logp.detach())`` (value 1, keeps the score-function gradient), clamped to
-  ``[-kl_output_clamp_value, +…]`` and scaled by ``reference_policy_kl_penalty``.
+  ``[-kl_output_clamp_value, +…]`` and scaled by ``reference_policy_kl_penalty``. Computed as
+  ``expm1(logr) - logr``: the same value, but NeMo RL's float32 ``exp(logr) - 1 - logr`` cancels
+  to slightly below zero (−7e-9 at ``logr`` ≈ −1e-4), which this form never does.
 - **Normalization.** ``token_level_loss``: every token of the batch weighs the same
   (sum / number of tokens); otherwise each sequence's tokens are averaged first and the
   sequences then weigh the same. ``masked_mean`` adds 1e-8 to the denominator, as NeMo RL does.
@@ -70,7 +72,8 @@ def grpo_advantages(
     if normalize_rewards:
         nonzero = std > 0
         advantages = torch.where(nonzero, advantages / (std + STD_EPSILON), advantages)
-    return advantages.reshape(-1).to(rewards.dtype)
+    dtype = rewards.dtype if rewards.is_floating_point() else torch.get_default_dtype()
+    return advantages.reshape(-1).to(dtype)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -94,7 +97,7 @@ def kl_k3(
         clamped = logr.clamp(min=-input_clamp_value, max=input_clamp_value)
         weights = torch.where(logr == clamped, weights, weights.detach())
         logr = clamped
-    kl = weights * (torch.exp(logr) - 1 - logr)
+    kl = weights * (torch.expm1(logr) - logr)  # exp(logr) - 1 - logr without the cancellation
     if output_clamp_value is not None:
         kl = kl.clamp(min=-output_clamp_value, max=output_clamp_value)
     return kl
