@@ -15,6 +15,7 @@ import optuna
 import pytest
 
 from nemo_rl_hpo.report import build_report
+from tests import chromium
 from tests import report_fixtures as rf
 
 # plotly.js once (~4.8 MB) + ~10 pages of figure JSON + ~10 PNGs stay under 6 MB for 20 trials;
@@ -63,3 +64,24 @@ def test_rebuilt_report_replaces_a_stale_plotly_js(tmp_path: Path) -> None:
     import plotly.offline
 
     assert (out / "plotly.min.js").read_text() == plotly.offline.get_plotlyjs()
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(chromium.CHROMIUM is None, reason="needs chromium: apt-get install -y chromium")
+def test_every_figure_is_drawn_from_file_urls_by_the_relative_plotly_js(tmp_path: Path) -> None:
+    study = rf.single_objective(tmp_path / "sweep", n=20)
+    index = build_report(study, tmp_path / "sweep" / "report")
+    for page in [index, index.parent / "slice.html"]:
+        figures = page.read_text().count("Plotly.newPlot(")
+        # Plotly.newPlot marks each div it has drawn "js-plotly-plot": all of them drew, so
+        # plotly.min.js loaded from beside the page over file:// (networking is off).
+        assert _drawn(page, tmp_path / f"profile-{page.stem}") == figures > 0, page.name
+    # Without the file nothing draws: the pages depend on exactly that relative load.
+    (index.parent / "plotly.min.js").unlink()
+    assert _drawn(index, tmp_path / "profile-none") == 0
+
+
+def _drawn(page: Path, profile: Path) -> int:
+    proc = chromium.run(page, profile, "--dump-dom")
+    assert "</html>" in proc.stdout, proc.stderr[-2000:]
+    return len(re.findall(r'class="[^"]*\bjs-plotly-plot\b', proc.stdout))

@@ -6,8 +6,6 @@ runs with networking features off, so a plot that needed a CDN would stay empty.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +13,13 @@ import pytest
 from PIL import Image
 
 from nemo_rl_hpo.report import build_report
+from tests import chromium
 from tests import report_fixtures as rf
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-
-@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium: apt-get install -y chromium")
+@pytest.mark.skipif(chromium.CHROMIUM is None, reason="needs chromium: apt-get install -y chromium")
 def test_index_html_renders_in_headless_chromium(tmp_path: Path) -> None:
     study = rf.single_objective(tmp_path / "sweep")
     index = build_report(study, tmp_path / "sweep" / "report")
@@ -44,27 +41,7 @@ def test_index_html_renders_in_headless_chromium(tmp_path: Path) -> None:
 
 
 def _screenshot(page: Path, shot: Path, profile: Path) -> Image.Image:
-    proc = subprocess.run(
-        [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={profile}",
-            f"--screenshot={shot}",
-            "--window-size=1200,900",
-            "--virtual-time-budget=10000",  # let plotly draw before the shot
-            page.resolve().as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = chromium.run(page, profile, f"--screenshot={shot}", "--window-size=1200,900")
     assert shot.is_file(), proc.stderr[-2000:]
     img = Image.open(shot)
     img.load()
