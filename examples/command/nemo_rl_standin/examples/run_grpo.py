@@ -62,6 +62,8 @@ def main() -> int:
         if train:
             logger.log_metrics(train, step, prefix="train")
             print(f"step {step}: {train}", flush=True)
+        if val and step == 0 and not config["grpo"].get("val_at_start"):
+            val = {}  # the warm start's validation: NeMo RL logs step 0 only with val_at_start
         if val:
             # NeMo RL's validation "accuracy" is the mean reward over validation samples.
             val = {"accuracy": val["reward"], "avg_length": val.get("avg_length", 0.0)}
