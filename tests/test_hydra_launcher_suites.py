@@ -27,6 +27,10 @@ from hydra_plugins.nemo_rl_hpo.launchers import LocalLauncher, PoolLauncher
 LOCAL = ["hydra.launcher.timeout_min=1"]
 # Two warm workers: the suites' sweeps have at most two jobs per batch, and 2 cores here.
 POOL = ["hydra.launcher.max_workers=2"]
+# GPU slots (nemo_rl_hpo/sweep/devices.py) on two named devices: a batch of jobs is split into
+# one-job launches on threads, each holding its own device. The ids need no GPU: a job only
+# sees CUDA_VISIBLE_DEVICES set.
+SLOTS = ["hydra.launcher.devices=[0,1]", "hydra.launcher.gpus_per_trial=1"]
 TARGETS = {
     "local": "hydra_plugins.nemo_rl_hpo.launchers.LocalLauncher",
     "pool": "hydra_plugins.nemo_rl_hpo.launchers.PoolLauncher",
@@ -39,7 +43,15 @@ def test_discovery(cls: type[Launcher]) -> None:
     assert cls.__name__ in [x.__name__ for x in Plugins.instance().discover(Launcher)]
 
 
-@pytest.mark.parametrize("launcher_name, overrides", [("local", LOCAL), ("pool", POOL)])
+@pytest.mark.parametrize(
+    "launcher_name, overrides",
+    [
+        pytest.param("local", LOCAL, id="local"),
+        pytest.param("pool", POOL, id="pool"),
+        pytest.param("local", LOCAL + SLOTS, id="local-gpu-slots"),
+        pytest.param("pool", POOL + SLOTS, id="pool-gpu-slots"),
+    ],
+)
 class TestLaunchers(LauncherTestSuite):
     """Hydra's launcher contract: returns, configs, overrides and job dirs of each job."""
 
