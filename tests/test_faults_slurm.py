@@ -1,0 +1,208 @@
+"""Scheduler faults on a real Slurm: slurmctld restarted mid-sweep, a node that fails.
+
+These tests start a Slurm cluster of their own (``slurm/start.sh`` with a private state dir and
+ports, no /etc link) and restart its controller or take its node down for real; the shared test
+cluster other tests use is never touched. Counts come from the study after the sweep ends.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.sweeplib import APPS, REPO
+
+pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
+
+STATE = Path(os.environ.get("NEMO_FAULTS_SLURM_DIR", "/tmp/nemo-rl-hpo-slurm-faults"))
+PORT_BASE = os.environ.get("NEMO_FAULTS_SLURM_PORT_BASE", "16917")  # shared cluster: 16817..
+SLURM = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=10",
+    "hydra.launcher.gpus_per_node=null",
+]
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "NEMO_SLURM_DIR": str(STATE),
+        "NEMO_SLURM_PORT_BASE": PORT_BASE,
+        "SLURM_CONF": str(STATE / "slurm.conf"),
+    }
+
+
+def _run(*cmd: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        list(cmd), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def own_slurm() -> Iterator[str]:
+    """A second single-node Slurm beside the shared one; purged afterwards. Yields the node."""
+    _run("bash", "slurm/install.sh", timeout=600)
+    _run("bash", "slurm/start.sh", "--no-system-conf", timeout=300)
+    try:
+        yield _run("sinfo", "-h", "-N", "-o", "%N").stdout.split()[0]
+    finally:
+        _run("bash", "slurm/stop.sh", "--purge", check=False)
+
+
+def _study(sweep: Path) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(sweep / "optuna.journal"))
+    )
+    return optuna.load_study(study_name="app", storage=storage)
+
+
+def _at_work(sweep: Path) -> set[int]:
+    """Running trials whose job started its work (it records its dir first)."""
+    if not (sweep / "optuna.journal").exists():
+        return set()
+    return {
+        t.number
+        for t in _study(sweep).get_trials(deepcopy=False)
+        if t.state == TrialState.RUNNING and "job_dir" in t.user_attrs
+    }
+
+
+def _wait(predicate, timeout: float, what: str, proc=None) -> None:  # type: ignore[no-untyped-def]
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the sweep ended (exit {proc.returncode}) before {what}")
+        try:
+            if predicate():
+                return
+        except Exception:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _sweep(sweep: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+    log = sweep.parent / f"{sweep.name}.log"
+    args = [
+        sys.executable,
+        str(APPS / "toy" / "app.py"),
+        "-m",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.write_report=false",
+        *SLURM,
+        *extra,
+    ]
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(
+            args, cwd=APPS / "toy", stdout=f, stderr=subprocess.STDOUT, env=_env()
+        )
+    return proc, log
+
+
+def _slept(t: optuna.trial.FrozenTrial) -> tuple[float, float]:
+    start, end = (Path(t.user_attrs["job_dir"]) / "slept.txt").read_text().split()
+    return float(start), float(end)
+
+
+def test_controller_restart_mid_sweep_loses_nothing(own_slurm: str, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    n_trials = 6
+    proc, log = _sweep(
+        sweep, f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.n_jobs=2", "durations=[6]"
+    )
+    try:
+        _wait(lambda: len(_at_work(sweep)) == 2, 300, "two Slurm jobs at work", proc)
+        in_flight = _at_work(sweep)
+        pid = int((STATE / "run" / "slurmctld.pid").read_text())
+        os.kill(pid, 15)
+        t_down = time.time()
+        _wait(lambda: not Path(f"/proc/{pid}").exists(), 30, "slurmctld to exit")
+        time.sleep(20)
+        _run("bash", "slurm/start.sh", "--no-system-conf")  # starts only what is not running
+        t_up = time.time()
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = log.read_text()
+    trials = _study(sweep).get_trials(deepcopy=False)
+    # Rule: nothing lost, counted twice or left RUNNING: exactly n_trials complete.
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == n_trials, out[-3000:]
+    assert len(trials) == n_trials
+    assert len({t.user_attrs["slurm_job_id"] for t in trials}) == n_trials
+    # Rule: the trials in flight when slurmctld went away finished and were recorded.
+    for t in trials:
+        if t.number in in_flight:
+            assert _slept(t)[1] < t_up, "the job should have ended while slurmctld was down"
+    # Rule: a trial asked during the outage was submitted once the controller was back (its
+    # sbatch was retried, not failed), and the outage was said once.
+    waited = [t for t in trials if t_down < t.datetime_start.timestamp() < t_up]  # type: ignore[union-attr]
+    assert waited, out[-3000:]
+    assert all(_slept(t)[0] > t_up - 2 for t in waited)
+    assert out.count("Slurm controller unreachable") == 1, out[-3000:]
+    assert out.count("Slurm controller back after") == 1, out[-3000:]
+    first = min(_slept(t)[0] for t in waited)
+    print(f"\nslurmctld away {t_up - t_down:.1f} s; retried job at work {first - t_up:.1f} s after")
+
+
+def test_node_failure_fails_lost_trials_with_slurms_reason_and_retries_them(
+    own_slurm: str, tmp_path: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    n_trials = 4
+    proc, log = _sweep(
+        sweep,
+        f"hydra.sweeper.n_trials={n_trials}",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.retry_failed=1",
+        "durations=[30,30,3,3,3,3]",  # by trial number: 0 and 1 run long, on the node that fails
+        # The scheduler must not requeue the killed jobs itself (Slurm's default would re-run
+        # them in place): this is the path of a cluster with JobRequeue=0.
+        "+hydra.launcher.additional_parameters.no_requeue=true",
+    )
+    node = own_slurm
+    try:
+        _wait(lambda: _at_work(sweep) == {0, 1}, 300, "trials 0 and 1 at work", proc)
+        lost = {0, 1}
+        _run("scontrol", "update", f"nodename={node}", "state=down", "reason=fault-test")
+        t_down = time.time()
+        # Kept out of service for a while (ReturnToService=2 would take it back at once).
+        _run("scontrol", "update", f"nodename={node}", "state=drain", "reason=fault-test")
+        time.sleep(10)
+        _run("scontrol", "update", f"nodename={node}", "state=resume")
+        t_back = time.time()
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _run("scontrol", "update", f"nodename={node}", "state=resume", check=False)
+    trials = _study(sweep).get_trials(deepcopy=False)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    retries = {t.user_attrs.get("retry_of"): t for t in trials if "retry_of" in t.user_attrs}
+    # Rule: each trial whose job the node took down failed with Slurm's verdict ...
+    assert {t.number for t in failed} == lost, [(t.number, t.state) for t in trials]
+    for t in failed:
+        assert "NODE_FAIL" in t.user_attrs["fail_reason"], t.user_attrs["fail_reason"]
+        # ... and was run again, complete.
+        assert retries[t.number].state == TrialState.COMPLETE
+    # Rule: the sweep still reaches n_trials complete, nothing left RUNNING.
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == n_trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    done = max(t.datetime_complete.timestamp() for t in trials)  # type: ignore[union-attr]
+    print(
+        f"\nnode down {t_back - t_down:.1f} s; sweep done {done - t_back:.1f} s after it was back"
+    )
