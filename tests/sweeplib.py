@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -53,3 +57,35 @@ def states(study: optuna.Study) -> dict[str, int]:
     for t in study.get_trials(deepcopy=False):
         out[t.state.name] = out.get(t.state.name, 0) + 1
     return out
+
+
+def kill9_and_resume(
+    args: list[str], cwd: Path, log_path: Path, ready: Callable[[], bool], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Start a sweep, SIGKILL it once ``ready()``, then run the resume command it printed."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(ready, timeout)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first = log_path.read_text()
+    match = re.search(r"Resume this sweep with: (.+)", first)
+    assert match, first
+    return subprocess.run(
+        match.group(1).strip(), shell=True, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def wait_for(
+    cond: Callable[[], bool], timeout: float, what: str = "condition", every: float = 0.2
+) -> None:
+    """Poll ``cond`` (a study that does not exist yet counts as False) until it holds."""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if cond():
+                return
+        except Exception:
+            pass
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -7,14 +7,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.sweeplib import REPO, run_app, states
+from tests.sweeplib import REPO, run_app, states, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.slow]
 
@@ -54,18 +53,6 @@ def _sacct(job_id: str) -> str:
         timeout=30,
         check=False,
     ).stdout
-
-
-def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            if predicate():
-                return
-        except Exception:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_pruned_sweep_of_slurm_jobs(tmp_path: Path) -> None:
@@ -146,7 +133,7 @@ def test_requeued_trial_resumes_from_its_checkpoint(tmp_path: Path) -> None:
         *FIXED,
     )
     try:
-        _wait(lambda: (sweep / "0" / "last.pt").exists(), 300, "the first checkpoint")
+        wait_for(lambda: (sweep / "0" / "last.pt").exists(), 300, "the first checkpoint", 0.5)
         job_id = _study(sweep).trials[0].user_attrs["slurm_job_id"]
         subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
         assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
@@ -181,7 +168,7 @@ def test_driver_restart_reattaches_to_running_jobs(tmp_path: Path) -> None:
         trials = _study(sweep).trials
         return len(trials) == 2 and all("slurm_job_id" in t.user_attrs for t in trials)
 
-    _wait(both_running, 300, "two running Slurm trials")
+    wait_for(both_running, 300, "two running Slurm trials", every=0.5)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     ids = [t.user_attrs["slurm_job_id"] for t in _study(sweep).trials]

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -16,7 +11,7 @@ import yaml
 from optuna.trial import TrialState
 
 from nemo_rl_hpo.trial import ENV_TRIAL
-from tests.sweeplib import APPS, load, run_app, states
+from tests.sweeplib import APPS, kill9_and_resume, load, run_app, states
 
 pytestmark = pytest.mark.e2e
 
@@ -170,18 +165,6 @@ def test_max_failure_rate_aborts_with_one_line(tmp_path: Path) -> None:
         assert t.state == expected
 
 
-def _wait_for(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            if predicate():
-                return
-        except Exception:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
-
-
 def test_resume_after_kill9(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     args = [
@@ -193,23 +176,11 @@ def test_resume_after_kill9(tmp_path: Path) -> None:
         "hydra.sweeper.retry_failed=1",
         "durations=[0.6]",
     ]
-    log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen(args, cwd=APPS / "toy", stdout=log, stderr=subprocess.STDOUT)
 
     def three_done() -> bool:
         return states(load(sweep, "app")).get("COMPLETE", 0) >= 3
 
-    _wait_for(three_done, 120)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    log.close()
-    first = (tmp_path / "first.log").read_text()
-    match = re.search(r"Resume this sweep with: (.+)", first)
-    assert match, first
-    resume = match.group(1).strip()
-    out = subprocess.run(
-        resume, shell=True, cwd=APPS / "toy", capture_output=True, text=True, timeout=300
-    )
+    out = kill9_and_resume(args, APPS / "toy", tmp_path / "first.log", three_done)
     assert out.returncode == 0, out.stdout + out.stderr
     study = load(sweep, "app")
     trials = study.trials

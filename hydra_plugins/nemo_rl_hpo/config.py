@@ -32,7 +32,7 @@ class AutoSamplerConfig(SamplerConfig):
     one trial at a time (GP has no constant liar); otherwise multivariate TPE with constant liar.
     """
 
-    _target_: str = f"{_IMPL}._impl.auto_sampler"
+    _target_: str = f"{_IMPL}.samplers.auto_sampler"
     seed: int | None = None  # random seed of whichever sampler is chosen
     gp_max_trials: int = 200  # above this GP's O(n^3) fit costs seconds per trial: use TPE
 
@@ -319,6 +319,8 @@ class PBTSweeperConf:
     study_name: str | None = None  # null: the job name
     storage_retry_s: float = 600.0  # seconds sweeper and jobs retry through a storage outage
     n_jobs: int = 2  # member rounds in flight at once
+    timeout: float | None = None  # seconds; no new member round starts after this
+    heartbeat_interval: float = 10.0  # seconds between the driver's signs of life per round
     params: dict[str, Any] | None = None  # same grammar as the Optuna sweeper
     check: str | None = None  # fn(cfg) run on each end of every range before any job (as optuna)
     write_report: bool = True  # write report/ at the end

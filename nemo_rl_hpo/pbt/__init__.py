@@ -37,6 +37,7 @@ every job ``ask`` returns as one batch; ``ask`` then returns None until the whol
 from __future__ import annotations
 
 from nemo_rl_hpo.pbt._config import PBTConfig
+from nemo_rl_hpo.pbt._proposer import PBTProposer
 from nemo_rl_hpo.pbt._records import (
     ATTR_ATTEMPT,
     ATTR_CHECKPOINT,
@@ -49,7 +50,8 @@ from nemo_rl_hpo.pbt._records import (
     RoundRecord,
     ScheduleStep,
 )
-from nemo_rl_hpo.pbt._scheduler import BestMember, PBTScheduler, truncation_sets
+from nemo_rl_hpo.pbt._results import BestMember
+from nemo_rl_hpo.pbt._scheduler import PBTScheduler, truncation_sets
 from nemo_rl_hpo.pbt._space import (
     CategoricalParam,
     FloatParam,
@@ -76,6 +78,7 @@ __all__ = [
     "IntParam",
     "Job",
     "PBTConfig",
+    "PBTProposer",
     "PBTScheduler",
     "Param",
     "RoundRecord",

@@ -37,13 +37,14 @@ import math
 import os
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from nemo_rl_hpo.pbt._config import PBTConfig
-from nemo_rl_hpo.pbt._records import Job, RoundRecord, ScheduleStep, clean_value
+from nemo_rl_hpo.pbt._records import Job, RoundRecord, clean_value
+from nemo_rl_hpo.pbt._replay import PopulationReplay
+from nemo_rl_hpo.pbt._results import PopulationResults
 from nemo_rl_hpo.pbt._space import Param, check_space, explore, sample
 
 log = logging.getLogger(__name__)
@@ -62,18 +63,7 @@ def truncation_sets(
     return ranked[n - k :], ranked[:k]
 
 
-@dataclass(frozen=True)
-class BestMember:
-    """The best member at the last round anyone finished, with the schedule that produced it."""
-
-    member: int
-    round: int
-    value: float
-    params: dict[str, Any]
-    schedule: list[ScheduleStep]
-
-
-class PBTScheduler:
+class PBTScheduler(PopulationReplay, PopulationResults):
     """A population under population-based training, driven by ``ask`` and ``tell``.
 
     ``checkpoint_root`` is where jobs save: ``<root>/member_<m>/round_<r>`` (``_retry<a>``
@@ -229,114 +219,6 @@ class PBTScheduler:
             f"member must be in [0, {self.config.population_size - 1}], but got {member}."
         )
 
-    # ---------------------------------------------------------------- results
-
-    def best(self) -> BestMember | None:
-        """The best member by its value at the last round any member finished (None: no value)."""
-        rounds = [r for r, vals in self._values.items() if vals]
-        if not rounds:
-            return None
-        last = max(rounds)
-        vals = self._values[last]
-        sign = -1.0 if self.config.maximize else 1.0
-        member = min(vals, key=lambda m: (sign * vals[m], m))
-        record = self._ok[(member, last)]
-        return BestMember(
-            member=member,
-            round=last,
-            value=self._values[last][member],
-            params=dict(record.params),
-            schedule=self.schedule(member, last),
-        )
-
-    def schedule(self, member: int, round: int | None = None) -> list[ScheduleStep]:
-        """The hyperparameters, round by round, that produced ``member``'s round-``round`` value.
-
-        Follows the lineage back through exploits: a round copied from member p continues p's
-        schedule before it. ``round`` defaults to the member's last completed round.
-        """
-        if round is None:
-            done = [r for (m, r) in self._ok if m == member]
-            if not done:
-                raise ValueError(f"member {member} has no completed round yet.")
-            round = max(done)
-        steps: list[ScheduleStep] = []
-        interval = self.config.perturbation_interval
-        m = member
-        for r in range(round, -1, -1):
-            record = self._ok.get((m, r))
-            if record is None:
-                raise ValueError(f"member {m} has no completed round {r}; cannot follow lineage.")
-            steps.append(
-                ScheduleStep(
-                    round=r,
-                    member=m,
-                    params=dict(record.params),
-                    value=record.value if record.value is not None else math.nan,
-                    start_step=r * interval,
-                    target_step=(r + 1) * interval,
-                    exploited_from=record.parent,
-                )
-            )
-            if record.parent is not None:
-                m = record.parent
-        return steps[::-1]
-
-    def lineage(self) -> list[dict[str, Any]]:
-        """One JSON-ready row per finished member round (arrival order), for tables and plots.
-
-        ``source`` is the member whose previous-round checkpoint the round started from (None in
-        a fresh round 0); ``exploited`` is true when that is another member.
-        """
-        interval = self.config.perturbation_interval
-        rows = []
-        for rec in self._records:
-            fresh = rec.round == 0 and rec.start_checkpoint is None
-            rows.append(
-                {
-                    "member": rec.member,
-                    "round": rec.round,
-                    "attempt": rec.attempt,
-                    "value": rec.value,
-                    "failed": rec.failed,
-                    "parent": rec.parent,
-                    "source": None
-                    if fresh
-                    else (rec.parent if rec.parent is not None else rec.member),
-                    "exploited": rec.parent is not None,
-                    "start_step": rec.round * interval,
-                    "target_step": (rec.round + 1) * interval,
-                    "start_checkpoint": rec.start_checkpoint,
-                    "checkpoint": rec.checkpoint,
-                    "params": dict(rec.params),
-                }
-            )
-        return rows
-
-    def results(self) -> dict[str, Any]:
-        """A JSON-ready summary: the best member, its schedule, and counts."""
-        cfg = self.config
-        best = self.best()
-        return {
-            "direction": cfg.direction,
-            "population_size": cfg.population_size,
-            "num_rounds": cfg.rounds,
-            "perturbation_interval": cfg.perturbation_interval,
-            "seed": self.seed,
-            "synchronous": cfg.synchronous,
-            "finished": self.finished,
-            "best_member": None if best is None else best.member,
-            "best_round": None if best is None else best.round,
-            "best_value": None if best is None else best.value,
-            "best_params": None if best is None else best.params,
-            "best_schedule": [] if best is None else [asdict(s) for s in best.schedule],
-            "n_member_rounds": len(self._records),
-            "n_complete": sum(not r.failed for r in self._records),
-            "n_failed": sum(r.failed for r in self._records),
-            "n_exploits": sum(r.parent is not None for r in self._records),
-            "retired_members": self.retired,
-        }
-
     # ---------------------------------------------------------------- internals
 
     def _rng(self, kind: int, member: int, round: int, attempt: int) -> np.random.Generator:
@@ -436,59 +318,3 @@ class PBTScheduler:
         for member in waiting:
             last = max(r for (m, r) in self._ok if m == member)
             self._enqueue(self._next_round(member, last))
-
-    def _replay(self, record: RoundRecord) -> None:
-        member = record.member
-        if not (isinstance(member, int) and 0 <= member < self.config.population_size):
-            raise ValueError(
-                f"a record names member {member!r}, but population_size is "
-                f"{self.config.population_size}; resume with the population size of the first run."
-            )
-        if record.round >= self.config.rounds:
-            raise ValueError(
-                f"a record of member {member} is for round {record.round}, but the budget is "
-                f"{self.config.rounds} rounds; resume with at least {record.round + 1} rounds."
-            )
-        if member in self._ready:
-            _, job = self._ready.pop(member)
-            self._running[member] = job
-        job_or_none = self._running.get(member)
-        if job_or_none is None or job_or_none.round != record.round:
-            raise ValueError(
-                f"cannot replay the record of member {member}, round {record.round}: "
-                + self._not_running_message(member, record.round)
-                + " Give the records in the order their results arrived."
-            )
-        job = job_or_none
-        if record.params != job.params or record.parent != job.parent:
-            start = record.start_checkpoint
-            if start is None and record.round > 0:
-                src = record.parent if record.parent is not None else member
-                prev = self._ok.get((src, record.round - 1))
-                start = prev.checkpoint if prev is not None else job.start_checkpoint
-            log.info(
-                "PBT resume: member %d round %d ran with other params or parent than the replay "
-                "decides (results replayed in another order); keeping what ran.",
-                member,
-                record.round,
-            )
-            job = replace(
-                job, params=dict(record.params), parent=record.parent, start_checkpoint=start
-            )
-            self._running[member] = job
-        self.tell(member, record.round, record.value, record.checkpoint)
-
-    def _not_running_message(self, member: int, round: int) -> str:
-        job = self._running.get(member)
-        if job is not None:
-            return f"member {member} is running round {job.round}, not round {round}."
-        if member in self._ready:
-            return (
-                f"member {member}'s round {self._ready[member][1].round} was never handed out; "
-                "call ask() first."
-            )
-        try:
-            status = self.member_status(member)
-        except ValueError as e:
-            return str(e)
-        return f"member {member} has no open round (it is {status})."

@@ -311,7 +311,8 @@ class AsyncSweep:
         taken = {p.number for p in adopted}
         for t in reattached:
             if t.number not in taken:
-                self._fail(t, "its sweeper stopped while it ran; this sweep cannot take it over")
+                reason = "its sweeper stopped while it ran; this sweep cannot take it over"
+                self._fail(t, reason, orphaned=True)
                 self.proposer.tell(self._storage.get_trial(t._trial_id))
         for proposal in adopted:
             self._claim(proposal.trial._trial_id)

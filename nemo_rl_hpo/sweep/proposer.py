@@ -98,6 +98,7 @@ def hydra_free(overrides: Sequence[str]) -> list[str]:
     return [o for o in overrides if not o.startswith("hydra.")]
 
 
+@dataclass
 class OptunaProposer:
     """Optuna's sampler proposes, ``n_trials`` is a budget shared by every cooperating sweeper.
 
@@ -106,21 +107,16 @@ class OptunaProposer:
     again up to ``retry_failed`` times (``retry_of``/``attempt`` mark the retry).
     """
 
-    def __init__(
-        self,
-        study: optuna.Study,
-        space: SearchSpace,
-        n_trials: int,
-        retry_failed: int = 0,
-        extend: Callable[[optuna.Trial], None] | None = None,
-    ) -> None:
-        self.study = study
-        self.space = space
-        self.n_trials = n_trials
-        self.retry_failed = retry_failed
-        self.extend = extend
-        self._storage = study._storage
-        self._retried: set[int] = set()  # failed trials this proposer enqueued again
+    study: optuna.Study
+    space: SearchSpace
+    n_trials: int
+    retry_failed: int = 0
+    extend: Callable[[optuna.Trial], None] | None = None  # custom_search_space: more params
+    _retried: set[int] = field(default_factory=set)  # failed trials this proposer enqueued again
+
+    @property
+    def _storage(self) -> Any:
+        return self.study._storage
 
     def _trials(self) -> list[FrozenTrial]:
         return self.study.get_trials(deepcopy=False)
