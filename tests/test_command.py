@@ -268,6 +268,8 @@ def _events(job_dir: Path, tag: str) -> dict[int, float]:
 
 
 def _sweep(tmp_path: Path, *args: str, check: bool = True) -> Any:
+    if not any(a.startswith("hydra.sweeper.n_trials=") for a in args):
+        args = ("hydra.sweeper.n_trials=6", *args)
     return run_app(APP, f"hydra.sweep.dir={tmp_path}", *args, cwd=REPO, check=check)
 
 

@@ -350,6 +350,7 @@ def test_grpo_preset_sweep_through_ray_sub_with_median_pruning(tmp_path: Path) -
         "hydra.sweeper.n_trials=6",
         "hydra.sweeper.n_jobs=2",
         "hydra/sweeper/sampler=random",
+        "hydra/sweeper/pruner=median",
         # RandomSampler(seed=2) draws lr 0.001, 0.001 for the two startup trials, then 0.03 four
         # times (checked by drawing from the same distributions in the same order).
         "hydra.sweeper.sampler.seed=2",
@@ -468,6 +469,10 @@ def test_pbt_over_the_standin_exploit_continues_the_donors_step(tmp_path: Path) 
         f"hydra.sweeper.perturbation_interval={interval}",
         "hydra.sweeper.num_rounds=2",
         "hydra.sweeper.n_jobs=2",
+        # ray.sub jobs hold the whole node (--exclusive): members run one after another, so
+        # rounds wait for the whole population before ranking (asynchronous PBT would rank a
+        # member that finished first against itself only).
+        "hydra.sweeper.synchronous=true",
         "hydra.sweeper.seed=0",
         "policy.optimizer.kwargs.lr=interval(0.0005,0.002)",
         "grpo.num_generations_per_prompt=choice(2,4)",

@@ -175,6 +175,59 @@ def job_state(job_id: str, timeout_s: float = 30.0) -> str | None:
         time.sleep(0.5)
 
 
+_FINAL = (
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+)
+
+
+def finished_exit_code(job_id: str) -> int | None:
+    """The job's exit code once it has left the queue, as ``sbatch --wait`` would return it.
+
+    ``sbatch --wait`` polls with a growing interval (up to ~30 s after the job ended, measured
+    on the local Slurm); asking squeue/sacct directly notices the end within one poll. None
+    while the job is still queued or running (or Slurm cannot say yet).
+    """
+    try:
+        queued = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+        if queued.returncode == 0 and queued.stdout.strip():
+            return None
+        out = subprocess.run(
+            ["sacct", "-n", "-X", "-P", "-o", "State,ExitCode", "-j", job_id],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    if not lines:
+        return None
+    state, _, code = lines[-1].partition("|")
+    state = state.split()[0] if state.strip() else ""
+    if state not in _FINAL:
+        return None
+    try:
+        rc = int(code.split(":")[0])
+    except ValueError:
+        rc = 1
+    return rc if (rc != 0 or state == "COMPLETED") else 1
+
+
 def cancel(job_id: str | None, job_name: str, wait_s: float) -> None:
     """scancel the trial's job (by id, else by its unique name) and wait until it has left
     the queue, so its processes are gone when the trial is recorded stopped."""

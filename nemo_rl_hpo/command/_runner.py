@@ -192,6 +192,7 @@ class _Attempt:
         self.proc: subprocess.Popen[Any] | None = None
         self._out_offset = 0
         self._job_id: str | None = None
+        self._last_queue_check = 0.0
 
     @property
     def what(self) -> str:
@@ -230,11 +231,27 @@ class _Attempt:
         trial.set_user_attr(records.COMMAND_PID, self.proc.pid)
 
     def wait(self, timeout: float) -> int | None:
+        """The exit code once the run has ended, else None after ``timeout`` seconds.
+
+        A ray.sub job's end is read from Slurm directly: ``sbatch --wait`` may notice it only
+        half a minute later, and a trial's slot (and the next job's singleton slot) would idle.
+        """
         assert self.proc is not None
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            pass
+        if self.spec.ray_sub is None or self.job_id is None:
             return None
+        now = time.monotonic()
+        if now - self._last_queue_check < max(timeout, 2.0):
+            return None
+        self._last_queue_check = now
+        rc = _raysub.finished_exit_code(self.job_id)
+        if rc is None:
+            return None
+        terminate_group(self.proc, self.spec.grace_period_s)  # only sbatch, still waiting
+        return rc
 
     def stop(self) -> None:
         """Stop the run (pruned, timed out): its Slurm job first, then the local group."""
