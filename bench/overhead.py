@@ -163,12 +163,12 @@ def profile_ours(n: int) -> dict[str, object]:
     raw = stats.stats  # type: ignore[attr-defined]
     wanted = {
         "core.py:run": ("nemo_rl_hpo/sweep/core.py", "run"),
-        "core.py:_ask": ("nemo_rl_hpo/sweep/core.py", "_ask"),
+        "proposer.py:ask": ("nemo_rl_hpo/sweep/proposer.py", "ask"),
         "  study.ask": ("optuna/study/study.py", "ask"),
         "  space.suggest (sampler)": ("nemo_rl_hpo/search/space.py", "suggest"),
-        "  counted_trials": ("nemo_rl_hpo/sweep/core.py", "counted_trials"),
+        "  counted_trials": ("nemo_rl_hpo/sweep/proposer.py", "counted_trials"),
         "core.py:_finish": ("nemo_rl_hpo/sweep/core.py", "_finish"),
-        "_Progress.__call__": ("hydra_plugins/nemo_rl_hpo/_impl.py", "__call__"),
+        "Progress.__call__": ("hydra_plugins/nemo_rl_hpo/study.py", "__call__"),
         "launcher.launch (worker thread)": (
             "hydra/_internal/core_plugins/basic_launcher.py",
             "launch",
