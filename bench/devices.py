@@ -71,6 +71,16 @@ def run_one(launcher: str, ds: list[float], devices: int, rep: int) -> dict[str,
             if a[0] < b[0] and set(device_of[a[0]]) & set(device_of[b[0]]):
                 clashes += int(a[1] < b[2] and b[1] < a[2])
     busy = sum(e - s for _, s, e in spans)
+    # Hand-over: from a trial's end to the next trial's start on the same device (slot overhead:
+    # noticing the end, asking the sampler, starting the next trial on a free slot).
+    handover = []
+    for d in {d for ds_ in device_of.values() for d in ds_}:
+        mine = sorted((s, e) for n, s, e in spans if d in device_of[n])
+        handover += [b[0] - a[1] for a, b in zip(mine, mine[1:], strict=False)]
+    # Start-up: until every device ran its first trial (worker or process start on this machine).
+    firsts = [
+        min(s for n, s, _ in spans if d in device_of[n]) for d in set().union(*device_of.values())
+    ]
     span = max(e for _, _, e in spans) - min(s for _, s, _ in spans)
     shutil.rmtree(run, ignore_errors=True)
     return {
@@ -79,6 +89,9 @@ def run_one(launcher: str, ds: list[float], devices: int, rep: int) -> dict[str,
         "span_s": round(span, 2),
         "process_wall_s": round(wall, 2),
         "utilization": round(busy / (devices * span), 3),
+        "handover_median_s": round(c.median(handover), 2),
+        "handover_max_s": round(max(handover), 2) if handover else None,
+        "last_device_first_start_s": round(max(firsts) - min(firsts), 2),
         "devices_used": len({d for ds_ in device_of.values() for d in ds_}),
         "overlapping_trials_sharing_a_device": clashes,
     }
@@ -106,6 +119,8 @@ def main() -> None:
             print(
                 f"  [{rep}] {launcher:6s} span {r['span_s']:6.1f} s  util {r['utilization']:.3f}"
                 f"  = {float(str(r['utilization'])) / ideal:.3f} of ideal;"
+                f" hand-over median {r['handover_median_s']} s (max {r['handover_max_s']}),"
+                f" last device's first trial after {r['last_device_first_start_s']} s;"
                 f" devices used {r['devices_used']},"
                 f" clashes {r['overlapping_trials_sharing_a_device']}"
             )
