@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from hydra_plugins.nemo_rl_hpo._forwarding import ForwardingSweeper
 
 
-class OptunaSweeper(Sweeper):
+class OptunaSweeper(ForwardingSweeper):
     """Optuna on current versions: conditional spaces, async trials, pruning, resumable studies."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        from hydra_plugins.nemo_rl_hpo._impl import OptunaSweeperImpl
-
-        self.sweeper = OptunaSweeperImpl(**kwargs)
-
-    def setup(
-        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
-    ) -> None:
-        self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
-
-    def sweep(self, arguments: list[str]) -> None:
-        self.sweeper.sweep(arguments)
+    implementation = "hydra_plugins.nemo_rl_hpo._impl:OptunaSweeperImpl"

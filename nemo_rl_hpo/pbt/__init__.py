@@ -38,18 +38,7 @@ from __future__ import annotations
 
 from nemo_rl_hpo.pbt._config import PBTConfig
 from nemo_rl_hpo.pbt._proposer import PBTProposer
-from nemo_rl_hpo.pbt._records import (
-    ATTR_ATTEMPT,
-    ATTR_CHECKPOINT,
-    ATTR_MEMBER,
-    ATTR_PARAMS,
-    ATTR_PARENT,
-    ATTR_ROUND,
-    ATTR_START_CHECKPOINT,
-    Job,
-    RoundRecord,
-    ScheduleStep,
-)
+from nemo_rl_hpo.pbt._records import Job, RoundRecord, ScheduleStep
 from nemo_rl_hpo.pbt._results import BestMember
 from nemo_rl_hpo.pbt._scheduler import PBTScheduler, truncation_sets
 from nemo_rl_hpo.pbt._space import (
@@ -63,6 +52,13 @@ from nemo_rl_hpo.pbt._space import (
     sample,
     sample_value,
 )
+from nemo_rl_hpo.sweep.records import PBT_ATTEMPT as ATTR_ATTEMPT
+from nemo_rl_hpo.sweep.records import PBT_CHECKPOINT as ATTR_CHECKPOINT
+from nemo_rl_hpo.sweep.records import PBT_MEMBER as ATTR_MEMBER
+from nemo_rl_hpo.sweep.records import PBT_PARAMS as ATTR_PARAMS
+from nemo_rl_hpo.sweep.records import PBT_PARENT as ATTR_PARENT
+from nemo_rl_hpo.sweep.records import PBT_ROUND as ATTR_ROUND
+from nemo_rl_hpo.sweep.records import PBT_START_CHECKPOINT as ATTR_START_CHECKPOINT
 
 __all__ = [
     "ATTR_ATTEMPT",

@@ -11,16 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nemo_rl_hpo.sweep import records
-
 # The keys live with every other study record (nemo_rl_hpo/sweep/records.py).
-ATTR_ATTEMPT = records.PBT_ATTEMPT
-ATTR_CHECKPOINT = records.PBT_CHECKPOINT
-ATTR_MEMBER = records.PBT_MEMBER
-ATTR_PARAMS = records.PBT_PARAMS
-ATTR_PARENT = records.PBT_PARENT
-ATTR_ROUND = records.PBT_ROUND
-ATTR_START_CHECKPOINT = records.PBT_START_CHECKPOINT
+from nemo_rl_hpo.sweep.records import PBT_ATTEMPT as ATTR_ATTEMPT
+from nemo_rl_hpo.sweep.records import PBT_CHECKPOINT as ATTR_CHECKPOINT
+from nemo_rl_hpo.sweep.records import PBT_MEMBER as ATTR_MEMBER
+from nemo_rl_hpo.sweep.records import PBT_PARAMS as ATTR_PARAMS
+from nemo_rl_hpo.sweep.records import PBT_PARENT as ATTR_PARENT
+from nemo_rl_hpo.sweep.records import PBT_ROUND as ATTR_ROUND
+from nemo_rl_hpo.sweep.records import PBT_START_CHECKPOINT as ATTR_START_CHECKPOINT
 
 
 @dataclass(frozen=True)
@@ -43,15 +41,7 @@ class Job:
 
     def user_attrs(self) -> dict[str, Any]:
         """Attributes to set on the Optuna trial that runs this job (before it finishes)."""
-        return {
-            ATTR_MEMBER: self.member,
-            ATTR_ROUND: self.round,
-            ATTR_ATTEMPT: self.attempt,
-            ATTR_PARENT: self.parent,
-            ATTR_PARAMS: dict(self.params),
-            ATTR_START_CHECKPOINT: self.start_checkpoint,
-            ATTR_CHECKPOINT: self.save_checkpoint,
-        }
+        return round_attrs(self, self.save_checkpoint)
 
 
 @dataclass(frozen=True)
@@ -73,15 +63,7 @@ class RoundRecord:
 
     def user_attrs(self) -> dict[str, Any]:
         """Optuna user attributes of the trial that ran this round (the value is its value)."""
-        return {
-            ATTR_MEMBER: self.member,
-            ATTR_ROUND: self.round,
-            ATTR_ATTEMPT: self.attempt,
-            ATTR_PARENT: self.parent,
-            ATTR_PARAMS: dict(self.params),
-            ATTR_START_CHECKPOINT: self.start_checkpoint,
-            ATTR_CHECKPOINT: self.checkpoint,
-        }
+        return round_attrs(self, self.checkpoint)
 
     @classmethod
     def from_user_attrs(cls, attrs: Mapping[str, Any], value: float | None) -> RoundRecord:
@@ -116,6 +98,19 @@ class ScheduleStep:
     start_step: int
     target_step: int
     exploited_from: int | None  # this round started from that member's checkpoint, or None
+
+
+def round_attrs(r: Job | RoundRecord, checkpoint: str | None) -> dict[str, Any]:
+    """A member round's Optuna user attributes (Job: before it runs; RoundRecord: after)."""
+    return {
+        ATTR_MEMBER: r.member,
+        ATTR_ROUND: r.round,
+        ATTR_ATTEMPT: r.attempt,
+        ATTR_PARENT: r.parent,
+        ATTR_PARAMS: dict(r.params),
+        ATTR_START_CHECKPOINT: r.start_checkpoint,
+        ATTR_CHECKPOINT: checkpoint,
+    }
 
 
 def clean_value(value: Any) -> float | None:

@@ -7,10 +7,9 @@ entry points); the scheduler owns the state.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nemo_rl_hpo.pbt._config import PBTConfig
 from nemo_rl_hpo.pbt._records import Job, RoundRecord
@@ -24,17 +23,11 @@ class PopulationReplay:
     _running: dict[int, Job]
     _ok: dict[tuple[int, int], RoundRecord]
 
-    def tell(
-        self,
-        member: int,
-        round: int,
-        value: float | None,
-        checkpoint: str | os.PathLike[str] | None = None,
-    ) -> RoundRecord:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the scheduler's (PBTScheduler.tell, .member_status)
 
-    def member_status(self, member: int) -> str:
-        raise NotImplementedError
+        def tell(self, *args: Any, **kwargs: Any) -> RoundRecord: ...
+
+        def member_status(self, member: int) -> str: ...
 
     def _replay(self, record: RoundRecord) -> None:
         job = self._take(
