@@ -117,6 +117,7 @@ class OptunaSweeperImpl(HydraSweep):
         reattached = core.recover()
         error: SweepAborted | None = None
         lost: st.StorageUnavailable | None = None
+        full: str | None = None
         summary = SweepSummary(started=time.time())
         try:
             summary = core.run(reattached)
@@ -125,11 +126,19 @@ class OptunaSweeperImpl(HydraSweep):
             summary.counts = records.count_states(study.get_trials(deepcopy=False))
         except st.StorageUnavailable as e:  # one line; no outputs from a study out of reach
             lost = e
+        except Exception as e:  # a full disk: one line naming it, not a trace or failed trials
+            if not st.is_disk_full(e):
+                raise
+            full = st.disk_full_message(e, opened.sweep_dir)
         finally:
-            if lost is None:
+            if lost is None and full is None:
                 study_mod.write_outputs(study, opened.sweep_dir, started_at, s.raw, s.write_report)
         if lost is not None:
             raise SweepConfigError(f"{lost}; once it is back, resume with: {resume}")
+        if full is not None:
+            raise SweepConfigError(
+                f"{full}; the study is intact: free space, then resume with: {resume}"
+            )
         log.info(
             "Sweep done: %s. Results in %s",
             records.counts_line(summary.counts) or "no trials",

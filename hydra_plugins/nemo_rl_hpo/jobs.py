@@ -26,6 +26,7 @@ from hydra_plugins.nemo_rl_hpo.compose_cache import CachedSweepConfigLoader
 from hydra_plugins.nemo_rl_hpo.slurm import JobDied
 from nemo_rl_hpo import trial as trial_api
 from nemo_rl_hpo.search.grammar import hydra_quote
+from nemo_rl_hpo.sweep import storage as st
 from nemo_rl_hpo.sweep.core import LaunchOutcome
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,12 @@ class HydraJobs:
         try:
             (ret,) = self.launcher.launch([[*overrides, env_ov]], initial_job_idx=trial.number)
         except JobDied as e:  # the job died without a result: the launcher says why
+            if st.is_disk_full(e):
+                raise  # no trial can start on a full disk: the sweep stops with one line
             return LaunchOutcome(ok=False, error=e.reason)
         except Exception as e:  # the launcher itself failed (submission, pool worker)
+            if st.is_disk_full(e):
+                raise
             lines = str(e).strip().splitlines()
             return LaunchOutcome(ok=False, error=f"{type(e).__name__}: {lines[0] if lines else ''}")
         if ret.status.name == "FAILED":

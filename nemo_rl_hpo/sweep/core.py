@@ -33,6 +33,7 @@ from nemo_rl_hpo.sweep.proposer import (
     hydra_free,
     retried_numbers,
 )
+from nemo_rl_hpo.sweep.storage import is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -329,6 +330,8 @@ class AsyncSweep:
         try:
             return self.launch(proposal)
         except BaseException as e:  # the launcher itself failed (killed job, submit error)
+            if is_disk_full(e):
+                raise  # not the trial's fault: the sweep stops instead of failing every trial
             msg = str(e).strip().splitlines()
             return LaunchOutcome(ok=False, error=f"{type(e).__name__}: {msg[0] if msg else ''}")
 

@@ -794,3 +794,22 @@ def _drop_torn_tail(path: str) -> int:
     log.warning("journal %s: dropped a torn last line (%d bytes)", path, size - pos)
     os.truncate(path, pos)
     return pos
+
+
+def disk_full_message(e: BaseException, sweep_dir: Path) -> str:
+    """One line naming what could not be written on a full disk (the file, else the sweep dir)."""
+    where: str | None = None
+    for c in _chain(e):
+        filename = getattr(c, "filename", None)
+        if isinstance(c, OSError) and filename:
+            where = str(filename)
+            break
+    if where is None:
+        # SQLite says only "database or disk is full": name the sweep dir and its free space.
+        where = str(sweep_dir)
+    try:
+        free = os.statvfs(sweep_dir)
+        left = f", {free.f_bavail * free.f_frsize / 2**20:.1f} MiB free there"
+    except OSError:
+        left = ""
+    return f"no space left on device writing {where} ({_first_line(e)}{left})"
