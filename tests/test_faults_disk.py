@@ -111,10 +111,12 @@ def test_full_disk_stops_with_one_line_and_the_resume_command_finishes(small_fs:
         assert complete[number] == value
     filler.unlink()
     resume = lines[0].split("resume with: ", 1)[1]
+    t_resume = time.time()
     again = subprocess.run(
         resume, shell=True, cwd=APPS / "toy", capture_output=True, text=True, timeout=300
     )
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    resumed_s = time.time() - t_resume
     trials = [t for t in _trials(sweep) if not t.system_attrs.get(SYS_OVERFLOW)]
     retried = {t.user_attrs.get("retry_of") for t in trials}
     # Rule: once there is space the printed command finishes the sweep: n_trials complete,
@@ -127,7 +129,8 @@ def test_full_disk_stops_with_one_line_and_the_resume_command_finishes(small_fs:
     for number, value in before.items():
         assert {t.number: t.value for t in trials}[number] == value
     print(
-        f"\nfull disk: sweep stopped {stopped_after:.1f} s after the disk filled: {lines[0][:160]}"
+        f"\nFAULT full disk: stopped {stopped_after:.1f} s after it filled; "
+        f"resumed sweep {resumed_s:.1f} s"
     )
     assert re.search(r"MiB free", lines[0])
 

@@ -123,4 +123,7 @@ def test_three_sweepers_on_one_journal_one_killed_five_times(tmp_path: Path) -> 
         if stamp:
             when = time.mktime(time.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S"))
             waits.append(when + int(stamp.group(2)) / 1000 - started)
-    print(f"\nrestart -> first trial launched: {sorted(round(w, 1) for w in waits)} s")
+    print(
+        f"\nFAULT journal SIGKILL x5: restart -> first trial launched "
+        f"{sorted(round(w, 1) for w in waits)} s"
+    )

@@ -156,7 +156,10 @@ def test_controller_restart_mid_sweep_loses_nothing(own_slurm: str, tmp_path: Pa
     assert out.count("Slurm controller unreachable") == 1, out[-3000:]
     assert out.count("Slurm controller back after") == 1, out[-3000:]
     first = min(_slept(t)[0] for t in waited)
-    print(f"\nslurmctld away {t_up - t_down:.1f} s; retried job at work {first - t_up:.1f} s after")
+    print(
+        f"\nFAULT slurmctld restart: away {t_up - t_down:.1f} s; "
+        f"retried job at work {first - t_up:.1f} s after"
+    )
 
 
 def test_node_failure_fails_lost_trials_with_slurms_reason_and_retries_them(
@@ -204,5 +207,6 @@ def test_node_failure_fails_lost_trials_with_slurms_reason_and_retries_them(
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     done = max(t.datetime_complete.timestamp() for t in trials)  # type: ignore[union-attr]
     print(
-        f"\nnode down {t_back - t_down:.1f} s; sweep done {done - t_back:.1f} s after it was back"
+        f"\nFAULT node down: {t_back - t_down:.1f} s; "
+        f"sweep done {done - t_back:.1f} s after it was back"
     )

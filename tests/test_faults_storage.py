@@ -186,7 +186,10 @@ def test_postgres_outage_mid_sweep_loses_nothing(own_pg: tuple[str, Path], tmp_p
         for t in trials
         if t.datetime_complete is not None and t.datetime_complete.timestamp() >= t_up
     )
-    print(f"\nstorage outage {t_up - t_down:.1f} s; first result {recovered - t_up:.2f} s after")
+    print(
+        f"\nFAULT postgres outage: {t_up - t_down:.1f} s; "
+        f"first result {recovered - t_up:.1f} s after it was back"
+    )
 
 
 @pytest.mark.slow
@@ -251,6 +254,9 @@ def test_outage_past_the_limit_stops_with_one_line_and_resumes(
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert all(t.number in retried for t in trials if t.state == TrialState.FAIL)
+    print(
+        f"\nFAULT postgres past the limit (4 s): stopped {stopped_after:.1f} s after it went down"
+    )
 
 
 # ------------------------------------------------------- retries that must not count twice
