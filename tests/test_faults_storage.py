@@ -103,6 +103,7 @@ def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-unty
 # ------------------------------------------------------------------------- real outage
 @pytest.mark.slow
 @pytest.mark.e2e
+@pytest.mark.postgres
 @pytest.mark.timeout(600)
 def test_postgres_outage_mid_sweep_loses_nothing(own_pg: tuple[str, Path], tmp_path: Path) -> None:
     url, state = own_pg
@@ -194,6 +195,7 @@ def test_postgres_outage_mid_sweep_loses_nothing(own_pg: tuple[str, Path], tmp_p
 
 @pytest.mark.slow
 @pytest.mark.e2e
+@pytest.mark.postgres
 @pytest.mark.timeout(600)
 def test_outage_past_the_limit_stops_with_one_line_and_resumes(
     own_pg: tuple[str, Path], tmp_path: Path
