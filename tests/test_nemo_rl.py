@@ -362,7 +362,7 @@ def test_grpo_preset_sweep_through_ray_sub_with_median_pruning(tmp_path: Path) -
         # far below the two finished ones' median at their first report and are pruned.
         "policy.optimizer.kwargs.lr=choice(0.001,0.03)",
         "grpo.num_generations_per_prompt=choice(2,4)",
-        "command.extra_args=['grpo.val_period=2','standin.step_sleep_s=0.3','sft.max_num_steps=40','task.validation_size=128']",
+        "command.extra_args=['grpo.val_period=2','standin.step_sleep_s=0.3','sft.max_num_steps=40','task.validation_size=128','logger.wandb_enabled=true','logger.mlflow_enabled=true']",
     )
     study = load(tmp_path, "run_command")
     counts = states(study)
@@ -381,6 +381,11 @@ def test_grpo_preset_sweep_through_ray_sub_with_median_pruning(tmp_path: Path) -
         assert used.policy.generation.temperature == pytest.approx(
             t.params["policy.generation.temperature"]
         )
+        # Rule: with NeMo RL's loggers on, each trial is its own run, grouped by study.
+        trackers = json.loads((exp / "trackers.json").read_text())
+        assert trackers["wandb"]["name"] == trackers["mlflow"]["run_name"]
+        assert trackers["wandb"]["name"] == f"run_command-trial-{t.number}"
+        assert trackers["wandb"]["group"] == trackers["mlflow"]["experiment_name"] == "run_command"
         # Rule: one key for GPUs per node reached the command; the log dir is in the job dir.
         assert used.cluster.gpus_per_node == 4
         assert used.logger.log_dir == str(job / "logs") and exp.parent == job / "logs"
