@@ -446,6 +446,15 @@ class RetryingStorage(BaseStorage):
                 raise
             return getattr(backend, name)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_outage", None)  # a lock: a copy starts with no outage of its own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._outage = _Outage()
+
     @property
     def reachable_since(self) -> float:
         """Wall time the storage last came back after an outage (0.0: no outage seen)."""
