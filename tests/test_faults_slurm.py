@@ -22,8 +22,11 @@ from tests.sweeplib import APPS, REPO
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
-STATE = Path(os.environ.get("NEMO_FAULTS_SLURM_DIR", "/tmp/nemo-rl-hpo-slurm-faults"))
-PORT_BASE = os.environ.get("NEMO_FAULTS_SLURM_PORT_BASE", "16917")  # shared cluster: 16817..
+# Per test process, so two runs at once do not share a cluster; the shared one has 16817-16819.
+STATE = Path(
+    os.environ.get("NEMO_FAULTS_SLURM_DIR", f"/tmp/nemo-rl-hpo-slurm-faults-{os.getpid()}")
+)
+PORT_BASE = os.environ.get("NEMO_FAULTS_SLURM_PORT_BASE", str(17000 + 3 * (os.getpid() % 1000)))
 SLURM = [
     "hydra/launcher=slurm",
     "hydra.launcher.partition=debug",
