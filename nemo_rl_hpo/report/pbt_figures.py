@@ -11,6 +11,7 @@ from typing import Any
 
 from nemo_rl_hpo.report.context import Ctx, Figures, SkipPlot
 from nemo_rl_hpo.report.trials import pbt_rows, pbt_summary
+from nemo_rl_hpo.sweep import records
 
 
 def lineage_figure(ctx: Ctx) -> Figures:
@@ -21,7 +22,8 @@ def lineage_figure(ctx: Ctx) -> Figures:
     if not rows:
         raise SkipPlot("no finished PBT round yet")
     pos = {
-        (int(t.user_attrs["pbt:member"]), int(t.user_attrs.get("pbt:round", 0))): t for t in rows
+        (int(t.user_attrs[records.PBT_MEMBER]), int(t.user_attrs.get(records.PBT_ROUND, 0))): t
+        for t in rows
     }
     summary = pbt_summary(ctx.trials, ctx.study.directions[0])
     best_path = {(s["member"], s["round"]) for s in (summary or {}).get("schedule", [])}
@@ -29,7 +31,7 @@ def lineage_figure(ctx: Ctx) -> Figures:
     mfig = Figure(figsize=(8.0, 5.0), dpi=100)
     ax = mfig.add_subplot()
     for (member, rnd), t in sorted(pos.items()):
-        parent = t.user_attrs.get("pbt:parent")
+        parent = t.user_attrs.get(records.PBT_PARENT)
         src = (int(parent) if parent is not None else member, rnd - 1)
         if src not in pos:
             continue
@@ -90,14 +92,14 @@ def schedules_figure(ctx: Ctx) -> Figures:
         raise SkipPlot("no PBT round yet")
     names: list[str] = []
     for t in rows:
-        for k in t.user_attrs.get("pbt:params") or {}:
+        for k in t.user_attrs.get(records.PBT_PARAMS) or {}:
             if k not in names:
                 names.append(k)
     if not names:
         raise SkipPlot("no trial recorded pbt:params")
     summary = pbt_summary(ctx.trials, ctx.study.directions[0])
     best = summary["schedule"] if summary else []
-    members = sorted({int(t.user_attrs["pbt:member"]) for t in rows})
+    members = sorted({int(t.user_attrs[records.PBT_MEMBER]) for t in rows})
     fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, subplot_titles=names)
     mfig = Figure(figsize=(8.0, 2.2 * len(names) + 1.0), dpi=100)
     axes = mfig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
@@ -106,11 +108,11 @@ def schedules_figure(ctx: Ctx) -> Figures:
         for m in members:
             pts = sorted(
                 (
-                    int(t.user_attrs.get("pbt:round", 0)),
-                    (t.user_attrs.get("pbt:params") or {}).get(name),
+                    int(t.user_attrs.get(records.PBT_ROUND, 0)),
+                    (t.user_attrs.get(records.PBT_PARAMS) or {}).get(name),
                 )
                 for t in rows
-                if int(t.user_attrs["pbt:member"]) == m
+                if int(t.user_attrs[records.PBT_MEMBER]) == m
             )
             pts = [p for p in pts if p[1] is not None]
             fig.add_scatter(
@@ -140,7 +142,7 @@ def schedules_figure(ctx: Ctx) -> Figures:
         )
         ax.plot(bx, by, color="#d62728", lw=2.5, marker="o", label="best schedule")
         ax.set_ylabel(name, fontsize=8)
-        if _log_scaled([(t.user_attrs.get("pbt:params") or {}).get(name) for t in rows]):
+        if _log_scaled([(t.user_attrs.get(records.PBT_PARAMS) or {}).get(name) for t in rows]):
             ax.set_yscale("log")
             fig.update_yaxes(type="log", row=j + 1, col=1)
     axes[-1].set_xlabel("round")
