@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,6 +81,19 @@ def test_grpo_sweep_prunes_and_keeps_conditional_keys_with_their_options(tmp_pat
     report = tmp_path / "report"
     assert (report / "index.html").is_file()
     assert any(p.name.startswith("intermediate_values") for p in report.iterdir())
+    # Rule: `nemo-rl-hpo best` prints the GRPO command of the best trial, NeMo RL key names.
+    best = subprocess.run(
+        [sys.executable, "-m", "nemo_rl_hpo.cli", "best", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.strip()
+    argv = shlex.split(next(line for line in best.splitlines() if line.startswith("python")))
+    assert "trial=grpo" in argv
+    lr = study.best_trial.params["policy.optimizer.kwargs.lr"]
+    assert any(a.startswith("policy.optimizer.kwargs.lr=") for a in argv), argv
+    assert any(str(lr)[:6] in a for a in argv if a.startswith("policy.optimizer")), (lr, argv)
 
 
 def test_grpo_pbt_exploits_restore_the_parent_checkpoint(tmp_path: Path) -> None:

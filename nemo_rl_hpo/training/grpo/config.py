@@ -64,8 +64,9 @@ def validate(cfg: DictConfig) -> None:
     _integer(
         cfg, "policy.train_global_batch_size", low=1, example="policy.train_global_batch_size=64"
     )
-    _integer(cfg, "task.num_digits", low=1, example="task.num_digits=3")
+    _integer(cfg, "task.num_digits", low=1, example="task.num_digits=8")
     _integer(cfg, "task.validation_size", low=1, example="task.validation_size=256")
+    _policy_fits_task(cfg)
     _bool(cfg, "checkpointing.enabled")
     _integer(cfg, "checkpointing.save_period", low=1, example="checkpointing.save_period=10")
     if _value(cfg, "checkpointing.keep_top_k", must=False) is not None:
@@ -76,6 +77,26 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"device must be one of {', '.join(DEVICES)} (or cuda:N), but got {device=}."
         )
+
+
+def _policy_fits_task(cfg: DictConfig) -> None:
+    """The policy's vocabulary and length fit the task (checked here, before any job starts)."""
+    from nemo_rl_hpo.training.grpo.task import NAMES, DigitsTask
+
+    name = _value(cfg, "task.name", must=True)
+    if name not in NAMES:
+        raise ConfigError(f"task.name must be one of {', '.join(NAMES)}, but got {name!r}.")
+    task = DigitsTask(name=str(name), num_digits=int(cfg.task.num_digits))
+    vocab = _value(cfg, "model.vocab_size", must=True)
+    classes = _value(cfg, "model.num_classes", must=True)
+    if vocab != task.vocab_size or classes != task.vocab_size:
+        raise ConfigError(
+            "model.vocab_size and model.num_classes must be the task's vocabulary "
+            f"({task.vocab_size}: the policy is a causal LM), but got {vocab} and {classes}."
+        )
+    _integer(
+        cfg, "model.max_seq_len", low=task.seq_len, example=f"model.max_seq_len={task.seq_len}"
+    )
 
 
 def _bool(cfg: DictConfig, key: str) -> None:
@@ -114,7 +135,7 @@ DEFAULTS: dict[str, Any] = {
         "num_generations_per_prompt": 8,
         "use_leave_one_out_baseline": True,
         "normalize_rewards": True,
-        "max_num_steps": 150,
+        "max_num_steps": 200,
         "val_period": 10,
         "seed": 42,
     },
@@ -128,7 +149,7 @@ DEFAULTS: dict[str, Any] = {
         "token_level_loss": True,
     },
     "policy": {
-        "train_global_batch_size": 64,
+        "train_global_batch_size": 32,
         "max_grad_norm": 1.0,
         "optimizer": {
             "name": "torch.optim.AdamW",
