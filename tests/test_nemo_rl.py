@@ -517,3 +517,53 @@ def test_pbt_over_the_standin_exploit_continues_the_donors_step(tmp_path: Path) 
             t.params["policy.optimizer.kwargs.lr"]
         )
         assert used.grpo.max_num_steps == 2 * interval
+
+
+@pytest.mark.parametrize(
+    ("stdout", "job_id"),
+    [
+        ("Submitted batch job 12\n", "12"),
+        ("34\n", "34"),  # --parsable
+        ("56;cluster2\n", "56"),
+        ("sbatch: error: Batch job submission failed\n", None),
+    ],
+)
+def test_job_id_from_sbatch_output(tmp_path: Path, stdout: str, job_id: str | None) -> None:
+    (tmp_path / "out").write_text(stdout)
+    assert _raysub.submitted_job_id(tmp_path / "out") == job_id
+
+
+def test_wall_time_stop_is_told_from_the_drivers_log_and_slurms_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nemo_rl_hpo.command._runner import STDOUT_FILE, _Attempt
+
+    spec = CommandSpec.from_config(
+        {
+            "command": ["x"],
+            "metrics": {"tags": {"a": "a"}},
+            "ray_sub": {"container": "c", "time_limit": "60"},
+        }
+    )
+    (tmp_path / STDOUT_FILE).write_text("Submitted batch job 7\n")
+    log = tmp_path / "7-logs" / "ray-driver.log"
+    log.parent.mkdir()
+    states_seen: list[str] = []
+    monkeypatch.setattr(_raysub, "job_state", lambda job_id: states_seen.append(job_id) or "X")
+
+    def attempt() -> _Attempt:
+        return _Attempt(spec, tmp_path, ["sbatch"], tmp_path, {}, {"job_name": "j"}, [])
+
+    log.write_text("step 5\nMax number of steps has been reached, stopping training early\n")
+    # Rule: a clean finish is not a wall-time stop.
+    assert attempt().wall_time_stop(0) is None
+    log.write_text(
+        "Saving checkpoint for step 9...\nTimeout has been reached, stopping training early\n"
+    )
+    # Rule: exit 0 after NeMo RL's timeout line: saved before the wall time -> resubmit.
+    assert attempt().wall_time_stop(0) == "saved before its wall time"
+    # Rule: a failed job is a wall-time stop only when Slurm says TIMEOUT.
+    assert attempt().wall_time_stop(1) is None
+    monkeypatch.setattr(_raysub, "job_state", lambda job_id: "TIMEOUT")
+    assert attempt().wall_time_stop(1) == "was killed at its wall time (TIMEOUT)"
+    assert states_seen == ["7"]

@@ -25,7 +25,8 @@ from nemo_rl_hpo.command._spec import CommandConfigError, RaySubSpec, slurm_time
 log = logging.getLogger(__name__)
 
 DRIVER_LOG = "ray-driver.log"
-_SUBMITTED = re.compile(rb"Submitted batch job (\d+)")
+# sbatch's "Submitted batch job N", or "N" / "N;cluster" with --parsable
+_SUBMITTED = re.compile(rb"^(?:Submitted batch job )?(\d+)(?:;\S*)?\s*$", re.M)
 
 
 def must_save_by(spec: RaySubSpec) -> str | None:
@@ -124,7 +125,7 @@ def environment(spec: RaySubSpec, driver: str, job_dir: Path, mounts_value: str)
 
 
 def submitted_job_id(stdout_file: Path, offset: int = 0) -> str | None:
-    """The job id sbatch printed ("Submitted batch job N") after ``offset`` in its stdout."""
+    """The job id sbatch printed after ``offset`` in its stdout (plain or ``--parsable``)."""
     try:
         with open(stdout_file, "rb") as f:
             f.seek(offset)
