@@ -138,3 +138,27 @@ def test_sampler_or_pruner_that_cannot_be_built_is_one_line() -> None:
         make_sampler(bad, space, n_trials=2, n_jobs=1, n_objectives=1, custom_space=False)
     with pytest.raises(SweepConfigError, match=r"hydra.sweeper.pruner \(nope.Pruner\)"):
         make_pruner(OmegaConf.create({"_target_": "nope.Pruner"}))
+
+
+@pytest.mark.parametrize(
+    ("name", "slurm"),
+    [
+        ("hydra_plugins.nemo_rl_hpo.launchers.SlurmLauncher", True),
+        ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", True),
+        ("hydra_plugins.nemo_rl_hpo.launchers.LocalLauncher", False),
+        ("hydra_plugins.nemo_rl_hpo.launchers.PoolLauncher", False),
+    ],
+)
+def test_slurm_launchers_are_recognised_as_hydra_loads_them(name: str, slurm: bool) -> None:
+    """Hydra's plugin registry holds its own copies of plugin modules: the launcher's kind must
+    be told from what it declares, not from an isinstance against a class imported here."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.nemo_rl_hpo.jobs import HydraJobs
+
+    cls = Plugins.instance().class_name_to_class[name]
+    jobs = HydraJobs()
+    jobs.launcher = cls.__new__(cls)
+    # Rule: a Slurm launcher puts the default study in a journal file on the shared file system.
+    assert jobs.on_slurm is slurm
+    assert jobs.in_process is False

@@ -64,10 +64,13 @@ class HydraJobs:
 
     @property
     def on_slurm(self) -> bool:
-        """A submitit Slurm launcher (ours or upstream's): jobs run on other nodes."""
-        from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+        """A submitit Slurm launcher (ours or upstream's): jobs run on other nodes.
 
-        return isinstance(self.launcher, SlurmLauncher)
+        Asked of the executor the launcher declares, not of its class: Hydra loads plugin
+        modules outside ``sys.modules``, so the launcher's base class is not the one an import
+        here would see.
+        """
+        return getattr(self.launcher, "_EXECUTOR", None) == "slurm"
 
     def launch(
         self, trial: optuna.Trial, overrides: list[str], context: Mapping[str, Any]
