@@ -567,3 +567,32 @@ def test_wall_time_stop_is_told_from_the_drivers_log_and_slurms_state(
     monkeypatch.setattr(_raysub, "job_state", lambda job_id: "TIMEOUT")
     assert attempt().wall_time_stop(1) == "was killed at its wall time (TIMEOUT)"
     assert states_seen == ["7"]
+
+
+@pytest.mark.e2e
+def test_sft_preset_runs_unchanged_against_the_standin(tmp_path: Path) -> None:
+    run_app(
+        APP,
+        "nemo_rl=sft",
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra.sweeper.n_trials=2",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.sampler.seed=0",
+        "sft.max_num_steps=20",
+        "command.poll_interval_s=0.5",
+        cwd=REPO,
+        env={"NEMO_RL_DIR": str(STANDIN), "NEMO_RL_RUN": sys.executable},
+    )
+    study = load(tmp_path, "run_command")
+    assert states(study) == {"COMPLETE": 2}
+    for t in study.trials:
+        (exp,) = _exp_dirs(Path(t.user_attrs["job_dir"]))
+        used = OmegaConf.load(exp / "config.yaml")
+        # Rule: the searched NeMo RL keys arrived; the preset's added scheduler list too.
+        assert used.policy.optimizer.kwargs.lr == t.params["policy.optimizer.kwargs.lr"]
+        assert used.policy.scheduler[0].kwargs.total_iters == t.params["warmup_steps"]
+        assert used.policy.scheduler[2].milestones == [t.params["warmup_steps"]]
+        assert used.logger.wandb_enabled is False
+        # Rule: the objective is NeMo RL's validation/val_loss at the last step.
+        val = _scalars(exp)["validation/val_loss"]
+        assert sorted(val) == [0, 10, 20] and t.value == pytest.approx(val[20])
