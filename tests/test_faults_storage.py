@@ -409,3 +409,17 @@ def test_which_errors_are_an_outage(message: str, transient: bool) -> None:
     # Rule: only a storage that is away is waited for; a bad request or a full disk fails at once.
     assert st.is_transient(err) is transient
     assert re.search("disk is full", message) is None or st.is_disk_full(err)
+
+
+def test_a_negative_retry_limit_is_one_line_before_any_job(tmp_path: Path) -> None:
+    from tests.sweeplib import run_app
+
+    proc = run_app(
+        "toy", f"hydra.sweep.dir={tmp_path}", "hydra.sweeper.storage_retry_s=-1", check=False
+    )
+    out = proc.stdout + proc.stderr
+    # Rule: bad input is one line naming the key, and no trial ran.
+    assert proc.returncode != 0
+    assert "hydra.sweeper.storage_retry_s must be 0 or more seconds, but got -1" in out, out
+    assert "Traceback" not in out
+    assert not [p for p in tmp_path.iterdir() if p.name.isdigit()]
