@@ -570,15 +570,24 @@ def test_wall_time_stop_is_told_from_the_drivers_log_and_slurms_state(
 
 
 @pytest.mark.e2e
-def test_sft_preset_runs_unchanged_against_the_standin(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("preset", "steps", "tag", "val_steps"),
+    [
+        ("sft", 20, "validation/val_loss", [0, 10, 20]),  # sft.val_period=10, val_at_start
+        ("dpo", 50, "validation-default/loss", [0, 25, 50]),  # dpo.val_period=25, val_at_start
+    ],
+)
+def test_sft_and_dpo_presets_run_unchanged_against_the_standin(
+    tmp_path: Path, preset: str, steps: int, tag: str, val_steps: list[int]
+) -> None:
     run_app(
         APP,
-        "nemo_rl=sft",
+        f"nemo_rl={preset}",
         f"hydra.sweep.dir={tmp_path}",
         "hydra.sweeper.n_trials=2",
         "hydra/sweeper/sampler=random",
         "hydra.sweeper.sampler.seed=0",
-        "sft.max_num_steps=20",
+        f"{preset}.max_num_steps={steps}",
         "command.poll_interval_s=0.5",
         cwd=REPO,
         env={"NEMO_RL_DIR": str(STANDIN), "NEMO_RL_RUN": sys.executable},
@@ -588,11 +597,12 @@ def test_sft_preset_runs_unchanged_against_the_standin(tmp_path: Path) -> None:
     for t in study.trials:
         (exp,) = _exp_dirs(Path(t.user_attrs["job_dir"]))
         used = OmegaConf.load(exp / "config.yaml")
-        # Rule: the searched NeMo RL keys arrived; the preset's added scheduler list too.
-        assert used.policy.optimizer.kwargs.lr == t.params["policy.optimizer.kwargs.lr"]
+        # Rule: every searched NeMo RL key arrived (and the warm-up in the scheduler list).
+        for key, value in t.params.items():
+            if key != "warmup_steps":
+                assert OmegaConf.select(used, key) == pytest.approx(value), key
         assert used.policy.scheduler[0].kwargs.total_iters == t.params["warmup_steps"]
         assert used.policy.scheduler[2].milestones == [t.params["warmup_steps"]]
-        assert used.logger.wandb_enabled is False
-        # Rule: the objective is NeMo RL's validation/val_loss at the last step.
-        val = _scalars(exp)["validation/val_loss"]
-        assert sorted(val) == [0, 10, 20] and t.value == pytest.approx(val[20])
+        # Rule: the objective is NeMo RL's validation tag at the last step.
+        val = _scalars(exp)[tag]
+        assert sorted(val) == val_steps and t.value == pytest.approx(val[steps])

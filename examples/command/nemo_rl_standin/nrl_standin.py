@@ -26,11 +26,12 @@ import json
 import os
 import pprint
 import re
+import shutil
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -203,3 +204,112 @@ def write_run_files(log_dir: str, config: Mapping[str, Any]) -> None:
         f.write(OmegaConf.to_yaml(OmegaConf.create(dict(config))))
     with open(os.path.join(log_dir, "driver.pid"), "w") as f:
         f.write(f"{os.getpid()}\n")
+
+
+# ------------------------------------------------- a small supervised loop (SFT / DPO stand-ins)
+class Algorithm(Protocol):
+    """One step and one validation of a stand-in algorithm, and its state for checkpoints."""
+
+    def train_step(self) -> dict[str, float]: ...
+
+    def validate(self) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def build_optimizer(params: Any, policy: Mapping[str, Any]) -> Any:
+    """``policy.optimizer.name`` (dotted class) with its kwargs, as NeMo RL's DTensor policy."""
+    import importlib
+
+    module, _, name = str(policy["optimizer"]["name"]).rpartition(".")
+    kwargs = {
+        k: tuple(v) if k == "betas" else v
+        for k, v in dict(policy["optimizer"]["kwargs"]).items()
+        if k not in ("foreach", "fused")
+    }
+    return getattr(importlib.import_module(module), name)(params, **kwargs)
+
+
+def build_scheduler(optimizer: Any, spec: list[Any]) -> Any:
+    """NeMo RL's ``policy.scheduler`` list: schedulers, then ``{milestones: [...]}``."""
+    import torch
+
+    milestones, scheds = None, []
+    for item in spec:
+        if "milestones" in item:
+            milestones = list(item["milestones"])
+            continue
+        cls = getattr(torch.optim.lr_scheduler, str(item["name"]).rsplit(".", 1)[-1])
+        scheds.append(cls(optimizer, **dict(item.get("kwargs") or {})))
+    if not scheds:
+        return None
+    if len(scheds) == 1:
+        return scheds[0]
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, scheds, milestones=milestones or [1])
+
+
+def latest_step_dir(root: Path) -> Path | None:
+    found = [p for p in root.glob("step_*") if re.fullmatch(r"step_\d+", p.name)]
+    return max(found, key=lambda p: int(p.name[5:]), default=None)
+
+
+def train(
+    config: Mapping[str, Any], section: str, algo: Algorithm, val_prefix: str = "validation"
+) -> int:
+    """NeMo RL's ``<algo>_train`` order: train metrics at every step, validation every
+    ``val_period`` (step 0 with ``val_at_start``), a ``step_N`` save every ``save_period``, at
+    the end and at the save-by time (then the timeout line, exit 0); resume from the highest N."""
+    import torch
+
+    algo_cfg, ckpt = config[section], config["checkpointing"]
+    standin = dict(config.get("standin") or {})
+    log_dir = get_next_experiment_dir(str(config["logger"]["log_dir"]))
+    print(f"📊 Using log directory: {log_dir}")
+    write_run_files(log_dir, config)
+    logger = Logger({**config["logger"], "log_dir": log_dir})
+    root = Path(ckpt["checkpoint_dir"])
+    step = 0
+    latest = latest_step_dir(root) if ckpt["enabled"] else None
+    if latest is not None:
+        algo.load_state_dict(torch.load(latest / "state.pt", weights_only=False))
+        step = int(json.loads((latest / "training_info.json").read_text())["total_steps"])
+        print(f"Resuming from checkpoint {latest} at step {step}", flush=True)
+    timeout = TimeoutChecker(ckpt.get("checkpoint_must_save_by"), fit_last_save_time=True)
+    timeout.start_iterations()
+    if algo_cfg.get("val_at_start") and step == 0:
+        logger.log_metrics(algo.validate(), 0, prefix=val_prefix)
+    max_steps = int(algo_cfg["max_num_steps"])
+    while step < max_steps:
+        step += 1
+        if standin.get("fail_at_step") is not None and step >= int(standin["fail_at_step"]):
+            raise RuntimeError(f"loss became NaN at step {step} (standin.fail_at_step)")
+        metrics = algo.train_step()
+        val = None
+        if int(algo_cfg["val_period"]) > 0 and step % int(algo_cfg["val_period"]) == 0:
+            val = algo.validate()
+            logger.log_metrics(val, step, prefix=val_prefix)
+        if float(standin.get("step_sleep_s") or 0) > 0:
+            time.sleep(float(standin["step_sleep_s"]))
+        timeout.mark_iteration()
+        by_timeout = timeout.check_save()
+        if ckpt["enabled"] and (
+            step == max_steps or step % int(ckpt["save_period"]) == 0 or by_timeout
+        ):
+            print(f"Saving checkpoint for step {step}...", flush=True)
+            tmp = root / f"tmp_step_{step}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            torch.save(algo.state_dict(), tmp / "state.pt")
+            info = {"total_steps": step, **{f"val:{k}": v for k, v in (val or {}).items()}}
+            (tmp / "training_info.json").write_text(json.dumps(info))
+            shutil.rmtree(root / f"step_{step}", ignore_errors=True)
+            os.rename(tmp, root / f"step_{step}")
+        logger.log_metrics(metrics, step, prefix="train")
+        if by_timeout:
+            print(TIMEOUT_MESSAGE, flush=True)
+            logger.close()
+            return 0
+    logger.close()
+    return 0
