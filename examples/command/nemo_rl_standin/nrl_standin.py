@@ -11,8 +11,11 @@ depends on; docs/command.md lists the contract line by line:
 - ``TimeoutChecker``: ``nemo_rl/utils/timer.py`` (``checkpoint_must_save_by`` as
   ``DD:HH:MM:SS``, counted from the start of the training loop, one average step ahead);
 - checkpoints (``checkpointing.checkpoint_dir/step_N``, written as ``tmp_step_N`` and renamed,
-  with ``training_info.json``; resume from the highest N) are the embedded GRPO trial's
-  (``nemo_rl_hpo.training.grpo.run``), which keeps NeMo RL's layout.
+  with ``training_info.json``; resume from the highest N): ``nemo_rl/utils/checkpoint.py``; for
+  GRPO the embedded trial's own (``nemo_rl_hpo.training.grpo.run``, same layout);
+- ``train``: the step/validation/save order of ``sft_train`` / ``dpo_train`` (train metrics at
+  every step, validation every ``val_period`` and at step 0 with ``val_at_start``, a save every
+  ``save_period``, at the end and at the save-by time, then the timeout line and exit 0).
 
 Not mirrored: Ray, vLLM, containers, W&B/MLflow uploads (their run names are printed, and
 recorded in ``<exp dir>/trackers.json``, instead).
