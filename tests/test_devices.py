@@ -217,3 +217,15 @@ def test_default_n_jobs_uses_the_machine_for_local_launchers_only(
     # Rule: the basic launcher runs one at a time; SLURM keeps the sweeper's default of 2.
     assert default_n_jobs(1, launcher("BasicLauncher")) == 1
     assert default_n_jobs(1, launcher("SlurmLauncher")) == 2
+
+
+def test_pool_without_n_jobs_has_one_worker_per_gpu_slot() -> None:
+    """Hydra's basic sweeper sets no n_jobs: the pool then sizes itself to the devices."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.nemo_rl_hpo.launchers import PoolLauncher
+
+    pool = PoolLauncher(devices=[0, 1, 2])
+    pool.setup(hydra_context=None, task_function=None, config=OmegaConf.create({"hydra": {}}))  # type: ignore[arg-type]
+    assert pool._slots is not None
+    assert [s.devices for s in pool._slots.slots] == [("0",), ("1",), ("2",)]

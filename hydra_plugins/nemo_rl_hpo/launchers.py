@@ -292,7 +292,8 @@ class PoolLauncher(Launcher):  # type: ignore[misc]
         self.hydra_context = hydra_context
         self.task_function = task_function
         n_jobs = OmegaConf.select(config, "hydra.sweeper.n_jobs", default=None)
-        workers = self.max_workers or n_jobs or os.cpu_count() or 1
+        # Neither set (Hydra's basic sweeper): one worker per GPU slot, else per core.
+        workers = self.max_workers or n_jobs or dev.local_trials(1, *self._gpu_options)
         key = "hydra.sweeper.n_jobs" if workers == n_jobs else "hydra.launcher.max_workers"
         self._slots = _device_slots(int(workers), *self._gpu_options, key)
 
