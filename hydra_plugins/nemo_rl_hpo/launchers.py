@@ -212,7 +212,9 @@ class LocalLauncher(_FastPollMixin, _UpstreamLocal):  # type: ignore[misc]
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        n_jobs = int(OmegaConf.select(config, "hydra.sweeper.n_jobs", default=1) or 1)
+        n_jobs = OmegaConf.select(config, "hydra.sweeper.n_jobs", default=None)
+        # No n_jobs (Hydra's basic sweeper: a batch at once): one slot per GPU slot.
+        n_jobs = int(n_jobs or dev.local_trials(1, *self._gpu_options))
         self._slots = _device_slots(n_jobs, *self._gpu_options, "hydra.sweeper.n_jobs")
 
     def __getstate__(self) -> dict[str, Any]:
