@@ -168,7 +168,7 @@ def profile_ours(n: int) -> dict[str, object]:
         "  space.suggest (sampler)": ("nemo_rl_hpo/search/space.py", "suggest"),
         "  counted_trials": ("nemo_rl_hpo/sweep/proposer.py", "counted_trials"),
         "core.py:_finish": ("nemo_rl_hpo/sweep/core.py", "_finish"),
-        "Progress.__call__": ("hydra_plugins/nemo_rl_hpo/study.py", "__call__"),
+        "Progress.__call__": ("hydra_plugins/nemo_rl_hpo/_study.py", "__call__"),
         "launcher.launch (worker thread)": (
             "hydra/_internal/core_plugins/basic_launcher.py",
             "launch",

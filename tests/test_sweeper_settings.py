@@ -13,14 +13,14 @@ import pytest
 from hydra.errors import CompactHydraException
 from omegaconf import OmegaConf
 
-from hydra_plugins.nemo_rl_hpo.config import OptunaSweeperConf, PBTSweeperConf
-from hydra_plugins.nemo_rl_hpo.samplers import grid_space, make_pruner, make_sampler
-from hydra_plugins.nemo_rl_hpo.settings import (
+from hydra_plugins.nemo_rl_hpo._samplers import grid_space, make_pruner, make_sampler
+from hydra_plugins.nemo_rl_hpo._settings import (
     OptunaSettings,
     PBTSettings,
     SweepConfigError,
     schema_defaults,
 )
+from hydra_plugins.nemo_rl_hpo.config import OptunaSweeperConf, PBTSweeperConf
 from nemo_rl_hpo.search.grammar import parse_params
 from nemo_rl_hpo.search.space import SearchSpace
 
@@ -119,7 +119,7 @@ def test_grid_of_a_continuous_range_names_the_key() -> None:
 
 
 def test_auto_sampler_gets_the_space_and_the_slots() -> None:
-    cfg = OmegaConf.create({"_target_": "hydra_plugins.nemo_rl_hpo.samplers.auto_sampler"})
+    cfg = OmegaConf.create({"_target_": "hydra_plugins.nemo_rl_hpo._samplers.auto_sampler"})
     space = _space({"x": "interval(0.0, 1.0)"})
     one = make_sampler(cfg, space, n_trials=20, n_jobs=1, n_objectives=1, custom_space=False)
     many = make_sampler(cfg, space, n_trials=20, n_jobs=4, n_objectives=1, custom_space=False)
@@ -154,11 +154,11 @@ def test_slurm_launchers_are_recognised_as_hydra_loads_them(name: str, slurm: bo
     be told from what it declares, not from an isinstance against a class imported here."""
     from hydra.core.plugins import Plugins
 
-    from hydra_plugins.nemo_rl_hpo.jobs import HydraJobs
+    from hydra_plugins.nemo_rl_hpo._jobs import HydraJobs
 
     cls = Plugins.instance().class_name_to_class[name]
     jobs = HydraJobs()
-    jobs.launcher = cls.__new__(cls)
+    jobs.launcher = cls.__new__(cls)  # type: ignore[assignment]  # a registry class, not set up
     # Rule: a Slurm launcher puts the default study in a journal file on the shared file system.
     assert jobs.on_slurm is slurm
     assert jobs.in_process is False

@@ -19,12 +19,12 @@ import optuna
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.nemo_rl_hpo import study as study_mod
-from hydra_plugins.nemo_rl_hpo.jobs import HydraSweep
-from hydra_plugins.nemo_rl_hpo.samplers import auto_sampler, make_pruner, make_sampler
-from hydra_plugins.nemo_rl_hpo.search_space import build_space, check_space
-from hydra_plugins.nemo_rl_hpo.settings import OptunaSettings, SweepConfigError
-from hydra_plugins.nemo_rl_hpo.slurm import job_alive
+from hydra_plugins.nemo_rl_hpo import _study as study_mod
+from hydra_plugins.nemo_rl_hpo._jobs import HydraSweep
+from hydra_plugins.nemo_rl_hpo._samplers import auto_sampler, make_pruner, make_sampler
+from hydra_plugins.nemo_rl_hpo._search_space import build_space, check_space
+from hydra_plugins.nemo_rl_hpo._settings import OptunaSettings, SweepConfigError
+from hydra_plugins.nemo_rl_hpo._slurm import job_alive
 from nemo_rl_hpo.search.space import SearchSpace
 from nemo_rl_hpo.sweep import records, repeats
 from nemo_rl_hpo.sweep import storage as st

@@ -32,7 +32,7 @@ class AutoSamplerConfig(SamplerConfig):
     one trial at a time (GP has no constant liar); otherwise multivariate TPE with constant liar.
     """
 
-    _target_: str = f"{_IMPL}.samplers.auto_sampler"
+    _target_: str = f"{_IMPL}._samplers.auto_sampler"
     seed: int | None = None  # random seed of whichever sampler is chosen
     gp_max_trials: int = 200  # above this GP's O(n^3) fit costs seconds per trial: use TPE
 

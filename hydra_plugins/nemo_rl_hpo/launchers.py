@@ -38,7 +38,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
     SlurmLauncher as _UpstreamSlurm,
 )
 from hydra_plugins.nemo_rl_hpo import resolvers  # noqa: F401  (registered in every job too)
-from hydra_plugins.nemo_rl_hpo.slurm import JobDied
+from hydra_plugins.nemo_rl_hpo._slurm import JobDied
 from hydra_plugins.nemo_rl_hpo.slurm_retry import submit_retrying
 from nemo_rl_hpo.sweep import devices as dev
 from nemo_rl_hpo.trial import ENV_TRIAL

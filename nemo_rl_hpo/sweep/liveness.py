@@ -1,7 +1,7 @@
 """Is that process still alive? Asked of a sweeper that owns a trial and of a trial's job.
 
 Only a process on this host can be asked; elsewhere the loop goes by heartbeats (sweepers) or
-by the scheduler (Slurm jobs, ``hydra_plugins/nemo_rl_hpo/slurm.py``).
+by the scheduler (Slurm jobs, ``hydra_plugins/nemo_rl_hpo/_slurm.py``).
 """
 
 from __future__ import annotations

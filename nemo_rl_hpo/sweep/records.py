@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 # ------------------------------------------------------------------ study user attributes
-# Written once per run by the sweeper (hydra_plugins/nemo_rl_hpo/study.py); read by the report
+# Written once per run by the sweeper (hydra_plugins/nemo_rl_hpo/_study.py); read by the report
 # (report/trials.SweepInfo: reproduce commands, objective names) and the CLI (best, status).
 STUDY_COMMAND = "nemo_rl_hpo:command"  # ["python", "train.py"]: the app, relative to STUDY_CWD
 STUDY_CWD = "nemo_rl_hpo:cwd"  # where the sweep was started

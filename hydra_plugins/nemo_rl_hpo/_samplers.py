@@ -17,7 +17,7 @@ from hydra.errors import CompactHydraException
 from hydra.utils import get_method, instantiate
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hydra_plugins.nemo_rl_hpo.settings import SweepConfigError
+from hydra_plugins.nemo_rl_hpo._settings import SweepConfigError
 from nemo_rl_hpo.search.space import SearchSpace
 
 log = logging.getLogger(__name__)

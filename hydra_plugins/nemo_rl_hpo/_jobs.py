@@ -21,9 +21,9 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.nemo_rl_hpo._slurm import JobDied
 from hydra_plugins.nemo_rl_hpo._task import TrialTask
 from hydra_plugins.nemo_rl_hpo.compose_cache import CachedSweepConfigLoader
-from hydra_plugins.nemo_rl_hpo.slurm import JobDied
 from nemo_rl_hpo import trial as trial_api
 from nemo_rl_hpo.search.grammar import hydra_quote
 from nemo_rl_hpo.sweep import storage as st

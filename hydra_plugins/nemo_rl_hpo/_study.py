@@ -4,8 +4,7 @@ resume command, the progress line and the outputs written at the end.
 Every key it writes is named in ``nemo_rl_hpo/sweep/records.py``.
 """
 
-# No `from __future__ import annotations`: Hydra execs plugin modules outside sys.modules,
-# where dataclasses cannot resolve string annotations.
+from __future__ import annotations
 
 import json
 import logging
@@ -23,7 +22,7 @@ import optuna
 from omegaconf import DictConfig, read_write
 from optuna.trial import FrozenTrial, TrialState
 
-from hydra_plugins.nemo_rl_hpo.settings import CommonSettings, SweepConfigError
+from hydra_plugins.nemo_rl_hpo._settings import CommonSettings, SweepConfigError
 from nemo_rl_hpo.report import _io
 from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep import storage as st

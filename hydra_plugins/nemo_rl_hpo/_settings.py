@@ -5,8 +5,7 @@ A bad value is one :class:`SweepConfigError` line naming the key and the fix, ra
 before anything is composed, opened or launched.
 """
 
-# No `from __future__ import annotations`: Hydra execs plugin modules outside sys.modules,
-# where dataclasses cannot resolve string annotations.
+from __future__ import annotations
 
 import dataclasses
 import logging
@@ -106,7 +105,7 @@ class OptunaSettings(CommonSettings):
     aggregate: Any
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "OptunaSettings":
+    def from_config(cls, cfg: Mapping[str, Any]) -> OptunaSettings:
         get = _Reader(cfg, OptunaSweeperConf)
         n_trials = get("n_trials")
         if not isinstance(n_trials, int) or n_trials < 1:
@@ -169,7 +168,7 @@ class PBTSettings(CommonSettings):
     seed: int | None
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "PBTSettings":
+    def from_config(cls, cfg: Mapping[str, Any]) -> PBTSettings:
         get = _Reader(cfg, PBTSweeperConf)
         common = _common(get)
         if len(common["directions"]) != 1:
