@@ -197,7 +197,7 @@ def test_default_n_jobs_uses_the_machine_for_local_launchers_only(
 ) -> None:
     from omegaconf import OmegaConf
 
-    from hydra_plugins.nemo_rl_hpo.resolvers import default_n_jobs
+    from hydra_plugins.nemo_rl_hpo._resolvers import default_n_jobs
 
     monkeypatch.setattr(dev, "cpu_cores", lambda: 8)
     monkeypatch.setattr(dev.glob, "glob", lambda pattern: [])

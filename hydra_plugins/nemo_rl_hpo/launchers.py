@@ -37,7 +37,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
     SlurmLauncher as _UpstreamSlurm,
 )
-from hydra_plugins.nemo_rl_hpo import resolvers  # noqa: F401  (registered in every job too)
+from hydra_plugins.nemo_rl_hpo import _resolvers  # noqa: F401  (registers ${nemo_rl_hpo.n_jobs:...})
 from hydra_plugins.nemo_rl_hpo._slurm import JobDied
 from hydra_plugins.nemo_rl_hpo.slurm_retry import submit_retrying
 from nemo_rl_hpo.sweep import devices as dev

@@ -4,7 +4,8 @@ An app's config can let the sweep use the machine it runs on (``conf/config.yaml
 local launchers (``local``, ``pool``) get one trial per GPU slot, or cores // threads per trial
 on a CPU machine (nemo_rl_hpo/sweep/devices.py); the basic launcher runs one trial at a time;
 any other launcher (SLURM: the machine of the sweeper is not where trials run) keeps the
-sweeper's own default of 2. Registered when Hydra imports its plugins, and by the launchers.
+sweeper's own default of 2. Registered on import of launchers.py (which Hydra's plugin scan
+imports at every app start, before any config is resolved) and so in every job too.
 """
 
 from __future__ import annotations
