@@ -319,8 +319,12 @@ _TRANSIENT_ERRNO = {
 }
 
 
-class StorageUnavailable(RuntimeError):
-    """The storage stayed unreachable past the retry limit; the message is one line."""
+class StorageUnavailable(StorageError):
+    """The storage stayed unreachable past the retry limit; the message is one line.
+
+    A :class:`StorageError`, so every place that reports a storage it cannot open (the CLI,
+    warm start) reports this one the same way.
+    """
 
 
 def _chain(e: BaseException) -> Iterator[BaseException]:
