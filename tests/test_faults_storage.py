@@ -140,8 +140,8 @@ def test_postgres_outage_mid_sweep_loses_nothing(own_pg: tuple[str, Path], tmp_p
 
         _wait(lambda: len(sleeping()) >= 2, 240, "two jobs at work")
         running = sleeping()
-        t_down = time.time()
         _pg(state, "down")
+        t_down = time.time()  # after the server is gone: a result told before it is not "during"
         time.sleep(20)
         _pg(state, "up")
         t_up = time.time()
