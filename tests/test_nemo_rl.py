@@ -306,7 +306,6 @@ def _grpo_sweep(
         APP,
         "nemo_rl=grpo",
         f"hydra.sweep.dir={tmp_path}",
-        "hydra/launcher=local",
         "command.poll_interval_s=0.5",
         "command.grace_period_s=5",
         f"command.ray_sub.time_limit={limit[0]}",
