@@ -423,3 +423,23 @@ def test_a_negative_retry_limit_is_one_line_before_any_job(tmp_path: Path) -> No
     assert "hydra.sweeper.storage_retry_s must be 0 or more seconds, but got -1" in out, out
     assert "Traceback" not in out
     assert not [p for p in tmp_path.iterdir() if p.name.isdigit()]
+
+
+def test_after_an_outage_no_peer_is_judged_stale_until_it_could_beat_again() -> None:
+    from nemo_rl_hpo.sweep import records
+    from nemo_rl_hpo.sweep.core import AsyncSweep, SweepSettings
+
+    storage = st.RetryingStorage(optuna.storages.InMemoryStorage(), name="memory", retry_s=5)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    # A live peer on another host, whose last heartbeat is old only because the storage was away.
+    owner = {"host": "other-host", "pid": 1, "token": "peer"}
+    storage.set_trial_system_attr(trial._trial_id, records.SYS_OWNER, owner)
+    storage.set_trial_system_attr(trial._trial_id, records.SYS_HEARTBEAT, time.time() - 120)
+    sweep = AsyncSweep(study, None, lambda p: None, SweepSettings(n_trials=1, stale_after=60))  # type: ignore[arg-type]
+    frozen = storage.get_trial(trial._trial_id)
+    # Rule: without an outage, a heartbeat 120 s old (stale_after=60) marks an orphan ...
+    assert sweep._is_orphan(frozen)
+    storage._outage.back_at = time.time() - 5  # the storage came back 5 s ago
+    # ... but nobody could beat during the outage: ages count from the storage's return.
+    assert not sweep._is_orphan(frozen)
