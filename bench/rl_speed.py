@@ -2,6 +2,7 @@
 
     python bench/rl_speed.py                 # python train.py trial=grpo num_threads=2, 3 seeds
     python bench/rl_speed.py --repeats 1     # one run
+    python bench/rl_speed.py --out rl_speed_b grpo.num_prompts_per_step=32   # another setting
 
 Runs the user's command (``python train.py trial=grpo``) in a subprocess per ``grpo.seed`` and
 reads its last checkpoint: ``val_reward_start`` is the warm-started policy's greedy validation
@@ -71,6 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3, help="runs, grpo.seed 42, 43, ...")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="rl_speed", help="bench/results/<out>.json")
     ap.add_argument("overrides", nargs="*", help="extra overrides for train.py")
     args = ap.parse_args()
     payload: dict[str, Any] = {"machine": c.machine(), "command": " ".join(sys.argv), "runs": []}
@@ -84,7 +86,7 @@ def main() -> None:
         for k in ("wall_s", "cpu_s", "train_time_s", "val_reward_start", "val_reward")
     }
     print(payload["summary"])
-    c.write_result("rl_speed", payload)
+    c.write_result(args.out, payload)
 
 
 if __name__ == "__main__":

@@ -205,6 +205,8 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. +seeds-1")
+    ap.add_argument("--out", default="rl_sweeps", help="bench/results/<out>.json")
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--prompts", type=int, default=16)
@@ -221,7 +223,7 @@ def main() -> None:
         "args": vars(args),
         "runs": [],
     }
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name in chosen:
             print(f"seed {seed}: {name} ...", flush=True)
             if name == "default":
@@ -234,7 +236,7 @@ def main() -> None:
             )
             payload["runs"].append(result)
             payload["summary"] = summary(payload["runs"])
-            c.write_result("rl_sweeps", payload)
+            c.write_result(args.out, payload)
     for name, s in payload["summary"].items():
         print(name, s)
 
