@@ -125,7 +125,7 @@ def test_addition_answers() -> None:
 
 @pytest.mark.slow
 def test_default_run_learns(tmp_path: Path) -> None:
-    # The default run (warm start, then 200 GRPO steps) must end far above where it started.
+    # The default run (warm start, then 110 GRPO steps) must end far above where it started.
     # Measured here: 0.27 -> 0.87 (docs/grpo.md, bench/rl_speed.py); 0.6 leaves room for other
     # thread counts and CPUs while failing any run in which GRPO does not learn (a run at a
     # learning rate that does not learn stays at ~0.3-0.4).

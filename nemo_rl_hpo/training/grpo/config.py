@@ -131,11 +131,11 @@ DEFAULTS: dict[str, Any] = {
     "precision": {"_target_": "nemo_rl_hpo.training.precision.Precision", "dtype": "float32"},
     "sft": {"max_num_steps": 10, "train_global_batch_size": 64, "lr": 3.0e-3},
     "grpo": {
-        "num_prompts_per_step": 16,
+        "num_prompts_per_step": 32,
         "num_generations_per_prompt": 8,
         "use_leave_one_out_baseline": True,
         "normalize_rewards": True,
-        "max_num_steps": 200,
+        "max_num_steps": 110,
         "val_period": 10,
         "seed": 42,
     },
@@ -149,11 +149,11 @@ DEFAULTS: dict[str, Any] = {
         "token_level_loss": True,
     },
     "policy": {
-        "train_global_batch_size": 32,
+        "train_global_batch_size": 64,
         "max_grad_norm": 1.0,
         "optimizer": {
             "name": "torch.optim.AdamW",
-            "kwargs": {"lr": 3.0e-4, "weight_decay": 0.0, "betas": [0.9, 0.999], "eps": 1.0e-8},
+            "kwargs": {"lr": 5.0e-4, "weight_decay": 0.0, "betas": [0.9, 0.999], "eps": 1.0e-8},
         },
         "generation": {"temperature": 1.0},
     },
