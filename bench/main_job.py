@@ -89,6 +89,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--max-steps", type=int, default=None, help="default: the trial's own (400)")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--out", default="main_job", help="bench/results/<out>.json")
     a = ap.parse_args()
     rows = []
     for k in range(a.repeats):
@@ -105,7 +106,7 @@ def main() -> None:
     speedup = summary[names[0]]["wall_s_median"] / summary[names[1]]["wall_s_median"]
     print(f"wall time before / after: {speedup:.2f}x")
     c.write_result(
-        "main_job",
+        a.out,
         {
             "machine": c.machine(),
             "trials": a.trials,
