@@ -256,6 +256,23 @@ def test_live_job_of_a_dead_sweeper_is_reattached_not_rerun() -> None:
     assert t.system_attrs[records.SYS_OWNER]["token"] == core.token
 
 
+def test_reattached_job_that_ends_before_the_loop_claims_it_is_taken_as_it_ended() -> None:
+    study = _study()
+    orphan = _orphan(study)
+
+    def launch(p: Proposal) -> LaunchOutcome:
+        _tell(study, p.trial, 1.0)
+        return LaunchOutcome(ok=True)
+
+    core = _sweep(study, launch, _settings(n_trials=2, n_jobs=1), is_job_alive=lambda t: True)
+    reattached = core.recover()
+    study.tell(orphan.number, 0.25)  # the job tells its result between recover() and run()
+    core.run(reattached)
+    # Rule: no crash on a trial that finished meanwhile; its result stands and counts.
+    assert study.trials[orphan.number].value == 0.25
+    assert _states(study) == {"COMPLETE": 2}
+
+
 def test_trial_of_a_live_peer_is_left_alone_and_waited_for() -> None:
     study = _study()
     peer = study.ask({"x": FloatDistribution(0.0, 1.0)})

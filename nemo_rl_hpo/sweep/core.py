@@ -316,8 +316,15 @@ class AsyncSweep:
                 self._fail(t, reason, orphaned=True)
                 self.proposer.tell(self._storage.get_trial(t._trial_id))
         for proposal in adopted:
-            self._claim(proposal.trial._trial_id)
-            frozen = self._storage.get_trial(proposal.trial._trial_id)
+            trial_id = proposal.trial._trial_id
+            try:
+                self._claim(trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # its job told its result since recover() looked: nothing left to watch
+            frozen = self._storage.get_trial(trial_id)
+            if frozen.state.is_finished():
+                self.proposer.tell(frozen)
+                continue
             fut = pool.submit(self._watch, frozen)
             self._running[proposal.number] = _Running(proposal, time.time(), fut)
 
