@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from hydra_plugins.nemo_rl_hpo import slurm_retry
+from hydra_plugins.nemo_rl_hpo import _slurm_retry as slurm_retry
 
 
 def _failed(stderr: str) -> Exception:
