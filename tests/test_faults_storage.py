@@ -310,7 +310,7 @@ def test_a_lost_commit_answer_creates_no_second_trial_and_no_double_tell(
     with _opened(rdb_url, retry_s=30) as storage:
         study = optuna.create_study(study_name=name, storage=storage)
         fault = _LostAnswer(monkeypatch)
-        with caplog.at_level(logging.WARNING, logger="nemo_rl_hpo.sweep.storage"):
+        with caplog.at_level(logging.WARNING, logger="nemo_rl_hpo.sweep"):
             fault.armed = 1
             trial = study.ask()
             # Rule: the retried creation found the trial its lost commit made: one trial.
@@ -363,7 +363,7 @@ def test_unreachable_server_gives_up_after_the_limit_in_one_masked_line(
     url = f"postgresql://nemo:s3cret-pw@127.0.0.1:{port}/optuna"
     storage = st.open_storage(url, existing=True, retry_s=2)
     t0 = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="nemo_rl_hpo.sweep.storage"):
+    with caplog.at_level(logging.WARNING, logger="nemo_rl_hpo.sweep"):
         with pytest.raises(st.StorageUnavailable) as err:
             optuna.load_study(study_name="any", storage=storage)
         # Rule: once given up, a later call tries once and fails at once (no second wait).
