@@ -535,7 +535,7 @@ def test_job_id_from_sbatch_output(tmp_path: Path, stdout: str, job_id: str | No
 def test_wall_time_stop_is_told_from_the_drivers_log_and_slurms_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nemo_rl_hpo.command._runner import STDOUT_FILE, _Attempt
+    from nemo_rl_hpo.command._attempt import STDOUT_FILE, _Attempt
 
     spec = CommandSpec.from_config(
         {

@@ -6,6 +6,13 @@ A Hydra app's task function calls :func:`run_command` with its ``command`` secti
 
 from __future__ import annotations
 
+from nemo_rl_hpo.command._attempt import (
+    CommandError,
+    CommandFailed,
+    CommandTimeout,
+    stderr_tail,
+    terminate_group,
+)
 from nemo_rl_hpo.command._metrics import JsonlReader, TensorBoardReader
 from nemo_rl_hpo.command._overrides import (
     OverrideError,
@@ -15,16 +22,11 @@ from nemo_rl_hpo.command._overrides import (
     render_value,
 )
 from nemo_rl_hpo.command._runner import (
-    CommandError,
-    CommandFailed,
-    CommandTimeout,
     build_argv,
     check,
     command_overrides,
     latest_step,
     run_command,
-    stderr_tail,
-    terminate_group,
 )
 from nemo_rl_hpo.command._spec import (
     CommandConfigError,

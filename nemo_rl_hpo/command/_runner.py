@@ -13,8 +13,6 @@ import logging
 import os
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -23,6 +21,12 @@ from typing import Any
 
 from nemo_rl_hpo import trial
 from nemo_rl_hpo.command import _pbt, _raysub
+from nemo_rl_hpo.command._attempt import (
+    CommandFailed,
+    CommandTimeout,
+    _Attempt,
+    _fmt,
+)
 from nemo_rl_hpo.command._metrics import (
     History,
     JsonlReader,
@@ -35,23 +39,6 @@ from nemo_rl_hpo.command._spec import CommandConfigError, CommandSpec
 from nemo_rl_hpo.sweep import records
 
 log = logging.getLogger(__name__)
-
-STDOUT_FILE = "command.stdout"
-STDERR_FILE = "command.stderr"
-TAIL_LINES = 20
-_TAIL_CHARS = 1500  # the sweeper keeps 2000 characters of a fail reason
-
-
-class CommandError(RuntimeError):
-    """The command did not produce a result."""
-
-
-class CommandFailed(CommandError):
-    """The command exited non-zero, or exited without writing the objective."""
-
-
-class CommandTimeout(CommandError):
-    """The command ran past ``timeout_s`` and was stopped."""
 
 
 def run_command(
@@ -173,141 +160,6 @@ def run_command(
     return metrics
 
 
-class _Attempt:
-    """One run of the command: a process group, or one ray.sub job behind ``sbatch --wait``."""
-
-    def __init__(
-        self,
-        spec: CommandSpec,
-        job: Path,
-        argv: list[str],
-        cwd: Path,
-        env: Mapping[str, str],
-        values: Mapping[str, str],
-        job_ids: list[str],
-    ) -> None:
-        self.spec, self.job, self.argv, self.cwd, self.env = spec, job, argv, cwd, dict(env)
-        self.values = values
-        self.job_ids = job_ids  # every attempt's Slurm job id, recorded on the trial
-        self.proc: subprocess.Popen[Any] | None = None
-        self._out_offset = 0
-        self._job_id: str | None = None
-        self._last_queue_check = 0.0
-
-    @property
-    def what(self) -> str:
-        if self.spec.ray_sub is not None:
-            return f"Slurm job {self.job_id or '(not yet submitted)'}"
-        return f"process group {self.proc.pid if self.proc else '?'}"
-
-    @property
-    def job_id(self) -> str | None:
-        """The ray.sub job's id, from sbatch's "Submitted batch job N" line."""
-        if self._job_id is None and self.spec.ray_sub is not None:
-            self._job_id = _raysub.submitted_job_id(self.job / STDOUT_FILE, self._out_offset)
-            if self._job_id is not None:
-                self.job_ids.append(self._job_id)
-                trial.set_user_attr(records.COMMAND_SLURM_JOB_IDS, list(self.job_ids))
-        return self._job_id
-
-    def start(self) -> None:
-        out_path = self.job / STDOUT_FILE
-        self._out_offset = out_path.stat().st_size if out_path.exists() else 0
-        with open(out_path, "ab") as out, open(self.job / STDERR_FILE, "ab") as err:
-            try:
-                self.proc = subprocess.Popen(
-                    self.argv,
-                    cwd=self.cwd,
-                    env=self.env,
-                    stdout=out,
-                    stderr=err,
-                    start_new_session=True,
-                )
-            except OSError as e:
-                raise CommandFailed(
-                    f"cannot start {self.argv[0]!r} ({e}); check command.command and "
-                    f"command.cwd={self.cwd}."
-                ) from None
-        trial.set_user_attr(records.COMMAND_PID, self.proc.pid)
-
-    def wait(self, timeout: float) -> int | None:
-        """The exit code once the run has ended, else None after ``timeout`` seconds.
-
-        A ray.sub job's end is read from Slurm directly: ``sbatch --wait`` may notice it only
-        half a minute later, and a trial's slot (and the next job's singleton slot) would idle.
-        """
-        assert self.proc is not None
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        if self.spec.ray_sub is None or self.job_id is None:
-            return None
-        now = time.monotonic()
-        if now - self._last_queue_check < max(timeout, 2.0):
-            return None
-        self._last_queue_check = now
-        rc = _raysub.finished_exit_code(self.job_id)
-        if rc is None:
-            return None
-        terminate_group(self.proc, self.spec.grace_period_s)  # only sbatch, still waiting
-        return rc
-
-    def stop(self) -> None:
-        """Stop the run (pruned, timed out): its Slurm job first, then the local group."""
-        assert self.proc is not None
-        rs = self.spec.ray_sub
-        if rs is not None:
-            # Killing `sbatch --wait` alone would leave the job running.
-            _raysub.cancel(self.job_id, self.values["job_name"], rs.poll_cancel_s)
-        _run_stop_command(self.spec, self.values, self.cwd, self.env)
-        terminate_group(self.proc, self.spec.grace_period_s)
-
-    def cleanup(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.stop()
-
-    def wall_time_stop(self, rc: int | None) -> str | None:
-        """Why the run stopped at its wall time, or None when it did not (ray.sub only).
-
-        Saved before it: NeMo RL exits 0 after its timeout-triggered save and prints
-        ``timeout_marker``. Killed at it: Slurm's state is TIMEOUT; the run resumes from its
-        last periodic save.
-        """
-        rs = self.spec.ray_sub
-        if rs is None or self.job_id is None:
-            return None
-        logs = _raysub.driver_logs(self.job, self.job_id)
-        if (
-            rc == 0
-            and rs.timeout_marker
-            and any(_raysub.contains(p, rs.timeout_marker) for p in logs)
-        ):
-            return "saved before its wall time"
-        if rc != 0 and _raysub.job_state(self.job_id) == "TIMEOUT":
-            return "was killed at its wall time (TIMEOUT)"
-        return None
-
-    def failure_message(self, rc: int) -> str:
-        how = f"was killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
-        if self.spec.ray_sub is None:
-            return (
-                f"the command {how}; last lines of its stderr ({self.job / STDERR_FILE}):\n"
-                + stderr_tail(self.job / STDERR_FILE)
-            )
-        job_id = self.job_id
-        if job_id is None:
-            return (
-                f"sbatch {how} before submitting a job; last lines of its stderr "
-                f"({self.job / STDERR_FILE}):\n" + stderr_tail(self.job / STDERR_FILE)
-            )
-        state = _raysub.job_state(job_id) or "?"
-        return (
-            f"the ray.sub job {job_id} ended {state} (sbatch --wait {how}); "
-            + _raysub.failure_detail(self.job, job_id, TAIL_LINES, _TAIL_CHARS)
-        )
-
-
 def latest_step(checkpoint_dir: Path) -> int | None:
     """The highest N of ``checkpoint_dir/step_N`` (NeMo RL's completed checkpoints), or None."""
     found = _pbt.latest_step_dir(checkpoint_dir)
@@ -372,52 +224,6 @@ def build_argv(spec: CommandSpec, values: Mapping[str, str], overrides: list[str
     return argv
 
 
-def terminate_group(proc: subprocess.Popen[Any], grace_period_s: float) -> None:
-    """SIGTERM the process group of ``proc``, SIGKILL it after ``grace_period_s``; reap ``proc``."""
-    pgid = proc.pid  # start_new_session=True: the child leads its own group
-    _killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_period_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None and not _group_alive(pgid):
-            return
-        time.sleep(0.05)
-    _killpg(pgid, signal.SIGKILL)
-    proc.wait()
-
-
-def _killpg(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:  # the whole group is gone already
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a member changed identity; it still exists
-        return True
-    return True
-
-
-def stderr_tail(path: Path, lines: int = TAIL_LINES) -> str:
-    """The last ``lines`` lines of a file (at most ~1500 characters), or a note if it is empty."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return "(no stderr file)"
-    tail = "\n".join(text.rstrip().splitlines()[-lines:])
-    if len(tail) > _TAIL_CHARS:
-        tail = "..." + tail[-_TAIL_CHARS:]
-    return tail or "(stderr is empty)"
-
-
 class _Watcher:
     """Reports each new objective value (with the other metrics of that step) and asks the
     pruner; remembers the whole history for the final return."""
@@ -441,33 +247,6 @@ class _Watcher:
             if running and trial.should_prune():
                 return True
         return False
-
-
-def _run_stop_command(
-    spec: CommandSpec, values: Mapping[str, str], cwd: Path, env: Mapping[str, str]
-) -> None:
-    if not spec.stop_command:
-        return
-    argv = [_fmt(a, values, "stop_command") for a in spec.stop_command]
-    try:
-        done = subprocess.run(
-            argv,
-            cwd=cwd,
-            env=dict(env),
-            capture_output=True,
-            text=True,
-            timeout=max(spec.grace_period_s, 10.0),
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        log.warning("command.stop_command %s failed: %s", shlex.join(argv), e)
-        return
-    if done.returncode != 0:
-        log.warning(
-            "command.stop_command %s exited %d: %s",
-            shlex.join(argv),
-            done.returncode,
-            done.stderr.strip()[-500:],
-        )
 
 
 def _check_prune_metric(objective: str) -> None:
@@ -523,22 +302,6 @@ def _environment(spec: CommandSpec, values: Mapping[str, str]) -> dict[str, str]
     for key, value in spec.env.items():
         env[str(key)] = _fmt(str(value), values, f"env.{key}")
     return env
-
-
-def _fmt(template: str, values: Mapping[str, str], where: str) -> str:
-    try:
-        return template.format_map(values)
-    except KeyError as e:
-        raise CommandConfigError(
-            f"command.{where}: unknown placeholder {{{e.args[0]}}} in {template!r}; use "
-            f"{sorted('{' + k + '}' for k in values if k != 'metrics_dir')} or {{{{ }}}} for "
-            "literal braces."
-        ) from None
-    except (ValueError, IndexError) as e:
-        raise CommandConfigError(
-            f"command.{where}: {template!r} is not a valid template ({e}); write literal braces "
-            "as {{ and }}."
-        ) from None
 
 
 def _resolve(path: str, base: Path) -> Path:
