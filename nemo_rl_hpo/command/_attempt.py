@@ -209,18 +209,9 @@ def _group_alive(pgid: int) -> bool:
 
 def stderr_tail(path: Path, lines: int = TAIL_LINES) -> str:
     """The last ``lines`` lines of a file (at most ~1500 characters), or a note if it is empty."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError:
+    if not path.is_file():
         return "(no stderr file)"
-    tail = "\n".join(text.rstrip().splitlines()[-lines:])
-    if len(tail) > _TAIL_CHARS:
-        tail = "..." + tail[-_TAIL_CHARS:]
-    return tail or "(stderr is empty)"
+    return _raysub.tail(path, lines, _TAIL_CHARS) or "(stderr is empty)"
 
 
 def _run_stop_command(
