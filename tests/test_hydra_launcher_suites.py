@@ -37,6 +37,19 @@ TARGETS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _version_base_of_a_fresh_process(hydra_restore_singletons: None) -> None:
+    """Run Hydra's suites as Hydra runs them: in a process where no version base was set yet.
+
+    The suites expect Hydra 1.1's default (a job runs inside its output dir), which is what an
+    unset version base gives; an earlier test's ``initialize_config_dir(version_base="1.3")``
+    sets it for the whole pytest process. ``hydra_restore_singletons`` puts it back afterwards.
+    """
+    from hydra.version import _UNSPECIFIED_, VersionBase
+
+    VersionBase.instance().version_base = _UNSPECIFIED_
+
+
 @pytest.mark.parametrize("cls", [LocalLauncher, PoolLauncher])
 def test_discovery(cls: type[Launcher]) -> None:
     # Hydra finds both launchers through its plugin discovery, as it finds its own.
