@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nemo_rl_hpo.training import ConfigError
 from nemo_rl_hpo.training.grpo import default_config, latest_checkpoint, run_grpo, validate
-from nemo_rl_hpo.training.grpo.run import STATE_FILE
+from nemo_rl_hpo.training.grpo.checkpoint import STATE_FILE
 from nemo_rl_hpo.training.grpo.task import EOS, DigitsTask, token_mask, verify
 from tests.conftest import CONF_DIR, REPO
 

@@ -29,9 +29,10 @@ Two ways in:
 
 from __future__ import annotations
 
+from nemo_rl_hpo.training.grpo.checkpoint import latest_checkpoint
 from nemo_rl_hpo.training.grpo.config import default_config, validate
 from nemo_rl_hpo.training.grpo.entry import train_grpo
-from nemo_rl_hpo.training.grpo.run import GRPOResult, latest_checkpoint, run_grpo
+from nemo_rl_hpo.training.grpo.run import GRPOResult, run_grpo
 
 __all__ = [
     "GRPOResult",

@@ -20,12 +20,8 @@ from __future__ import annotations
 
 import copy
 import importlib
-import json
 import logging
 import math
-import os
-import re
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,23 +29,24 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from nemo_rl_hpo.training.config import ConfigError
+from nemo_rl_hpo.training.grpo.checkpoint import (
+    STATE_FILE,
+    latest_checkpoint,
+    save_checkpoint,
+)
 from nemo_rl_hpo.training.grpo.config import validate
 from nemo_rl_hpo.training.grpo.loss import ClippedPGLoss, grpo_advantages
-from nemo_rl_hpo.training.grpo.task import EOS, DigitsTask, token_mask, verify
+from nemo_rl_hpo.training.grpo.rollout import answer_logprobs, generate, validate_policy
+from nemo_rl_hpo.training.grpo.task import DigitsTask, token_mask, verify
 from nemo_rl_hpo.training.precision import Precision
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "policy_and_state.pt"  # inside step_N/
-INFO_FILE = "training_info.json"  # inside step_N/, as NeMo RL writes it
-STEP_DIR = re.compile(r"^step_(\d+)$")
-VAL_BATCH = 1024
 
 MetricsCallback = Callable[[int, Mapping[str, float]], None]
 StopHook = Callable[[int], bool]
@@ -309,55 +306,6 @@ def grpo_step(
     }
 
 
-@torch.no_grad()
-def generate(
-    model: nn.Module,
-    prompts: torch.Tensor,
-    max_new_tokens: int,
-    temperature: float,
-    generator: torch.Generator | None,
-    precision: Precision,
-) -> torch.Tensor:
-    """Sample ``max_new_tokens`` answer tokens (greedy at temperature 0); ``<eos>`` after the end.
-
-    No KV cache: prompts are a dozen tokens, a full forward per new token is cheaper than the
-    bookkeeping at this size.
-    """
-    model.eval()
-    seq = prompts
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=prompts.device)
-    out = []
-    for _ in range(max_new_tokens):
-        with precision.autocast(prompts.device):
-            logits = model.token_logits(seq)[:, -1].float()  # type: ignore[operator]
-        if temperature > 0:
-            probs = F.softmax(logits / temperature, dim=-1).cpu()
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(seq.device)
-        else:
-            token = logits.argmax(dim=-1)
-        token = torch.where(done, torch.full_like(token, EOS), token)
-        done |= token == EOS
-        out.append(token)
-        seq = torch.cat([seq, token.unsqueeze(1)], dim=1)
-    return torch.stack(out, dim=1)
-
-
-def answer_logprobs(
-    model: nn.Module,
-    sequences: torch.Tensor,
-    answer_len: int,
-    temperature: float,
-    precision: Precision,
-) -> torch.Tensor:
-    """Log-probabilities ``(n, answer_len)`` of the answer tokens, of temperature-scaled logits."""
-    with precision.autocast(sequences.device):
-        logits = model.token_logits(sequences[:, :-1])[:, -answer_len:].float()  # type: ignore[operator]
-    if temperature > 0:
-        logits = logits / temperature
-    logprobs = F.log_softmax(logits, dim=-1)
-    return logprobs.gather(-1, sequences[:, -answer_len:].unsqueeze(-1)).squeeze(-1)
-
-
 def sft(
     policy: nn.Module, cfg: DictConfig, task: DigitsTask, device: torch.device, precision: Precision
 ) -> None:
@@ -382,27 +330,6 @@ def sft(
         nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-
-
-@torch.no_grad()
-def validate_policy(
-    policy: nn.Module, task: DigitsTask, device: torch.device, precision: Precision
-) -> dict[str, float]:
-    """Greedy answers to the fixed validation prompts: mean reward, exact accuracy, length."""
-    prompts, operands = task.validation()
-    rewards, lengths = [], []
-    for i in range(0, len(prompts), VAL_BATCH):
-        answers = generate(
-            policy, prompts[i : i + VAL_BATCH].to(device), task.answer_len, 0.0, None, precision
-        ).cpu()
-        rewards.append(verify(task, operands[i : i + VAL_BATCH], answers))
-        lengths.append(token_mask(answers).sum(dim=1))
-    reward = torch.cat(rewards)
-    return {
-        "validation/reward": float(reward.mean()),
-        "validation/accuracy": float((reward == 1.0).float().mean()),
-        "validation/avg_length": float(torch.cat(lengths).mean()),
-    }
 
 
 # --- building and checkpoints -----------------------------------------------------------------
@@ -482,46 +409,3 @@ def _device(name: str) -> torch.device:
 
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-def step_dirs(root: Path | str | None) -> list[tuple[int, Path]]:
-    """``(N, path)`` of every complete ``step_N`` checkpoint under ``root``, oldest first."""
-    if root is None or not Path(root).is_dir():
-        return []
-    found = []
-    for child in Path(root).iterdir():
-        m = STEP_DIR.match(child.name)
-        if m and (child / STATE_FILE).is_file():
-            found.append((int(m.group(1)), child))
-    return sorted(found)
-
-
-def latest_checkpoint(path: Path | str | None) -> Path | None:
-    """The newest ``step_N`` dir under ``path``, or ``path`` itself when it is one."""
-    if path is None:
-        return None
-    path = Path(path)
-    if (path / STATE_FILE).is_file():
-        return path
-    found = step_dirs(path)
-    return found[-1][1] if found else None
-
-
-def save_checkpoint(root: Path, step: int, *, keep_top_k: int | None, **state: Any) -> Path:
-    """Write ``root/step_<step>`` atomically (a ``tmp_`` dir renamed), then drop old ones."""
-    final = root / f"step_{step}"
-    tmp = root / f"tmp_step_{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with open(tmp / STATE_FILE, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    info = {"step": step, **{k: v for k, v in state["state"]["metrics"].items()}}
-    (tmp / INFO_FILE).write_text(json.dumps(info))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    if keep_top_k is not None:
-        for _, old in step_dirs(root)[: -int(keep_top_k)]:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
