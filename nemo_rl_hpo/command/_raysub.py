@@ -149,6 +149,20 @@ def contains(path: Path, text: str) -> bool:
         return False
 
 
+def _sacct(job_id: str, fields: str) -> str | None:
+    """sacct's parsable lines for the job's allocation (-X); None when sacct cannot answer."""
+    try:
+        return subprocess.run(
+            ["sacct", "-n", "-X", "-P", "-o", fields, "-j", job_id],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
 def job_state(job_id: str, timeout_s: float = 30.0) -> str | None:
     """The job's state in sacct (COMPLETED, FAILED, TIMEOUT, CANCELLED, ...), None if unknown.
 
@@ -157,15 +171,8 @@ def job_state(job_id: str, timeout_s: float = 30.0) -> str | None:
     deadline = time.monotonic() + timeout_s
     state: str | None = None
     while True:
-        try:
-            out = subprocess.run(
-                ["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id],
-                capture_output=True,
-                text=True,
-                timeout=15,
-                check=False,
-            ).stdout
-        except (OSError, subprocess.TimeoutExpired):
+        out = _sacct(job_id, "State")
+        if out is None:
             return None
         lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
         state = lines[-1].split()[0] if lines else None  # "CANCELLED by 0" -> CANCELLED
@@ -206,14 +213,10 @@ def finished_exit_code(job_id: str) -> int | None:
         )
         if queued.returncode == 0 and queued.stdout.strip():
             return None
-        out = subprocess.run(
-            ["sacct", "-n", "-X", "-P", "-o", "State,ExitCode", "-j", job_id],
-            capture_output=True,
-            text=True,
-            timeout=15,
-            check=False,
-        ).stdout
     except (OSError, subprocess.TimeoutExpired):
+        return None
+    out = _sacct(job_id, "State,ExitCode")
+    if out is None:
         return None
     lines = [ln for ln in out.splitlines() if ln.strip()]
     if not lines:
