@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from hydra_plugins.nemo_rl_hpo import _slurm_retry as slurm_retry
+from nemo_rl_hpo import slurm
 
 
 def _failed(stderr: str) -> Exception:
@@ -27,15 +27,15 @@ AWAY = (
 
 @pytest.fixture(autouse=True)
 def _fresh_outage(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(slurm_retry._Outage, "since", None)
-    monkeypatch.setattr(slurm_retry.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(slurm.CONTROLLER, "since", None)
+    monkeypatch.setattr(slurm.time, "sleep", lambda _s: None)
 
 
 def test_a_submission_while_the_controller_is_away_is_sent_again_and_said_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     pings = iter([False, False, True])
-    monkeypatch.setattr(slurm_retry, "_ping", lambda: next(pings))
+    monkeypatch.setattr(slurm, "ping", lambda: next(pings))
     calls = []
 
     def submit() -> str:
@@ -44,9 +44,9 @@ def test_a_submission_while_the_controller_is_away_is_sent_again_and_said_once(
             raise _failed(AWAY)
         return "job 7"
 
-    with caplog.at_level(logging.WARNING, logger=slurm_retry.__name__):
+    with caplog.at_level(logging.WARNING, logger=slurm.__name__):
         # Rule: the job is submitted once the controller answers, not failed ...
-        assert slurm_retry.submit_retrying(submit, limit_s=60) == "job 7"
+        assert slurm.submit_retrying(submit, limit_s=60) == "job 7"
     # ... with one sbatch while it was away (later attempts wait for a ping), said once.
     assert len(calls) == 2
     said = [r.getMessage() for r in caplog.records]
@@ -63,19 +63,19 @@ def test_errors_that_may_have_submitted_the_job_are_not_retried() -> None:
 
     # Rule: a time-out after slurmctld may have taken the job is not sent twice.
     with pytest.raises(Exception, match="Socket timed out"):
-        slurm_retry.submit_retrying(submit, limit_s=60)
+        slurm.submit_retrying(submit, limit_s=60)
     assert len(calls) == 1
 
 
 def test_past_the_limit_the_submission_fails_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(slurm_retry, "_ping", lambda: False)
+    monkeypatch.setattr(slurm, "ping", lambda: False)
     clock = iter(range(0, 10_000, 10))
-    monkeypatch.setattr(slurm_retry.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(slurm.time, "monotonic", lambda: float(next(clock)))
 
     def submit() -> str:
         raise _failed(AWAY)
 
     # Rule: a controller away longer than the limit ends in one line naming the limit.
-    with pytest.raises(slurm_retry.ControllerUnavailable, match="more than 60 s") as err:
-        slurm_retry.submit_retrying(submit, limit_s=60)
+    with pytest.raises(slurm.ControllerUnavailable, match="more than 60 s") as err:
+        slurm.submit_retrying(submit, limit_s=60)
     assert "\n" not in str(err.value)

@@ -21,7 +21,7 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from nemo_rl_hpo import trial
+from nemo_rl_hpo import slurm, trial
 from nemo_rl_hpo.command import (
     CommandConfigError,
     CommandSpec,
@@ -548,7 +548,7 @@ def test_wall_time_stop_is_told_from_the_drivers_log_and_slurms_state(
     log = tmp_path / "7-logs" / "ray-driver.log"
     log.parent.mkdir()
     states_seen: list[str] = []
-    monkeypatch.setattr(_raysub, "job_state", lambda job_id: states_seen.append(job_id) or "X")
+    monkeypatch.setattr(slurm, "final_state", lambda job_id: states_seen.append(job_id) or "X")
 
     def attempt() -> _Attempt:
         return _Attempt(spec, tmp_path, ["sbatch"], tmp_path, {}, {"job_name": "j"}, [])
@@ -563,7 +563,7 @@ def test_wall_time_stop_is_told_from_the_drivers_log_and_slurms_state(
     assert attempt().wall_time_stop(0) == "saved before its wall time"
     # Rule: a failed job is a wall-time stop only when Slurm says TIMEOUT.
     assert attempt().wall_time_stop(1) is None
-    monkeypatch.setattr(_raysub, "job_state", lambda job_id: "TIMEOUT")
+    monkeypatch.setattr(slurm, "final_state", lambda job_id: "TIMEOUT")
     assert attempt().wall_time_stop(1) == "was killed at its wall time (TIMEOUT)"
     assert states_seen == ["7"]
 

@@ -24,7 +24,6 @@ from hydra_plugins.nemo_rl_hpo._jobs import HydraSweep
 from hydra_plugins.nemo_rl_hpo._samplers import auto_sampler, make_pruner, make_sampler
 from hydra_plugins.nemo_rl_hpo._search_space import build_space, check_space
 from hydra_plugins.nemo_rl_hpo._settings import OptunaSettings, SweepConfigError
-from hydra_plugins.nemo_rl_hpo._slurm import job_alive
 from nemo_rl_hpo.search.space import SearchSpace
 from nemo_rl_hpo.sweep import records, repeats
 from nemo_rl_hpo.sweep import storage as st
@@ -35,6 +34,7 @@ from nemo_rl_hpo.sweep.core import (
     SweepSettings,
     SweepSummary,
 )
+from nemo_rl_hpo.sweep.liveness import job_alive
 from nemo_rl_hpo.sweep.proposer import OptunaProposer, Proposal, counted_trials
 
 log = logging.getLogger(__name__)

@@ -19,11 +19,11 @@ from hydra_plugins.nemo_rl_hpo import _study as study_mod
 from hydra_plugins.nemo_rl_hpo._jobs import HydraSweep
 from hydra_plugins.nemo_rl_hpo._search_space import build_space, check_space
 from hydra_plugins.nemo_rl_hpo._settings import PBTSettings, SweepConfigError
-from hydra_plugins.nemo_rl_hpo._slurm import job_alive
 from nemo_rl_hpo import pbt
 from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep import storage as st
 from nemo_rl_hpo.sweep.core import AsyncSweep, LaunchOutcome, Proposal
+from nemo_rl_hpo.sweep.liveness import job_alive
 
 log = logging.getLogger(__name__)
 

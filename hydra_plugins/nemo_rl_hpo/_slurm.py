@@ -1,39 +1,14 @@
-"""What the launchers know about jobs and their scheduler: the typed error of a job that died
-without a result, Slurm's verdict on a job (``sacct``), and whether a job still runs (``squeue``
-for Slurm, the pid for a local job).
+"""The launchers' typed error of a job that died without a result, with Slurm's verdict.
 
 The sweeper reads :class:`JobDied`'s fields; nothing outside this module and ``launchers.py``
-looks at submitit's exceptions or Slurm's output.
+looks at submitit's exceptions. Slurm itself is asked in ``nemo_rl_hpo/slurm.py``.
 """
 
 from __future__ import annotations
 
-import logging
-import subprocess
-import time
-from collections.abc import Mapping
 from typing import Any
 
-from nemo_rl_hpo.sweep import records
-from nemo_rl_hpo.sweep.liveness import local_process_alive
-
-log = logging.getLogger(__name__)
-
-# Slurm states after which a job may still produce a result, or whose end sacct has not seen.
-NOT_FINAL = ("RUNNING", "COMPLETING", "PENDING", "REQUEUED", "CONFIGURING", "UNKNOWN")
-# squeue states of a job that is still the scheduler's business (queued, running or requeued).
-ALIVE = frozenset(
-    {
-        "PENDING",
-        "RUNNING",
-        "REQUEUED",
-        "CONFIGURING",
-        "COMPLETING",
-        "SUSPENDED",
-        "REQUEUE_HOLD",
-        "REQUEUE_FED",
-    }
-)
+from nemo_rl_hpo import slurm
 
 
 class JobDied(RuntimeError):
@@ -77,7 +52,7 @@ class JobDied(RuntimeError):
         state = None
         if scheduler == "slurm" and job_id:
             seen = _submitit_state(job)
-            state = final_state(job_id, seen)
+            state = slurm.final_state(job_id, seen)
         return cls(detail, job_id=job_id, scheduler=scheduler, state=state)
 
 
@@ -86,67 +61,3 @@ def _submitit_state(job: Any) -> str | None:
         return str(job.state).split()[0].upper() or None
     except Exception:  # submitit's watcher asks sacct itself; it may fail the same way
         return None
-
-
-def final_state(job_id: str, seen: str | None = None, attempts: int = 20) -> str | None:
-    """Slurm's final state of a job, or ``seen`` (submitit's view) when sacct has none yet."""
-    state = sacct_state(job_id, attempts)
-    if (state is None or state in NOT_FINAL) and seen and seen not in NOT_FINAL:
-        return seen
-    return state
-
-
-def sacct_state(job_id: str, attempts: int = 20) -> str | None:
-    """The job's final state from sacct (e.g. TIMEOUT, OUT_OF_MEMORY, CANCELLED), if known.
-
-    Right after a job dies sacct may not know it yet, or still say RUNNING or COMPLETING: ask
-    again for a while (about 30 s; this runs only for a job that died without a result).
-    """
-    state: str | None = None
-    for attempt in range(attempts):
-        try:
-            proc = subprocess.run(
-                ["sacct", "-n", "-X", "-j", job_id, "-o", "State%30", "--parsable2"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return state
-        if proc.returncode != 0:  # no accounting on this cluster: nothing to wait for
-            return state
-        out = proc.stdout.split()
-        state = out[0] if out else None
-        if state is not None and state not in NOT_FINAL:
-            return state
-        if attempt < attempts - 1:
-            time.sleep(1.5)
-    return state
-
-
-def squeue_alive(job_id: str) -> bool:
-    """Whether Slurm still has the job (queued, running, requeued); False when squeue fails."""
-    try:
-        out = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%T"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.upper() in ALIVE
-
-
-def job_alive(user_attrs: Mapping[str, Any]) -> bool:
-    """Whether the job of a trial still runs: Slurm by its id, a local job by host and pid.
-
-    ``user_attrs`` are the trial's, where the job recorded itself when it started.
-    """
-    sid = user_attrs.get(records.SLURM_JOB_ID)
-    if sid:
-        return squeue_alive(str(sid))
-    alive = local_process_alive(user_attrs.get(records.JOB_HOST), user_attrs.get(records.JOB_PID))
-    return bool(alive)

@@ -39,7 +39,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 )
 from hydra_plugins.nemo_rl_hpo import _resolvers  # noqa: F401  (registers ${nemo_rl_hpo.n_jobs:...})
 from hydra_plugins.nemo_rl_hpo._slurm import JobDied
-from hydra_plugins.nemo_rl_hpo._slurm_retry import submit_retrying
+from nemo_rl_hpo.slurm import submit_retrying
 from nemo_rl_hpo.sweep import devices as dev
 from nemo_rl_hpo.trial import ENV_TRIAL
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nemo_rl_hpo import trial
+from nemo_rl_hpo import slurm, trial
 from nemo_rl_hpo.command import _raysub
 from nemo_rl_hpo.command._spec import CommandConfigError, CommandSpec
 from nemo_rl_hpo.sweep import records
@@ -116,7 +116,7 @@ class _Attempt:
         if now - self._last_queue_check < max(timeout, 2.0):
             return None
         self._last_queue_check = now
-        rc = _raysub.finished_exit_code(self.job_id)
+        rc = slurm.exit_code(self.job_id)
         if rc is None:
             return None
         terminate_group(self.proc, self.spec.grace_period_s)  # only sbatch, still waiting
@@ -128,7 +128,7 @@ class _Attempt:
         rs = self.spec.ray_sub
         if rs is not None:
             # Killing `sbatch --wait` alone would leave the job running.
-            _raysub.cancel(self.job_id, self.values["job_name"], rs.poll_cancel_s)
+            slurm.cancel(self.job_id, self.values["job_name"], rs.poll_cancel_s)
         _run_stop_command(self.spec, self.values, self.cwd, self.env)
         terminate_group(self.proc, self.spec.grace_period_s)
 
@@ -153,7 +153,7 @@ class _Attempt:
             and any(_raysub.contains(p, rs.timeout_marker) for p in logs)
         ):
             return "saved before its wall time"
-        if rc != 0 and _raysub.job_state(self.job_id) == "TIMEOUT":
+        if rc != 0 and slurm.final_state(self.job_id) == "TIMEOUT":
             return "was killed at its wall time (TIMEOUT)"
         return None
 
@@ -170,7 +170,7 @@ class _Attempt:
                 f"sbatch {how} before submitting a job; last lines of its stderr "
                 f"({self.job / STDERR_FILE}):\n" + stderr_tail(self.job / STDERR_FILE)
             )
-        state = _raysub.job_state(job_id) or "?"
+        state = slurm.final_state(job_id) or "?"
         return (
             f"the ray.sub job {job_id} ended {state} (sbatch --wait {how}); "
             + _raysub.failure_detail(self.job, job_id, TAIL_LINES, _TAIL_CHARS)

@@ -7,22 +7,17 @@ after a Slurm requeue), checks ``GPUS_PER_NODE`` against the node's GPUs and exi
 driver's exit code, so ``sbatch --wait`` reports the trial's outcome. This module turns one
 ``command.ray_sub`` section into that sbatch line and environment, with every fact written once
 (GPUs per node feeds ``--gres``, ``GPUS_PER_NODE`` and the command's ``cluster.gpus_per_node``),
-and reads a finished job back: its id, its Slurm state, the tail of its driver log.
+and reads a finished job back: its id and the tail of its driver log (Slurm is asked about the
+job in ``nemo_rl_hpo/slurm.py``).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-import shutil
-import subprocess
-import time
 from pathlib import Path
 
 from nemo_rl_hpo.command._spec import CommandConfigError, RaySubSpec, slurm_time_seconds
-
-log = logging.getLogger(__name__)
 
 DRIVER_LOG = "ray-driver.log"
 # sbatch's "Submitted batch job N", or "N" / "N;cluster" with --parsable
@@ -149,112 +144,6 @@ def contains(path: Path, text: str) -> bool:
         return False
 
 
-def _sacct(job_id: str, fields: str) -> str | None:
-    """sacct's parsable lines for the job's allocation (-X); None when sacct cannot answer."""
-    try:
-        return subprocess.run(
-            ["sacct", "-n", "-X", "-P", "-o", fields, "-j", job_id],
-            capture_output=True,
-            text=True,
-            timeout=15,
-            check=False,
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
-def job_state(job_id: str, timeout_s: float = 30.0) -> str | None:
-    """The job's state in sacct (COMPLETED, FAILED, TIMEOUT, CANCELLED, ...), None if unknown.
-
-    sacct learns of a job's end a moment after ``sbatch --wait`` returns; poll briefly.
-    """
-    deadline = time.monotonic() + timeout_s
-    state: str | None = None
-    while True:
-        out = _sacct(job_id, "State")
-        if out is None:
-            return None
-        lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
-        state = lines[-1].split()[0] if lines else None  # "CANCELLED by 0" -> CANCELLED
-        if state not in (None, "RUNNING", "PENDING", "COMPLETING", "REQUEUED", "RESIZING"):
-            return state
-        if time.monotonic() > deadline:
-            return state
-        time.sleep(0.5)
-
-
-_FINAL = (
-    "COMPLETED",
-    "FAILED",
-    "CANCELLED",
-    "TIMEOUT",
-    "NODE_FAIL",
-    "OUT_OF_MEMORY",
-    "PREEMPTED",
-    "BOOT_FAIL",
-    "DEADLINE",
-)
-
-
-def finished_exit_code(job_id: str) -> int | None:
-    """The job's exit code once it has left the queue, as ``sbatch --wait`` would return it.
-
-    ``sbatch --wait`` polls with a growing interval (up to ~30 s after the job ended, measured
-    on the local Slurm); asking squeue/sacct directly notices the end within one poll. None
-    while the job is still queued or running (or Slurm cannot say yet).
-    """
-    try:
-        queued = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%T"],
-            capture_output=True,
-            text=True,
-            timeout=15,
-            check=False,
-        )
-        if queued.returncode == 0 and queued.stdout.strip():
-            return None
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    out = _sacct(job_id, "State,ExitCode")
-    if out is None:
-        return None
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    if not lines:
-        return None
-    state, _, code = lines[-1].partition("|")
-    state = state.split()[0] if state.strip() else ""
-    if state not in _FINAL:
-        return None
-    try:
-        rc = int(code.split(":")[0])
-    except ValueError:
-        rc = 1
-    return rc if (rc != 0 or state == "COMPLETED") else 1
-
-
-def cancel(job_id: str | None, job_name: str, wait_s: float) -> None:
-    """scancel the trial's job (by id, else by its unique name) and wait until it has left
-    the queue, so its processes are gone when the trial is recorded stopped."""
-    if shutil.which("scancel") is None:
-        log.warning("scancel is not on PATH: the trial's Slurm job keeps running")
-        return
-    target = [job_id] if job_id else [f"--name={job_name}", f"--user={_user()}"]
-    subprocess.run(["scancel", *target], capture_output=True, text=True, check=False, timeout=30)
-    deadline = time.monotonic() + wait_s
-    query = ["squeue", "-h", "-o", "%i %T"] + (
-        ["-j", job_id] if job_id else [f"--name={job_name}", f"--user={_user()}"]
-    )
-    while time.monotonic() < deadline:
-        try:
-            out = subprocess.run(query, capture_output=True, text=True, timeout=15, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return
-        if out.returncode != 0 or not out.stdout.strip():
-            return
-        time.sleep(0.5)
-    log.warning("Slurm job %s still in the queue %.0f s after scancel", job_id or job_name, wait_s)
-
-
 def tail(path: Path, lines: int, max_chars: int) -> str:
     try:
         with open(path, "rb") as f:
@@ -281,9 +170,3 @@ def failure_detail(job_dir: Path, job_id: str | None, lines: int, max_chars: int
     if text:
         return f"no {DRIVER_LOG} (the driver never started); last lines of {out}:\n{text}"
     return f"no {DRIVER_LOG} and no {out}"
-
-
-def _user() -> str:
-    import getpass
-
-    return getpass.getuser()

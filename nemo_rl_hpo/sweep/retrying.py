@@ -9,12 +9,12 @@ one place the retry policy lives.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Container, Sequence
 from typing import TYPE_CHECKING, Any
 
 from optuna.storages import BaseStorage
 
+from nemo_rl_hpo.outage import Outage, backoff
 from nemo_rl_hpo.sweep.faults import (
     _TRANSIENT_TEXT,
     CREATE_TOKEN,
@@ -30,16 +30,6 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial, TrialState
 
 log = logging.getLogger(__name__)
-
-
-class _Outage:
-    """Shared by every call of one storage: when it went away, said once, given up once."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.since: float | None = None  # monotonic time of the first failed call
-        self.gave_up = False
-        self.back_at = 0.0  # wall time the storage last came back (0: never away)
 
 
 class _QuietOutage(logging.Filter):
@@ -84,7 +74,7 @@ class RetryingStorage(BaseStorage):
         self._inner = inner
         self._name = name
         self.retry_s = float(retry_s)
-        self._outage = _Outage()
+        self._outage = Outage()
         _quiet_optuna_outage_lines()
 
     def __getattr__(self, name: str) -> Any:
@@ -109,7 +99,7 @@ class RetryingStorage(BaseStorage):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._outage = _Outage()
+        self._outage = Outage()
 
     @property
     def reachable_since(self) -> float:
@@ -120,7 +110,7 @@ class RetryingStorage(BaseStorage):
     def _call(self, what: str, fn: Any, *args: Any, on_retry: Any = None) -> Any:
         import time
 
-        delay = 0.5
+        delays = backoff(0.5, 5.0)
         failed = False
         while True:
             if failed and on_retry is not None:
@@ -140,52 +130,38 @@ class RetryingStorage(BaseStorage):
                     raise
                 failed = True
                 wait = self._down(what, e)
-                time.sleep(min(delay, wait))
-                delay = min(2 * delay, 5.0)
+                time.sleep(min(next(delays), wait))
                 continue
             self._back()
             return result
 
     def _down(self, what: str, e: BaseException) -> float:
         """Note a failed call; how long it may still wait, or raise once the limit is past."""
-        import time
-
         o = self._outage
-        now = time.monotonic()
+        first, away = o.down()
+        if first:
+            log.warning(
+                "storage %s unreachable (%s: %s); retrying for up to %.0f s "
+                "(hydra.sweeper.storage_retry_s)",
+                self._name,
+                what,
+                _first_line(e),
+                self.retry_s,
+            )
+        left = self.retry_s - away
         with o.lock:
-            if o.since is None:
-                o.since = now
-                log.warning(
-                    "storage %s unreachable (%s: %s); retrying for up to %.0f s "
-                    "(hydra.sweeper.storage_retry_s)",
-                    self._name,
-                    what,
-                    _first_line(e),
-                    self.retry_s,
-                )
-            left = self.retry_s - (now - o.since)
             if o.gave_up or left <= 0:
                 o.gave_up = True
                 raise StorageUnavailable(
-                    f"storage {self._name} unreachable for {now - o.since:.0f} s, longer than "
+                    f"storage {self._name} unreachable for {away:.0f} s, longer than "
                     f"hydra.sweeper.storage_retry_s={self.retry_s:g} ({_first_line(e)})"
                 ) from None
         return left
 
     def _back(self) -> None:
-        import time
-
-        o = self._outage
-        if o.since is None:
-            return
-        with o.lock:
-            if o.since is None:
-                return
-            away = time.monotonic() - o.since
-            o.since = None
-            o.gave_up = False
-            o.back_at = time.time()
-        log.warning("storage %s reachable again after %.1f s", self._name, away)
+        away = self._outage.up()
+        if away is not None:
+            log.warning("storage %s reachable again after %.1f s", self._name, away)
 
     # ---------------------------------------------------------------- non-idempotent calls
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
