@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -89,3 +94,41 @@ def wait_for(
             pass
         time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def optuna_dashboard(storage: str, log_path: Path, timeout: float = 60) -> Iterator[str]:
+    """Run the real ``optuna-dashboard`` (a dev dependency) on ``storage``; yield its base URL
+    once ``/api/studies`` answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    exe = Path(sys.executable).parent / "optuna-dashboard"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [str(exe), storage, "--port", str(port), "--host", "127.0.0.1"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                get_json(f"{base}/api/studies")
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    f"optuna-dashboard did not answer within {timeout:.0f} s: "
+                    + log_path.read_text()[-2000:]
+                )
+                time.sleep(0.3)
+        yield base
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())

@@ -8,17 +8,15 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import optuna
 import pytest
 
 from tests import report_fixtures as rf
+from tests.sweeplib import get_json, optuna_dashboard
 
 pytestmark = pytest.mark.e2e
 
@@ -242,45 +240,9 @@ def test_sweep_json_with_a_relative_storage_works_from_any_cwd(tmp_path: Path) -
     assert cli("status", "multirun/day/time", cwd=tmp_path).returncode == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_optuna_dashboard_opens_the_sweep_storage(so_dir: Path, tmp_path: Path) -> None:
     """docs/report.md tells users to run optuna-dashboard on the sweep's storage: it serves it."""
-    port = _free_port()
-    log = (tmp_path / "dashboard.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "optuna-dashboard"),
-            f"sqlite:///{so_dir / 'optuna.db'}",
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        body = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
-                    body = json.loads(r.read())
-                break
-            except OSError:
-                time.sleep(0.3)
-        assert body is not None, (
-            "optuna-dashboard did not answer within 60 s: "
-            + (tmp_path / "dashboard.log").read_text()[-2000:]
-        )
-        names = [s["study_name"] for s in body["study_summaries"]]
-        assert names == ["so"]
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        log.close()
+    with optuna_dashboard(f"sqlite:///{so_dir / 'optuna.db'}", tmp_path / "dashboard.log") as url:
+        body = get_json(f"{url}/api/studies")
+    names = [s["study_name"] for s in body["study_summaries"]]
+    assert names == ["so"]

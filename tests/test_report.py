@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 import re
 import shlex
 import warnings
@@ -20,8 +21,16 @@ from optuna.study import StudyDirection
 from PIL import Image
 
 from nemo_rl_hpo.report import build_report, write_results
+from nemo_rl_hpo.report.context import Ctx
 from nemo_rl_hpo.report.figures import reference_point
-from nemo_rl_hpo.report.trials import parse_overrides, pbt_summary
+from nemo_rl_hpo.report.importance import (
+    DISAGREE_BELOW,
+    RELIABLE_MIN_TRIALS,
+    Agreement,
+    agreement,
+    compute_importances,
+)
+from nemo_rl_hpo.report.trials import SweepInfo, complete_trials, parse_overrides, pbt_summary
 from tests import report_fixtures as rf
 
 START = dt.datetime(2026, 11, 28, 12, 0, 0)
@@ -323,3 +332,61 @@ def test_flat_parameter_of_a_tiny_sweep_prints_nothing(
     assert "unique value length" not in capsys.readouterr().err
     assert optuna.logging.get_verbosity() == before  # the caller's Optuna logging is restored
     assert (tmp_path / "report" / "contour.png").exists()
+
+
+def _graded_study(n: int) -> optuna.Study:
+    """value = 10 x + 3 y + z on random points: x matters most, then y, then z."""
+    rng = random.Random(0)
+    dist = optuna.distributions.FloatDistribution(0.0, 1.0)
+    study = optuna.create_study()
+    for _ in range(n):
+        p = {k: rng.random() for k in ("x", "y", "z")}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=p,
+                distributions=dict.fromkeys(p, dist),
+                value=10 * p["x"] + 3 * p["y"] + p["z"],
+            )
+        )
+    return study
+
+
+def test_importances_say_how_many_trials_they_rest_on_and_when_to_distrust_them(
+    tmp_path: Path,
+) -> None:
+    index = build_report(_graded_study(20), tmp_path / "report").read_text()
+    # Rule: the page shows the trial count and the estimators' agreement; under the measured
+    # threshold (bench/importance_stability.py) the tables are marked "not yet reliable".
+    head = "rank correlation fANOVA vs PED-ANOVA"
+    row = index.split(head, 1)[1].split("</table>", 1)[0]
+    assert "<td>20</td>" in row and "not yet reliable" in row
+    assert "not yet reliable: these rest on 20 complete trials" in index
+    # On 20 trials PED-ANOVA ranks z first (the truth: x, then y, then z) while fANOVA ranks x
+    # first: the page says they disagree, next to the tables.
+    assert "<td>x / z</td>" in row
+    assert "the estimators disagree" in index and "PED-ANOVA z" in index
+    # Rule: with enough trials both find x first, agree, and nothing is flagged.
+    study = _graded_study(RELIABLE_MIN_TRIALS)
+    trials = study.get_trials()
+    ctx = Ctx(study, trials, complete_trials(trials), SweepInfo.from_study(study))
+    compute_importances(ctx)
+    (a,) = agreement(ctx)
+    assert a.tops == ("x", "x") and a.rho is not None and a.rho > DISAGREE_BELOW
+    assert a.notes() == []
+
+
+@pytest.mark.parametrize(
+    ("rho", "tops", "warned"),
+    [
+        (0.9, ("lr", "lr"), False),  # same top, similar ranking
+        (DISAGREE_BELOW - 0.01, ("lr", "lr"), True),  # same top, rankings below it unrelated
+        (0.8, ("lr", "ent_coef"), True),  # different top parameter: the issue's 30-trial sweep
+        (None, None, False),  # one estimator missing: nothing to compare
+    ],
+)
+def test_strong_disagreement_is_said_next_to_the_tables(
+    rho: float | None, tops: tuple[str, str] | None, warned: bool
+) -> None:
+    a = Agreement("val_reward", RELIABLE_MIN_TRIALS, rho, tops)
+    # Rule: a rank correlation below DISAGREE_BELOW, or different top parameters, is a warning.
+    assert any("the estimators disagree" in n for n in a.notes()) == warned

@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -173,10 +174,26 @@ def record_sweep(
     }
     for k, v in attrs.items():
         opened.study.set_user_attr(k, v)
+    name_metrics(opened.study)
     _io.write_text(
         opened.sweep_dir / "sweep.json",
         json.dumps({"study_name": opened.name, "storage": st.mask(opened.bare_url)}, indent=2),
     )
+
+
+def name_metrics(study: optuna.Study) -> None:
+    """Optuna's own metric names (``study.set_metric_names``), so optuna-dashboard and
+    ``optuna.visualization`` label each objective as our report does, not "Objective 0"."""
+    from optuna.exceptions import ExperimentalWarning
+
+    from nemo_rl_hpo.report.trials import objective_names
+
+    names = objective_names(study)
+    if study.metric_names == names:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # experimental since Optuna 3.2
+        study.set_metric_names(names)
 
 
 def write_outputs(
@@ -186,7 +203,8 @@ def write_outputs(
     raw_config: Mapping[str, Any],
     write_report: bool,
 ) -> None:
-    """Results files (always) and the report (``write_report``); a failure is a warning."""
+    """Results files (always), the report (``write_report``) and the summary block (logged and
+    ``summary.txt``); a failure is a warning."""
     sweep_cfg = dict(raw_config)
     if sweep_cfg.get("storage"):
         sweep_cfg["storage"] = st.mask(str(sweep_cfg["storage"]))
@@ -207,16 +225,22 @@ def write_outputs(
         log.warning("results writer not available")
     except Exception as e:
         log.warning("could not write results: %s", e)
-    if not write_report:
-        return
-    try:
-        from nemo_rl_hpo.report import build_report
+    if write_report:
+        try:
+            from nemo_rl_hpo.report import build_report
 
-        build_report(study, sweep_dir / "report")
-    except ImportError:
-        log.warning("report builder not available")
+            build_report(study, sweep_dir / "report")
+        except ImportError:
+            log.warning("report builder not available")
+        except Exception as e:
+            log.warning("could not write the report: %s", e)
+    try:  # last, so that it is what the user sees when the sweep ends
+        from nemo_rl_hpo.report.summary import write_summary
+
+        for line in write_summary(study, sweep_dir):
+            log.info("%s", line)
     except Exception as e:
-        log.warning("could not write the report: %s", e)
+        log.warning("could not write the summary: %s", e)
 
 
 class Progress:

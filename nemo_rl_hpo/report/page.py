@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from nemo_rl_hpo.report import _io
 from nemo_rl_hpo.report.context import Ctx, PlotEntry
-from nemo_rl_hpo.report.importance import EVALUATORS, LABELS
+from nemo_rl_hpo.report.importance import EVALUATORS, LABELS, agreement
 from nemo_rl_hpo.report.trials import (
     best_trial,
     counts_by_state,
@@ -157,6 +157,7 @@ def _summary_html(ctx: Ctx) -> str:
                 )
             )
     parts.append("<h2>Top importances</h2>")
+    parts.append(_agreement_html(ctx))
     for name in EVALUATORS:
         label = LABELS[name]
         note = ctx.importance_notes.get(name)
@@ -169,6 +170,28 @@ def _summary_html(ctx: Ctx) -> str:
         if note:
             parts.append(f'<p class="note">{_e(label)}: {_e(note)}</p>')
     return "\n".join(parts)
+
+
+def _agreement_html(ctx: Ctx) -> str:
+    """How sure the importance tables are: trials they rest on, the estimators' agreement."""
+    rows, notes = [], []
+    for a in agreement(ctx):
+        rows.append(
+            (
+                a.objective,
+                a.n_trials,
+                "-" if a.rho is None else f"{a.rho:.2f}",
+                "-" if a.tops is None else f"{a.tops[0]} / {a.tops[1]}",
+                "yes" if a.reliable else "not yet reliable",
+            )
+        )
+        multi = ctx.info.multi_objective
+        notes += [f"{a.objective}: {n}" if multi else n for n in a.notes()]
+    head = ["objective", "complete trials", "rank correlation fANOVA vs PED-ANOVA",
+            "top parameter (fANOVA / PED-ANOVA)", "reliable"]  # fmt: skip
+    out = [_table(rows, head)]
+    out += [f'<p class="note importance-warning">{_e(n)}</p>' for n in notes]
+    return "\n".join(out)
 
 
 def index_html(ctx: Ctx, entries: list[PlotEntry]) -> str:
