@@ -9,21 +9,27 @@ from ``python train.py -m`` to a recorded trial is in docs/architecture.md.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import optuna
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.nemo_rl_hpo import _fidelity
 from hydra_plugins.nemo_rl_hpo import _study as study_mod
 from hydra_plugins.nemo_rl_hpo._jobs import HydraSweep
 from hydra_plugins.nemo_rl_hpo._samplers import auto_sampler, make_pruner, make_sampler
 from hydra_plugins.nemo_rl_hpo._search_space import build_space, check_space
 from hydra_plugins.nemo_rl_hpo._settings import OptunaSettings, SweepConfigError
+from nemo_rl_hpo.fidelity import Scheduler
+from nemo_rl_hpo.fidelity._proposer import FidelityProposer
+from nemo_rl_hpo.fidelity._sampler import RungSampler
 from nemo_rl_hpo.search.space import SearchSpace
 from nemo_rl_hpo.sweep import records, repeats
 from nemo_rl_hpo.sweep import storage as st
@@ -35,7 +41,7 @@ from nemo_rl_hpo.sweep.core import (
     SweepSummary,
 )
 from nemo_rl_hpo.sweep.liveness import job_alive
-from nemo_rl_hpo.sweep.proposer import OptunaProposer, Proposal, counted_trials
+from nemo_rl_hpo.sweep.proposer import OptunaProposer, Proposal, Proposer, counted_trials
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +74,9 @@ class OptunaSweeperImpl(HydraSweep):
             n_objectives=len(s.directions),
             custom_space=custom is not None,
         )
+        fidelity = _fidelity.plan(s, config, len(space.distributions))
+        if fidelity is not None:  # the model learns from one rung (nemo_rl_hpo/fidelity/)
+            sampler = RungSampler(sampler, fidelity.min_observations or 1)
         pruner = make_pruner(s.pruner)
         opened = study_mod.start_study(
             s, config, sampler, pruner, on_slurm=self.jobs.on_slurm, kind=records.KIND_OPTUNA
@@ -105,7 +114,10 @@ class OptunaSweeperImpl(HydraSweep):
             return self.jobs.launch(proposal.trial, proposal.overrides, ctx)
 
         extend = (lambda t: custom(config, t)) if custom is not None else None
-        proposer = OptunaProposer(study, space, s.n_trials, s.retry_failed, extend)
+        optuna_proposer = OptunaProposer(study, space, s.n_trials, s.retry_failed, extend)
+        proposer: Proposer = optuna_proposer
+        if fidelity is not None:
+            proposer = self._fidelity_proposer(fidelity, optuna_proposer, study, opened.sweep_dir)
         core = AsyncSweep(
             study,
             proposer,
@@ -148,6 +160,30 @@ class OptunaSweeperImpl(HydraSweep):
             raise SweepConfigError(str(error))
 
     # -------------------------------------------------------------------- helpers
+    @staticmethod
+    def _fidelity_proposer(
+        plan: _fidelity.FidelityPlan, base: OptunaProposer, study: optuna.Study, sweep_dir: Any
+    ) -> FidelityProposer:
+        f = plan.settings
+        study.set_user_attr(
+            records.STUDY_FIDELITY,
+            {**dataclasses.asdict(f), "step_key": plan.step_key, "rungs": f.all_rungs()},
+        )
+        log.info(
+            "fidelity: %s over %s, rungs %s (η=%d, %s, %d bracket(s)); paused trials resume "
+            "from their checkpoints in %s",
+            "hyperband" if f.brackets > 1 else "asha",
+            plan.step_key,
+            f.all_rungs(),
+            f.reduction_factor,
+            f.mode,
+            f.brackets,
+            Path(sweep_dir) / "checkpoints",
+        )
+        return FidelityProposer(
+            base, Scheduler(f), Path(sweep_dir) / "checkpoints", plan.keep_checkpoints
+        )
+
     @staticmethod
     def _say_one_at_a_time(config: DictConfig, n_jobs: int) -> None:
         # Said only to a user who asked for n_jobs: the default is for parallel launchers.
@@ -241,7 +277,10 @@ class OptunaSweeperImpl(HydraSweep):
         subdir = str(node._value()) if node is not None else None
 
         def one(ovs: list[str], ctx: dict[str, Any], index: int) -> tuple[bool, str | None]:
-            out = self.jobs.launch(proposal.trial, ovs, {**context, **ctx})
+            ctx = {**context, **ctx}
+            if context.get("checkpoint_dir"):  # seeds never share checkpoints
+                ctx["checkpoint_dir"] = f"{context['checkpoint_dir']}/seed_{index}"
+            out = self.jobs.launch(proposal.trial, ovs, ctx)
             return out.ok, out.error
 
         ok, error = repeats.launch_seeds(

@@ -100,6 +100,7 @@ class OptunaSettings(CommonSettings):
     pruner_config: Any  # the pruner's config as plain values (the jobs rebuild it)
     custom_search_space: str | None
     warm_start: dict[str, Any] | None
+    fidelity: dict[str, Any] | None  # hydra/sweeper/fidelity as plain values (_fidelity.py)
     repeats: Any  # seeds per configuration (checked by sweep/repeats.Repeats.from_config)
     seed_key: Any
     aggregate: Any
@@ -141,6 +142,7 @@ class OptunaSettings(CommonSettings):
             pruner_config=get("pruner"),
             custom_search_space=get("custom_search_space") or None,
             warm_start=get("warm_start"),
+            fidelity=get("fidelity"),
             repeats=get("repeats"),
             seed_key=get("seed_key"),
             aggregate=get("aggregate"),

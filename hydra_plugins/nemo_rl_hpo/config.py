@@ -214,6 +214,34 @@ class WilcoxonPrunerConfig(PrunerConfig):
 
 # ------------------------------------------------------------------------------ sweeper
 @dataclass
+class FidelityConfig:
+    """Pause, don't kill: ASHA / asynchronous Hyperband over trial segments (docs/fidelity.md).
+
+    ``hydra/sweeper/fidelity=asha`` (or ``hyperband``) turns it on; trials pause at rungs and
+    resume from their checkpoints as new jobs.
+    """
+
+    scheduler: str = "asha"  # asha | hyperband (brackets of ASHA with later first rungs)
+    step_key: str | None = None  # key of the run's length the rungs count in; null: the
+    # command's max_steps_key, else grpo.max_num_steps, else max_steps (whichever the app has)
+    validation_period: Any = None  # steps between validations: a number or a key; null: the
+    # step key's partner (max_steps: eval_interval, grpo.max_num_steps: grpo.val_period, ...)
+    min_resource: int | None = None  # first rung, in steps; null: the validation period
+    max_resource: int | None = None  # last rung; null: the composed value of step_key
+    reduction_factor: int = 3  # η: the top 1/η of a rung are promoted
+    mode: str = "promotion"  # promotion (pause, promote later) | stopping (judge on arrival)
+    brackets: int | None = None  # hyperband's brackets; null: all (asha: 1)
+    min_observations: int | None = None  # sampler fits on the highest rung with this many
+    # values; null: searched parameters + 1 (BOHB)
+    keep_checkpoints: bool = False  # keep checkpoints of trials that can no longer be promoted
+
+
+@dataclass
+class HyperbandFidelityConfig(FidelityConfig):
+    scheduler: str = "hyperband"
+
+
+@dataclass
 class WarmStartConfig:
     storage: str | None = None  # storage URL of the earlier study (null: this sweep's storage)
     study_name: str | None = None  # the earlier study; null: no warm start
@@ -227,10 +255,18 @@ class OptunaSweeperConf:
 
     _target_: str = f"{_IMPL}.optuna_sweeper.OptunaSweeper"
     _recursive_: bool = False  # the sweeper builds sampler/pruner itself (grid needs params)
-    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "auto"}, {"pruner": "nop"}])
+    defaults: list[Any] = field(
+        default_factory=lambda: [
+            "_self_",
+            {"sampler": "auto"},
+            {"pruner": "nop"},
+            {"fidelity": None},
+        ]
+    )
 
     sampler: Any = MISSING  # group hydra/sweeper/sampler (default auto: GP or TPE, see above)
     pruner: Any = MISSING  # group hydra/sweeper/pruner (default nop: no pruning)
+    fidelity: Any = None  # group hydra/sweeper/fidelity (asha | hyperband; default: off)
     direction: Any = "minimize"  # minimize | maximize, or a list for multi-objective
     storage: Any = None  # null: SQLite in the sweep dir (journal file under SLURM)
     study_name: str | None = None  # null: the job name (e.g. "train")
@@ -259,7 +295,14 @@ class OptunaSweeperConf:
 class OptunaMOSweeperConf(OptunaSweeperConf):
     """Multi-objective preset: NSGA-II on validation loss and training time (Pareto front)."""
 
-    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "nsgaii"}, {"pruner": "nop"}])
+    defaults: list[Any] = field(
+        default_factory=lambda: [
+            "_self_",
+            {"sampler": "nsgaii"},
+            {"pruner": "nop"},
+            {"fidelity": None},
+        ]
+    )
     direction: Any = field(default_factory=lambda: ["minimize", "minimize"])
     objectives: Any = field(default_factory=lambda: ["val_loss", "train_time_s"])
 
@@ -295,6 +338,13 @@ for _name, _node in _SAMPLERS.items():
     cs.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider=PROVIDER)
 for _name, _pnode in _PRUNERS.items():
     cs.store(group="hydra/sweeper/pruner", name=_name, node=_pnode, provider=PROVIDER)
+cs.store(group="hydra/sweeper/fidelity", name="asha", node=FidelityConfig, provider=PROVIDER)
+cs.store(
+    group="hydra/sweeper/fidelity",
+    name="hyperband",
+    node=HyperbandFidelityConfig,
+    provider=PROVIDER,
+)
 
 
 @dataclass

@@ -177,6 +177,8 @@ class AsyncSweep:
         for t in self._trials():
             if t.state != TrialState.RUNNING or t.number in self._running:
                 continue
+            if records.is_paused(t):  # between two segments: no job, nothing orphaned
+                continue
             if not self._is_orphan(t):
                 continue
             if self.is_job_alive is not None and self.is_job_alive(t):
@@ -300,7 +302,7 @@ class AsyncSweep:
             if run.future.done():
                 continue
             try:
-                if self._storage.get_trial(run.proposal.trial._trial_id).state.is_finished():
+                if _segment_over(self._storage.get_trial(run.proposal.trial._trial_id)):
                     early.append(number)
             except Exception as e:  # storage hiccup: the launcher's return still frees the slot
                 log.debug("could not poll trial %d: %s", number, e)
@@ -322,7 +324,7 @@ class AsyncSweep:
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # its job told its result since recover() looked: nothing left to watch
             frozen = self._storage.get_trial(trial_id)
-            if frozen.state.is_finished():
+            if _segment_over(frozen):
                 self.proposer.tell(frozen)
                 continue
             fut = pool.submit(self._watch, frozen)
@@ -345,12 +347,11 @@ class AsyncSweep:
     def _watch(self, t: FrozenTrial) -> LaunchOutcome:
         """Wait for a re-attached job: the job tells the study itself when it ends."""
         while True:
-            state = self._storage.get_trial(t._trial_id).state
-            if state.is_finished():
+            if _segment_over(self._storage.get_trial(t._trial_id)):
                 return LaunchOutcome(ok=True)
             if self.is_job_alive is not None and not self.is_job_alive(t):
                 time.sleep(2.0)  # the job may be writing its result right now
-                if self._storage.get_trial(t._trial_id).state.is_finished():
+                if _segment_over(self._storage.get_trial(t._trial_id)):
                     return LaunchOutcome(ok=True)
                 return LaunchOutcome(ok=False, error="the job ended without reporting a result")
             time.sleep(1.0)
@@ -359,16 +360,22 @@ class AsyncSweep:
         """The trial's final record: what its job told, or FAIL with the launcher's reason.
 
         A trial whose job told its result early (``early_release``) is read as it is: its
-        launch call is still finishing in the background.
+        launch call is still finishing in the background. A paused trial (its segment stopped
+        at a rung, ``records.SYS_PAUSED``) stays RUNNING: the proposer decides what follows.
         """
         trial = run.proposal.trial
         frozen = self._storage.get_trial(trial._trial_id)
-        if run.future.done() and frozen.state == TrialState.RUNNING:
+        if run.future.done() and not _segment_over(frozen):
             outcome = run.future.result()
             reason = outcome.error or "the job ended without reporting a result (killed?)"
             self._fail(frozen, reason)
             frozen = self._storage.get_trial(trial._trial_id)
         return frozen
+
+
+def _segment_over(t: FrozenTrial) -> bool:
+    """The job told its result, or paused its trial at a rung (multi-fidelity segments)."""
+    return t.state.is_finished() or records.is_paused(t)
 
 
 def _ts(dt: Any) -> float:

@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nemo_rl_hpo import trial as trial_api
+from nemo_rl_hpo.fidelity import _segment
 from nemo_rl_hpo.sweep import devices, records, repeats
 from nemo_rl_hpo.sweep.objectives import ObjectiveError, numeric_metrics, objective_values
 
@@ -92,6 +93,13 @@ def on_job_end(completed: bool, value: Any) -> TrialState | None:
                 state = TrialState.COMPLETE
             except ObjectiveError as e:
                 return _fail(study, frozen, str(e))
+            segment = _segment.segment_of(ctx)
+            if segment is not None:  # a multi-fidelity segment: pause at its rung, or finish
+                ended = _segment.end(study, storage.get_trial(trial_id), values[0], segment)
+                if ended == "paused":
+                    return None
+                if ended == "short":
+                    state, values = TrialState.PRUNED, None
     elif isinstance(value, optuna.TrialPruned):
         state = TrialState.PRUNED
     else:

@@ -171,6 +171,8 @@ class OptunaProposer:
     def pending(self) -> bool:
         """Trials of a dead or live peer still hold budget: wait until they end or are orphans."""
         return any(
-            t.state == TrialState.RUNNING and not t.system_attrs.get(records.SYS_OVERFLOW)
+            t.state == TrialState.RUNNING
+            and not t.system_attrs.get(records.SYS_OVERFLOW)
+            and not records.is_paused(t)
             for t in self._trials()
         )

@@ -34,6 +34,9 @@ STUDY_RESUME_COMMAND = "nemo_rl_hpo:resume_command"  # the shell line that resum
 # Written by the sweeper when hydra.sweeper.repeats > 1 ({"n", "seed_key", "aggregate"}); read
 # by the report, `nemo-rl-hpo best` and `status` (a trial's value aggregates its seeds).
 STUDY_REPEATS = "nemo_rl_hpo:repeats"
+# Written by the sweeper with hydra/sweeper/fidelity (settings, step_key, rungs); read by the
+# report, `best` and `status`.
+STUDY_FIDELITY = "nemo_rl_hpo:fidelity"
 # Written and read by sweep/warm_start.py: a study already warm-started from <name>.
 STUDY_WARM_STARTED_PREFIX = "nemo_rl_hpo:warm_started:"
 # Written and read by the PBT proposer (pbt/_proposer.py): the seed resumes repeat decisions.
@@ -49,6 +52,11 @@ KIND_PBT = "pbt"
 SYS_OWNER = "nemo_rl_hpo:owner"  # {"host", "pid", "token"} of the sweeper that launched a trial
 SYS_HEARTBEAT = "nemo_rl_hpo:heartbeat"  # unix time of the owner's last sign of life
 SYS_OVERFLOW = "nemo_rl_hpo:overflow"  # asked after the global budget was spent: not counted
+# Written by the job when a segment of a multi-fidelity trial stops at its rung (sweep/job.py)
+# ({"step", "since"}); cleared by the fidelity proposer when it promotes the trial
+# (nemo_rl_hpo/fidelity/). Read by the loop: a paused trial stays RUNNING (one configuration,
+# one Optuna trial) but is neither an orphan nor a job that died without telling.
+SYS_PAUSED = "nemo_rl_hpo:paused"
 
 # ------------------------------------------------------------------ trial user attributes
 # Written by the loop when it launches a trial; read by report/trials.py (reproduce command).
@@ -99,6 +107,19 @@ COMMAND_DRIVER = "command_driver"  # ray.sub: the driver line handed over as $CO
 COMMAND_SLURM_JOB_IDS = "command_slurm_job_ids"  # ray.sub: every job the trial submitted
 # ray.sub: one {job_id, reason, step, time} per resubmission after the job hit its wall time
 COMMAND_RESTARTS = "command_restarts"
+# Multi-fidelity trials (hydra/sweeper/fidelity=asha|hyperband, nemo_rl_hpo/fidelity/):
+# FIDELITY_BRACKET (int) and FIDELITY_TARGET (the step the running segment stops at) written by
+# the fidelity proposer at launch, read by its re-attach and the scheduler; FIDELITY_RUNGS, one
+# {step, value, job, started, ended} per segment, appended by the job when the segment ends
+# (sweep/job.py); FIDELITY_PAUSED_S, seconds spent paused, added by the proposer on promotion;
+# FIDELITY_END ("max_resource" | "not promoted" | "stopped") written when the trial is final.
+# Read by the scheduler, `best`, `status`, the report and the results JSON.
+FIDELITY_BRACKET = "fidelity:bracket"
+FIDELITY_TARGET = "fidelity:target"
+FIDELITY_RUNGS = "fidelity:rungs"
+FIDELITY_PAUSED_S = "fidelity:paused_s"
+FIDELITY_END = "fidelity:end"
+FIDELITY_CHECKPOINT = "fidelity:checkpoint_dir"  # where the trial's segments checkpoint
 # Written by the PBT proposer (from pbt.Job.user_attrs); read by PBT's resume
 # (RoundRecord.from_user_attrs), the report's PBT pages, `nemo-rl-hpo export`.
 PBT_PREFIX = "pbt:"
@@ -136,6 +157,11 @@ def fail_trial(
             return False
         raise
     return True
+
+
+def is_paused(trial: FrozenTrial) -> bool:
+    """A RUNNING trial between two segments (its job ended at a rung; see SYS_PAUSED)."""
+    return bool(trial.system_attrs.get(SYS_PAUSED))
 
 
 def fail_reason(trial: FrozenTrial, default: str = "?") -> str:

@@ -290,8 +290,13 @@ def on_seed_end(
         state = "PRUNED"
     else:
         state, reason = "FAIL", f"{type(value).__name__}: {value}"
+    from nemo_rl_hpo.fidelity import _segment
+
+    segment = _segment.segment_of(context)
     i, n, agg = int(seed["index"]), int(seed["n"]), str(seed["aggregate"])
     record = {"seed": seed["seed"], "state": state, "values": values, "metrics": metrics}
+    if segment is not None:  # seeds of one segment: an earlier segment's records do not count
+        record["segment"] = int(segment["target"])
     if reason:
         record["reason"] = reason[: records.FAIL_REASON_MAX_CHARS]
     storage.set_trial_user_attr(trial_id, key(i), record)
@@ -303,6 +308,8 @@ def on_seed_end(
     frozen = storage.get_trial(trial_id)
     got = [frozen.user_attrs.get(key(j)) for j in range(n)]
     done: list[dict[str, Any]] = [r for r in got if isinstance(r, dict)]
+    if segment is not None:
+        done = [r for r in done if r.get("segment") == int(segment["target"])]
     if len(done) < n:
         return None
     for name in set.intersection(*(set(r.get("metrics") or {}) for r in done)):
@@ -314,6 +321,13 @@ def on_seed_end(
             study.tell(frozen.number, state=TrialState.PRUNED, skip_if_finished=True)
             return TrialState.PRUNED
         told = [combine(agg, [r["values"][k] for r in done]) for k in range(len(done[0]["values"]))]
+        if segment is not None:  # the configuration's segment ended: pause at its rung or finish
+            ended = _segment.end(study, storage.get_trial(trial_id), told[0], segment)
+            if ended == "paused":
+                return None
+            if ended == "short":
+                study.tell(frozen.number, state=TrialState.PRUNED, skip_if_finished=True)
+                return TrialState.PRUNED
         study.tell(frozen.number, told, skip_if_finished=True)
     except Exception as e:  # e.g. the driver failed it meanwhile
         log.warning("could not record trial %d: %s", frozen.number, e)

@@ -1,0 +1,80 @@
+"""Who promotes a paused trial: an atomic claim in the study's own storage.
+
+Two sweepers on one PostgreSQL or journal study must never both promote (or both retire) the
+same paused trial. Optuna's storages have exactly one compare-and-swap: moving a WAITING trial
+to RUNNING succeeds for one caller only (``set_trial_state_values`` returns False for the others;
+a row lock in RDB storages, the log's order in journal storages). That is how Optuna hands an
+enqueued trial to one of many workers. The claims live as WAITING trials of a side study
+``<study>:fidelity``: the job that pauses a trial at a rung offers one claim for that
+``(trial, step)``; whoever moves it to RUNNING owns the decision. Nobody asks that study for
+trials, so no sampler ever pops a claim, and the main study holds only real configurations.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ":fidelity"
+_TRIAL = "trial"
+_STEP = "step"
+
+
+def study_name(main: str) -> str:
+    return main + SUFFIX
+
+
+def is_claims_study(name: str) -> bool:
+    """A side study of claims (listed by nobody: ``nemo-rl-hpo list`` leaves it out)."""
+    return name.endswith(SUFFIX)
+
+
+class Claims:
+    """The claims of one study's paused trials."""
+
+    def __init__(self, storage: Any, main_study: str, *, create: bool = False) -> None:
+        name = study_name(main_study)
+        if create:
+            self.study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True)
+        else:
+            self.study = optuna.load_study(storage=storage, study_name=name)
+        self.storage = self.study._storage
+
+    def offer(self, number: int, step: int) -> None:
+        """One claim for trial ``number`` paused at ``step`` (a requeued job offers it once)."""
+        if self._find(number, step) is None:
+            self.study.enqueue_trial({}, user_attrs={_TRIAL: number, _STEP: step})
+
+    def take(self, number: int, step: int, why: str) -> bool:
+        """True for exactly one caller per offer, whatever process or host it runs on."""
+        found = self._find(number, step)
+        if found is None or found.state != TrialState.WAITING:
+            return False
+        if not self.storage.set_trial_state_values(found._trial_id, state=TrialState.RUNNING):
+            return False
+        owner = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "why": why}
+        self.storage.set_trial_user_attr(found._trial_id, "taken_by", owner)
+        return True
+
+    def open_offers(self) -> set[tuple[int, int]]:
+        """(trial, step) offers nobody took yet."""
+        return {
+            (int(t.user_attrs[_TRIAL]), int(t.user_attrs[_STEP]))
+            for t in self.storage.get_all_trials(
+                self.study._study_id, deepcopy=False, states=(TrialState.WAITING,)
+            )
+        }
+
+    def _find(self, number: int, step: int) -> Any:
+        for t in self.storage.get_all_trials(self.study._study_id, deepcopy=False):
+            if t.user_attrs.get(_TRIAL) == number and t.user_attrs.get(_STEP) == step:
+                return t
+        return None

@@ -1,0 +1,200 @@
+"""The multi-fidelity proposer: promote a paused trial when one qualifies, else a new one.
+
+It wraps the Optuna proposer (the sampler proposes new configurations, ``n_trials`` is the
+number of configurations, retries as usual) and plugs into the shared trial loop
+(``sweep/core.py``) like any proposer. Everything it decides from lives in the study (rung
+values, paused marks, brackets), so a restarted sweeper, or a second one on the same storage,
+continues the same schedule; claims (``_claims.py``) make each promotion happen once.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nemo_rl_hpo.fidelity._claims import Claims
+from nemo_rl_hpo.fidelity._schedule import Record, Scheduler
+from nemo_rl_hpo.fidelity._segment import CONTEXT_KEY
+from nemo_rl_hpo.sweep import records
+from nemo_rl_hpo.sweep.proposer import OptunaProposer, Proposal, counted_trials
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FidelityProposer:
+    """ASHA / asynchronous Hyperband over the trial loop.
+
+    ``checkpoints``: the root under which each trial gets ``<number>/`` for all its segments.
+    ``keep_checkpoints``: keep the checkpoints of trials that can no longer be promoted.
+    """
+
+    base: OptunaProposer
+    scheduler: Scheduler
+    checkpoints: Path
+    keep_checkpoints: bool = False
+    claims: Claims = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.claims = Claims(self.study._storage, self.study.study_name, create=True)
+
+    @property
+    def study(self) -> optuna.Study:
+        return self.base.study
+
+    # ---------------------------------------------------------------- Proposer protocol
+    def adopt(self, reattached: Sequence[FrozenTrial]) -> list[Proposal]:
+        out = []
+        for p, t in zip(self.base.adopt(reattached), reattached, strict=True):
+            target = t.user_attrs.get(records.FIDELITY_TARGET)
+            if target is None:  # not a trial of this schedule: the loop fails it
+                continue
+            p.context = self._context(t.number, int(target), launched=None)
+            out.append(p)
+        return out
+
+    def ask(self) -> Proposal | None:
+        recs = self.records()
+        for promo in self.scheduler.promotions(recs):
+            if self.claims.take(promo.key, promo.rung, "promote"):
+                return self._promote(promo.key, promo.target)
+        self.retire(recs)
+        proposal = self.base.ask()
+        if proposal is None:
+            return None
+        bracket = self.scheduler.bracket_of(proposal.number)
+        target = self.scheduler.first_target(bracket)
+        storage = self.study._storage
+        storage.set_trial_user_attr(proposal.trial._trial_id, records.FIDELITY_BRACKET, bracket)
+        self._start_segment(proposal.trial._trial_id, proposal.number, target)
+        proposal.context = self._context(proposal.number, target)
+        return proposal
+
+    def tell(self, trial: FrozenTrial) -> bool:
+        retried = self.base.tell(trial) if trial.state == TrialState.FAIL else False
+        if trial.state.is_finished():
+            self._drop_checkpoints(trial)
+        self.retire(self.records())  # stopping mode: a trial that may not continue ends now
+        return retried
+
+    def pending(self) -> bool:
+        """A segment still runs somewhere (a peer's), or a paused trial may still be promoted."""
+        trials = self._trials()
+        if any(t.state == TrialState.RUNNING and not records.is_paused(t) for t in trials):
+            return True
+        return bool(self.scheduler.promotions(self.records(trials)))
+
+    # ------------------------------------------------------------------------- the rest
+    def records(self, trials: Sequence[FrozenTrial] | None = None) -> list[Record]:
+        """Every configuration of this schedule as the scheduler sees it."""
+        out = []
+        for t in self._trials() if trials is None else trials:
+            if records.FIDELITY_BRACKET not in t.user_attrs:
+                continue
+            values = {
+                int(r["step"]): float(r["value"])
+                for r in t.user_attrs.get(records.FIDELITY_RUNGS, [])
+            }
+            if t.state.is_finished():
+                status = "done"
+            elif records.is_paused(t):
+                status = "paused"
+            else:
+                status = "running"
+            out.append(
+                Record(t.number, int(t.user_attrs[records.FIDELITY_BRACKET]), values, status)
+            )
+        return out
+
+    def retire(self, recs: Sequence[Record] | None = None) -> list[int]:
+        """End the paused trials that can no longer be promoted (PRUNED, checkpoints freed)."""
+        ended: list[int] = []
+        while True:  # a trial retired below a rung may let the ones above it retire too
+            more = counted_trials(self._trials()) < self.base.n_trials
+            now = self._retire_once(self.records() if recs is None or ended else recs, more)
+            if not now:
+                return ended
+            ended += now
+
+    def _retire_once(self, recs: Sequence[Record], more: bool) -> list[int]:
+        ended = []
+        for number in self.scheduler.finished(recs, more_coming=more):
+            rec = next(r for r in recs if r.key == number)
+            if not self.claims.take(number, rec.step, "retire"):
+                continue  # a peer decided it
+            t = self._trial(number)
+            why = "stopped" if self.scheduler.s.mode == "stopping" else "not promoted"
+            storage = self.study._storage
+            self._add_paused_time(t)
+            storage.set_trial_user_attr(t._trial_id, records.FIDELITY_END, f"{why} at {rec.step}")
+            self.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+            self._drop_checkpoints(storage.get_trial(t._trial_id))
+            log.info("trial %d ends at step %d (%s)", number, rec.step, why)
+            ended.append(number)
+        return ended
+
+    def _promote(self, number: int, target: int) -> Proposal:
+        t = self._trial(number)
+        storage = self.study._storage
+        self._add_paused_time(t)
+        self._start_segment(t._trial_id, number, target)
+        # A fresh heartbeat first: a peer must not take the resumed trial for an orphan.
+        storage.set_trial_system_attr(t._trial_id, records.SYS_HEARTBEAT, time.time())
+        storage.set_trial_system_attr(t._trial_id, records.SYS_PAUSED, None)
+        log.info("trial %d promoted: resumes at step %s to %d", number, _paused_step(t), target)
+        (proposal,) = self.base.adopt([t])
+        proposal.context = self._context(number, target)
+        return proposal
+
+    def _start_segment(self, trial_id: int, number: int, target: int) -> None:
+        storage = self.study._storage
+        storage.set_trial_user_attr(trial_id, records.FIDELITY_TARGET, target)
+        storage.set_trial_user_attr(trial_id, records.FIDELITY_CHECKPOINT, str(self._ckpt(number)))
+
+    def _context(self, number: int, target: int, launched: float | None = -1.0) -> dict[str, Any]:
+        now = time.time() if launched == -1.0 else launched
+        return {
+            "steps": target,
+            "checkpoint_dir": str(self._ckpt(number)),
+            CONTEXT_KEY: {"target": target, "max": self.scheduler.s.max_resource, "launched": now},
+        }
+
+    def _ckpt(self, number: int) -> Path:
+        return self.checkpoints / str(number)
+
+    def _add_paused_time(self, t: FrozenTrial) -> None:
+        paused = t.system_attrs.get(records.SYS_PAUSED)
+        if not isinstance(paused, dict):
+            return
+        spent = float(t.user_attrs.get(records.FIDELITY_PAUSED_S, 0.0))
+        spent += max(0.0, time.time() - float(paused.get("since", time.time())))
+        self.study._storage.set_trial_user_attr(t._trial_id, records.FIDELITY_PAUSED_S, spent)
+
+    def _drop_checkpoints(self, t: FrozenTrial) -> None:
+        """Free a finished trial's checkpoints, unless kept or it reached max_resource."""
+        if self.keep_checkpoints or t.state == TrialState.COMPLETE:
+            return
+        path = t.user_attrs.get(records.FIDELITY_CHECKPOINT)
+        if path and Path(path).is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _trials(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False)
+
+    def _trial(self, number: int) -> FrozenTrial:
+        storage = self.study._storage
+        trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        return storage.get_trial(trial_id)  # type: ignore[no-any-return]
+
+
+def _paused_step(t: FrozenTrial) -> Any:
+    paused = t.system_attrs.get(records.SYS_PAUSED)
+    return paused.get("step") if isinstance(paused, dict) else "?"

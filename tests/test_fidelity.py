@@ -1,0 +1,298 @@
+"""Pause, don't kill: the ASHA / Hyperband schedule, its claims, and sweeps that pause and
+promote trials from their checkpoints (``hydra/sweeper/fidelity``)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nemo_rl_hpo.fidelity import FidelityError, FidelitySettings, Scheduler, records_from
+from nemo_rl_hpo.fidelity._claims import Claims
+from nemo_rl_hpo.fidelity._sampler import model_rung, view_trials
+from nemo_rl_hpo.sweep import records
+from nemo_rl_hpo.sweep.storage import open_storage
+from tests.sweeplib import APPS, kill9_and_resume, load, run_app
+
+# ------------------------------------------------------------------------------ schedule
+
+
+def test_rungs_are_geometric_and_end_at_max_resource() -> None:
+    s = FidelitySettings(min_resource=10, max_resource=110, reduction_factor=3)
+    assert s.rungs(0) == [10, 30, 90, 110]
+    assert s.rungs(1) == [30, 90, 110]
+    assert s.max_brackets == 4
+    with pytest.raises(FidelityError, match="min_resource=200 must be at least 1 and below"):
+        FidelitySettings(min_resource=200, max_resource=110)
+
+
+def test_promotes_best_of_the_top_third_highest_rung_first() -> None:
+    sched = Scheduler(FidelitySettings(10, 90, 3))
+    recs = records_from(
+        [
+            (0, 0, {10: 0.5}, "paused"),
+            (1, 0, {10: 0.3}, "paused"),
+            (2, 0, {10: 0.9}, "paused"),
+            (3, 0, {10: 0.1, 30: 0.2}, "paused"),
+            (4, 0, {10: 0.2, 30: 0.1}, "running"),
+            (5, 0, {10: 0.05, 30: 0.4}, "paused"),
+        ]
+    )
+    # Rung 30 holds 3: its top 1 (trial 4) already runs on. Rung 10 holds 6: its top 2 (5, 3)
+    # went on already, so trial 1, third, must wait: nothing to promote.
+    assert sched.promotions(recs) == []
+    # Three more arrive at rung 10, all worse than trial 1: the top 3 of 9 now include it.
+    recs += records_from([(6, 0, {10: 0.7}, "paused"), (7, 0, {10: 0.8}, "paused")])
+    recs += records_from([(8, 0, {10: 0.6}, "paused")])
+    recs[4].values[30] = 0.1  # trial 4 ran on and is now paused at 90? no: still at 30
+    assert [(p.key, p.rung, p.target) for p in sched.promotions(recs)] == []
+    recs[4].status = "paused"
+    recs[4].values[90] = 0.05  # trial 4 reached 90 (max): not promotable any more
+    recs[4].status = "done"
+    # Rung 30 is ranked 4, 3, 5: its top 1 is done, so rung 30 promotes nobody; rung 10 still
+    # has 9 trials, top 3 = 5, 3, 4 (all went on).
+    assert sched.promotions(recs) == []
+    recs += records_from([(9, 0, {10: 0.95}, "paused"), (10, 0, {10: 0.97}, "paused")])
+    recs += records_from([(11, 0, {10: 0.99}, "paused")])
+    # 12 at rung 10: top 4 = 5, 3, 4, 1: trial 1 is promoted to rung 30.
+    assert [(p.key, p.rung, p.target) for p in sched.promotions(recs)] == [(1, 10, 30)]
+    recs += records_from([(12, 0, {10: 0.01, 30: 0.3, 90: 0.3}, "done")])
+    recs += records_from([(13, 0, {10: 0.02, 30: 0.35}, "paused")])
+    recs += records_from([(14, 0, {10: 0.03, 30: 0.45}, "paused")])
+    # Rung 30 now holds 6 (top 2: 4 and 3): trial 3 goes first, from the higher rung.
+    assert [p.key for p in sched.promotions(recs)][0] == 3
+
+
+def test_trials_that_can_never_be_promoted_are_finished_only_when_nothing_can_arrive() -> None:
+    sched = Scheduler(FidelitySettings(10, 90, 3))
+    recs = records_from(
+        [(0, 0, {10: 0.5}, "paused"), (1, 0, {10: 0.3}, "running"), (2, 0, {10: 0.9}, "paused")]
+    )
+    assert sched.finished(recs, more_coming=True) == []
+    # Nothing runs below rung 10 and no configuration is left: 0 and 2 can never go on.
+    assert sched.finished(recs, more_coming=False) == [0, 2]
+    below = records_from([(3, 0, {}, "running")])
+    assert sched.finished(recs + below, more_coming=False) == []
+
+
+def test_stopping_mode_judges_on_arrival() -> None:
+    sched = Scheduler(FidelitySettings(10, 90, 3, mode="stopping"))
+    first = records_from([(0, 0, {10: 0.5}, "paused")])
+    assert [p.key for p in sched.promotions(first)] == [0]  # the first one leads: goes on
+    worse = first[:1] + records_from([(1, 0, {10: 0.9}, "paused")])
+    worse[0].status = "running"
+    assert sched.promotions(worse) == []
+    assert sched.finished(worse, more_coming=True) == [1]  # stopped for good at once
+
+
+def test_hyperband_brackets_share_configurations_as_hyperband_does() -> None:
+    s = FidelitySettings(10, 90, 3, brackets=3)
+    sched = Scheduler(s)
+    cycle = [sched.bracket_of(i) for i in range(len(sched._cycle))]
+    # Hyperband with s_max = 2: 9, 5 and 3 configurations for brackets starting at 10, 30, 90
+    assert (cycle.count(0), cycle.count(1), cycle.count(2)) == (9, 5, 3)
+    assert [sched.first_target(b) for b in range(3)] == [10, 30, 90]
+    # brackets are interleaved, not run one after another
+    assert set(cycle[:6]) == {0, 1, 2}
+
+
+# -------------------------------------------------------------------- claims and sampler
+
+
+@pytest.mark.parametrize("kind", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_two_sweepers_never_take_the_same_paused_trial(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Several sweepers on one PostgreSQL or journal study (SQLite is the one-sweeper default:
+    it ignores the row lock Optuna's claim relies on)."""
+    name = f"s{uuid.uuid4().hex[:8]}"
+    opened: list[object] = []
+    if kind == "postgres":
+        url = request.getfixturevalue("postgres_url")
+
+        def storage() -> object:
+            opened.append(open_storage(url))
+            return opened[-1]
+    else:
+        path = str(tmp_path / "journal.log")
+
+        def storage() -> object:
+            return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+
+    optuna.create_study(study_name=name, storage=storage())
+    Claims(storage(), name, create=True)
+    for n in range(20):
+        Claims(storage(), name).offer(n, 10)
+    Claims(storage(), name).offer(0, 10)  # a requeued job offers again: still one claim
+    won: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def sweeper(i: int) -> None:
+        claims = Claims(storage(), name)  # each its own connection, like another process
+        for n in range(20):
+            if claims.take(n, 10, f"sweeper {i}"):
+                with lock:
+                    won.append((i, n))
+
+    threads = [threading.Thread(target=sweeper, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(n for _, n in won) == list(range(20))  # each exactly once
+    assert Claims(storage(), name).open_offers() == set()
+    for st in opened:  # each sweeper's connections, closed as a process's would be
+        st.engine.dispose()  # type: ignore[attr-defined]
+
+
+def _trial(number: int, rungs: dict[int, float], state: TrialState) -> optuna.trial.FrozenTrial:
+    t = optuna.trial.create_trial(
+        params={"x": float(number)},
+        distributions={"x": optuna.distributions.FloatDistribution(0, 100)},
+        value=None if state != TrialState.COMPLETE else list(rungs.values())[-1],
+        state=state,
+        user_attrs={records.FIDELITY_RUNGS: [{"step": s, "value": v} for s, v in rungs.items()]},
+    )
+    t.number = number
+    return t
+
+
+def test_sampler_sees_each_configuration_once_at_the_highest_rung_with_enough_values() -> None:
+    trials = [
+        _trial(0, {10: 1.0, 30: 0.5, 90: 0.2}, TrialState.COMPLETE),
+        _trial(1, {10: 0.9, 30: 0.6}, TrialState.PRUNED),
+        _trial(2, {10: 0.8, 30: 0.7}, TrialState.RUNNING),  # running its next segment
+        _trial(3, {10: 2.0}, TrialState.PRUNED),
+    ]
+    assert model_rung(trials, 3) == 30
+    view = view_trials(trials, 3)
+    assert [(t.number, t.state, t.value) for t in view] == [
+        (0, TrialState.COMPLETE, 0.5),
+        (1, TrialState.COMPLETE, 0.6),
+        (2, TrialState.COMPLETE, 0.7),
+    ]
+    assert model_rung(trials, 5) is None
+    assert [t.number for t in view_trials(trials, 5)] == [2]  # only what runs: random draws
+
+
+# --------------------------------------------------------------------------------- sweeps
+
+FIDELITY_APP = APPS / "fidelity"
+
+
+def _rungs(t: optuna.trial.FrozenTrial) -> list[int]:
+    return [int(r["step"]) for r in t.user_attrs.get(records.FIDELITY_RUNGS, [])]
+
+
+def test_a_rung_off_the_validation_steps_is_one_line_before_any_job(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    out = run_app(
+        FIDELITY_APP,
+        f"hydra.sweep.dir={sweep}",
+        "hydra/sweeper/fidelity=asha",
+        "hydra.sweeper.fidelity.min_resource=4",
+        check=False,
+    )
+    assert out.returncode != 0
+    lines = [ln for ln in out.stderr.splitlines() if "fidelity" in ln]
+    assert lines == [
+        "hydra.sweeper.fidelity: a rung falls on step 4, where the trial does not validate "
+        "(every 3 steps); make min_resource a multiple of 3 (min_resource=4, "
+        "reduction_factor=3)."
+    ], out.stderr
+    assert not (sweep / "optuna.db").exists()
+
+
+def test_asha_pauses_promotes_from_the_checkpoint_and_best_reached_max(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    run_app(
+        FIDELITY_APP,
+        f"hydra.sweep.dir={sweep}",
+        "hydra/sweeper/fidelity=asha",
+        "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.write_report=false",
+    )
+    study = load(sweep, "app")
+    trials = study.trials
+    assert len(trials) == 9  # one Optuna trial per configuration, however many segments
+    promoted = [t for t in trials if len(_rungs(t)) > 1]
+    assert promoted, "no trial was paused and later promoted"
+    for t in promoted:
+        assert t.user_attrs[records.FIDELITY_PAUSED_S] > 0
+        assert sorted(t.intermediate_values) == list(range(3, _rungs(t)[-1] + 1, 3))
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert complete and all(_rungs(t) == [3, 9, 27] for t in complete)
+    for t in complete:
+        # Each segment resumed from the rung's checkpoint: every step trained exactly once.
+        steps = (Path(t.user_attrs[records.FIDELITY_CHECKPOINT]) / "steps.log").read_text()
+        assert [int(s) for s in steps.split()] == list(range(1, 28))
+    assert study.best_trial.user_attrs[records.FIDELITY_END] == "max_resource"
+    # The recorded curve of a promoted trial continues from its rung, never from step 0.
+    best = study.best_trial
+    assert sorted(best.intermediate_values) == list(range(3, 28, 3))
+    # Retired trials ended PRUNED at their rung, their checkpoints freed.
+    for t in trials:
+        assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        if t.state == TrialState.PRUNED:
+            assert t.user_attrs[records.FIDELITY_END].startswith("not promoted at")
+            assert not Path(t.user_attrs[records.FIDELITY_CHECKPOINT]).exists()
+
+
+def test_kill9_while_trials_are_paused_resumes_the_schedule(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    args = [
+        sys.executable,
+        str(FIDELITY_APP / "app.py"),
+        "-m",
+        f"hydra.sweep.dir={sweep}",
+        "hydra/sweeper/fidelity=asha",
+        "hydra.sweeper.sampler.seed=1",
+        "hydra.sweeper.retry_failed=1",
+        "hydra.sweeper.write_report=false",
+        "step_sleep=0.05",
+    ]
+    paused_at_kill: list[int] = []
+
+    def two_paused_one_running() -> bool:
+        if not (sweep / "optuna.db").exists():
+            return False
+        trials = load(sweep, "app").trials
+        paused = [t.number for t in trials if records.is_paused(t)]
+        running = [t for t in trials if t.state == TrialState.RUNNING and not records.is_paused(t)]
+        if len(paused) >= 2 and running:
+            paused_at_kill[:] = paused
+            return True
+        return False
+
+    out = kill9_and_resume(args, FIDELITY_APP, tmp_path / "first.log", two_paused_one_running)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    trials = load(sweep, "app").trials
+    assert all(t.state != TrialState.RUNNING for t in trials)  # nothing left hanging
+    by_number = {t.number: t for t in trials}
+    for n in paused_at_kill:
+        # Still promotable after the restart: each went on, or was retired by the schedule
+        # (never failed as an orphan: it had no job to lose).
+        t = by_number[n]
+        assert t.state in (TrialState.COMPLETE, TrialState.PRUNED), t.user_attrs
+        end = t.user_attrs[records.FIDELITY_END]
+        assert end == "max_resource" or end.startswith("not promoted at")
+    # The segment the kill interrupted: failed as an orphan, its configuration run again.
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    for f in failed:
+        assert "orphaned" in f.user_attrs["fail_reason"]
+        assert [t.params for t in trials if t.user_attrs.get("retry_of") == f.number] == [f.params]
+    # Nothing ran twice: each rung recorded once per trial, each completed trial trained every
+    # step once, and 9 configurations were decided.
+    for t in trials:
+        assert _rungs(t) == sorted(set(_rungs(t)))
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            steps = (Path(t.user_attrs[records.FIDELITY_CHECKPOINT]) / "steps.log").read_text()
+            assert [int(s) for s in steps.split()] == list(range(1, 28))
+    assert len([t for t in trials if t.state != TrialState.FAIL]) == 9
+    assert "promoted: resumes at step" in out.stdout + out.stderr
