@@ -39,7 +39,7 @@ import tempfile
 import time
 import warnings
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,13 @@ class Composer:
 
         self._ctx = initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3")
         self._ctx.__enter__()
+
+    def __enter__(self) -> Composer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Give Hydra's global state back (a test process composes other apps too)."""
+        self._ctx.__exit__(None, None, None)
 
     def compose(self, overrides: list[str], hydra: bool = False) -> Any:
         from hydra import compose
@@ -191,7 +198,7 @@ def config_key(overrides: list[str]) -> str:
 
 
 def run_record(
-    composer: Composer, kind: TrialKind, overrides: list[str], seed: int
+    composer: Composer, kind: TrialKind, overrides: list[str], seed: int, fixed: Sequence[str] = ()
 ) -> dict[str, Any]:
     """Run one configuration x seed as the live trial does; its curves, metrics and timings."""
     import torch
@@ -202,7 +209,7 @@ def run_record(
     from nemo_rl_hpo.training import loop
     from nemo_rl_hpo.training.grpo import entry
 
-    argv = [f"trial={kind.name}", *overrides, f"{kind.seed_key}={seed}"]
+    argv = [f"trial={kind.name}", *overrides, *fixed, f"{kind.seed_key}={seed}"]
     t0w, t0c = time.perf_counter(), time.process_time()
     full = composer.compose(argv, hydra=True)
     HydraConfig.instance().set_config(full)
@@ -223,7 +230,7 @@ def run_record(
         val[str(step)] = {str(k): float(v) for k, v in dict(metrics).items()}
         segment(step)
 
-    run_grpo = entry.run_grpo
+    run_grpo = getattr(entry, "run_grpo")  # noqa: B009  (patched below: the observer)
 
     def observed_run_grpo(*args: Any, on_metrics: Any = None, **kw: Any) -> Any:
         def tee(step: int, metrics: Mapping[str, float]) -> None:
@@ -281,6 +288,7 @@ def run_record(
         "key": config_key(overrides),
         "overrides": overrides,
         "seed": seed,
+        "fixed": list(fixed),  # overrides of unsearched keys (--set), e.g. a shorter run
         "curve": curve,  # step -> objective (val_loss / val_reward), every validation
         "val": val,  # step -> every validation metric
         "train": train,  # step -> train metrics of that step
@@ -381,7 +389,7 @@ def build(args: argparse.Namespace) -> None:
             flush=True,
         )
         for i, (overrides, seed) in enumerate(todo[: args.limit or None]):
-            rec = run_record(composer, kind, overrides, seed)
+            rec = run_record(composer, kind, overrides, seed, args.set)
             append_record(path, rec)
             best = rec["curve"].get(max(rec["curve"], key=int)) if rec["curve"] else None
             print(
@@ -419,6 +427,13 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--seeds", type=int, default=2, help="seeds per configuration")
     b.add_argument("--design-seed", type=int, default=0, help="the Sobol scramble's seed")
     b.add_argument("--table", help="default: bench/data/<trial>.jsonl.gz")
+    b.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an unsearched override for every run (a short table for tests)",
+    )
     b.add_argument("--limit", type=int, default=0, help="run at most this many records")
     s = sub.add_parser("show", help="record counts of a table")
     s.add_argument("table")

@@ -1,0 +1,709 @@
+"""Replay sweeps on a learning-curve table with a simulated clock: many seeds in seconds.
+
+    python bench/simulate.py --table bench/data/grpo.jsonl.gz --contenders random,default --seeds 20
+    python bench/simulate.py --table bench/data/supervised.jsonl.gz \\
+        --contenders random,default,tpe_indep,gp,median,hyperband --seeds 20 --budgets 30,60
+    python bench/simulate.py --table ... --contenders random,default --trials 20,50,100  # by trials
+    python bench/simulate.py --list            # the contenders and their Hydra overrides
+
+A contender is the Hydra overrides a user would type (``hydra/sweeper/sampler=random``,
+``hydra/sweeper/pruner=median``, ``hydra.sweeper.repeats=2``): the sweeper's config is composed
+with Hydra's compose API for ``-m trial=<table's trial>`` and the sweep is built by the project's
+own code (``_search_space.build_space``, ``_samplers.make_sampler``/``make_pruner``,
+``sweep.proposer.OptunaProposer``). What is simulated, and only that:
+
+- the launcher and the clock: a discrete-event loop with ``n_jobs`` workers calls the Proposer
+  protocol (``ask`` while a worker is free, ``tell`` with the trial's record once its job ended)
+  as ``sweep/core.AsyncSweep`` does; a validation segment takes the CPU seconds the table
+  recorded for it;
+- the job's work: reading its curve. At every validation the job calls the real
+  ``nemo_rl_hpo.trial.report`` and ``should_prune`` (so pruners, and seed repeats'
+  aggregate-and-prune in ``sweep/repeats.py``, run as in a live job), and at its end the real
+  ``sweep/job.on_job_end``. The one seam: the job finds its trial in the in-memory study
+  (``nemo_rl_hpo.trial._trial`` returns it) instead of opening the storage URL.
+
+A sampled configuration maps to the nearest configuration of the table: fewest categorical
+mismatches first (group options and choices compared exactly), then the Euclidean distance of
+the numeric keys in [0, 1] (log scale where searched as log). The distances are reported.
+Each simulation seed ``i`` is a sampler seed ``i`` and a split of the table's seeds: one test
+seed (rotating) that the sweep never sees, the rest the tuning pool; each evaluation draws its
+run's seed from the pool. The *true* quality of a configuration is its mean final objective
+over the test seeds (Eimer et al., ICML 2023: separate tuning and test seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent))
+
+import _common as c  # noqa: E402
+import curves  # noqa: E402
+
+# name -> Hydra overrides of `python train.py -m trial=<trial>`
+CONTENDERS: dict[str, list[str]] = {
+    "default": [],
+    "random": ["hydra/sweeper/sampler=random"],
+    "tpe": ["hydra/sweeper/sampler=tpe"],
+    "tpe_indep": ["hydra/sweeper/sampler=tpe", "hydra.sweeper.sampler.multivariate=false"],
+    "tpe_group": ["hydra/sweeper/sampler=tpe", "hydra.sweeper.sampler.group=true"],
+    "tpe_startup5": ["hydra/sweeper/sampler=tpe", "hydra.sweeper.sampler.n_startup_trials=5"],
+    "gp": ["hydra/sweeper/sampler=gp"],
+    "median": ["hydra/sweeper/pruner=median"],
+    "median_w30": ["hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_warmup_steps=30"],
+    "hyperband": ["hydra/sweeper/pruner=hyperband"],
+    "sha": ["hydra/sweeper/pruner=successive_halving"],
+    "random_hyperband": ["hydra/sweeper/sampler=random", "hydra/sweeper/pruner=hyperband"],
+    "repeats2": ["hydra.sweeper.repeats=2"],
+}
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One record of the table: a configuration's run on one seed."""
+
+    steps: list[int]  # validation steps, in order
+    values: list[float]  # the objective at each
+    cpu: list[float]  # CPU seconds of the segment ending at each
+    metrics: list[dict[str, float]]  # every validation metric at each
+    final: dict[str, float]  # what the trial function returned
+    error: str | None
+
+
+@dataclass
+class Table:
+    kind: curves.TrialKind
+    runs: dict[tuple[str, int], Run]
+    overrides: dict[str, list[str]]  # key -> overrides
+    seeds: list[int]
+    default_key: str
+    full_run_s: float = 0.0  # median CPU seconds of a full-length run
+
+    @property
+    def sign(self) -> float:
+        """+1: lower is better (regret = value - best); -1 for maximized objectives."""
+        return 1.0 if self.kind.direction == "minimize" else -1.0
+
+    def keys(self) -> list[str]:
+        return [k for k in self.overrides if all((k, s) in self.runs for s in self.seeds)]
+
+    def final(self, key: str, seed: int) -> float:
+        run = self.runs[(key, seed)]
+        if run.error or not run.values:
+            return math.inf * self.sign  # a failed run is the worst there is
+        return run.values[-1]
+
+    def true_quality(self, key: str, test_seeds: Sequence[int]) -> float:
+        return statistics.fmean(self.final(key, s) for s in test_seeds)
+
+
+def load_table(path: Path) -> Table:
+    records = curves.read_table(path)
+    if not records:
+        raise SystemExit(f"{path}: no records")
+    kind = curves.TRIALS[records[0]["trial"]]
+    runs: dict[tuple[str, int], Run] = {}
+    overrides: dict[str, list[str]] = {}
+    for r in records:
+        steps = sorted((int(s) for s in r["curve"]), key=int)
+        cpu_by_step = {int(seg["step"]): float(seg["cpu_s"]) for seg in r["segments"]}
+        # A step-0 validation (GRPO's warm start) is no report: its seconds go to the first one.
+        reported = [s for s in steps if s > 0]
+        cpu = [cpu_by_step.get(s, 0.0) for s in reported]
+        if reported and 0 in cpu_by_step:
+            cpu[0] += cpu_by_step[0]
+        if cpu:
+            cpu[-1] += float(r["tail"]["cpu_s"])
+        runs[(r["key"], int(r["seed"]))] = Run(
+            steps=reported,
+            values=[float(r["curve"][str(s)]) for s in reported],
+            cpu=cpu,
+            metrics=[r["val"][str(s)] for s in reported],
+            final=dict(r["final"]),
+            error=r["error"],
+        )
+        overrides.setdefault(r["key"], r["overrides"])
+    seeds = sorted({s for _, s in runs})
+    table = Table(kind, runs, overrides, seeds, default_key=records[0]["key"])
+    full = [sum(run.cpu) for run in runs.values() if not run.error]
+    table.full_run_s = statistics.median(full)
+    return table
+
+
+# --- nearest configuration --------------------------------------------------------------------
+
+
+class Nearest:
+    """Map a sampled configuration to the table's nearest one (and say how far it was)."""
+
+    def __init__(self, space: Any, table: Table, keys: Sequence[str]) -> None:
+        from optuna.distributions import CategoricalDistribution
+
+        self.space = space
+        self.keys = list(keys)
+        self.numeric = [
+            p for p in space.params if not isinstance(p.distribution, CategoricalDistribution)
+        ]
+        self.categorical = [
+            p for p in space.params if isinstance(p.distribution, CategoricalDistribution)
+        ]
+        self.rows = [self._vector(self._parse(table.overrides[k])) for k in self.keys]
+        self._cache: dict[tuple[Any, ...], tuple[str, int, float]] = {}
+
+    def _parse(self, overrides: Sequence[str]) -> dict[str, str]:
+        out = {}
+        for o in overrides:
+            k, _, v = o.partition("=")
+            out[k] = v
+        return out
+
+    def _unit(self, p: Any, text: str) -> float:
+        d = p.distribution
+        x = float(text)
+        lo, hi = float(d.low), float(d.high)
+        if d.log:
+            return (math.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo))
+        return (x - lo) / (hi - lo) if hi > lo else 0.0
+
+    def _vector(self, values: Mapping[str, str]) -> tuple[list[str | None], list[float | None]]:
+        cats = [values.get(p.key) for p in self.categorical]
+        nums = [self._unit(p, values[p.key]) if p.key in values else None for p in self.numeric]
+        return cats, nums
+
+    def __call__(self, overrides: Sequence[str]) -> tuple[str, int, float]:
+        """(table key, categorical mismatches, numeric distance) of the nearest configuration."""
+        values = self._parse(o for o in overrides if not o.startswith("trial="))  # type: ignore[arg-type]
+        cache_key = tuple(sorted(values.items()))
+        hit = self._cache.get(cache_key)
+        if hit is not None:
+            return hit
+        cats, nums = self._vector(values)
+        best: tuple[int, float, str] | None = None
+        for key, (rc, rn) in zip(self.keys, self.rows, strict=True):
+            mism = sum(1 for a, b in zip(cats, rc, strict=True) if a != b)
+            if best is not None and mism > best[0]:
+                continue
+            sq = 0.0
+            for a, b in zip(nums, rn, strict=True):
+                if a is not None and b is not None:
+                    sq += (a - b) ** 2
+                elif a is not None or b is not None:
+                    sq += 1.0  # a conditional key on one side only: as far as a range apart
+            d = math.sqrt(sq)
+            if best is None or (mism, d) < (best[0], best[1]):
+                best = (mism, d, key)
+        assert best is not None
+        out = (best[2], best[0], best[1])
+        self._cache[cache_key] = out
+        return out
+
+
+# --- one simulated sweep ----------------------------------------------------------------------
+
+
+@dataclass(order=True)
+class _Event:
+    time: float
+    order: int
+    job: Any = field(compare=False)
+
+
+@dataclass
+class _Job:
+    number: int
+    trial_id: int
+    context: str  # the JSON trial context, as the launcher puts it in the job's environment
+    run: Run
+    seg: int = 0
+
+
+@dataclass
+class SweepResult:
+    contender: str
+    seed: int
+    test_seeds: list[int]
+    finished: list[dict[str, Any]]  # per trial: time, number, state, value, key
+    incumbents: list[tuple[float, str]]  # (time, key) whenever the incumbent changes
+    end_time: float
+    distances: list[tuple[int, float]]
+    evals: int
+    segments: int
+    budget_trials: int = 0
+
+
+def simulate_one(
+    table: Table,
+    space: Any,
+    nearest: Nearest,
+    composer: curves.Composer,
+    contender: str,
+    overrides: list[str],
+    seed: int,
+    n_jobs: int,
+    budget_s: float | None,
+    n_trials: int,
+    test_seeds: list[int],
+) -> SweepResult:
+    """One sweep of one contender on the table, with simulated time."""
+    import optuna
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.nemo_rl_hpo._samplers import make_pruner, make_sampler
+    from nemo_rl_hpo import trial as trial_api
+    from nemo_rl_hpo.sweep import job as job_api
+    from nemo_rl_hpo.sweep import records, repeats
+    from nemo_rl_hpo.sweep.proposer import OptunaProposer
+
+    kind = table.kind
+    cfg = composer.compose(
+        [f"trial={kind.name}", *overrides, f"hydra.sweeper.n_trials={n_trials}"], hydra=True
+    )
+    sw = cfg.hydra.sweeper
+    sampler_cfg = sw.sampler
+    if "seed" in sampler_cfg:
+        sampler_cfg = OmegaConf.merge(sampler_cfg, {"seed": seed})
+    reps = repeats.Repeats.from_config(int(sw.repeats), kind.seed_key, str(sw.aggregate))
+    in_flight = reps.configurations_in_flight(n_jobs) if reps.active else n_jobs
+    sampler = make_sampler(
+        sampler_cfg,
+        space,
+        n_trials=n_trials,
+        n_jobs=in_flight,
+        n_objectives=1,
+        custom_space=False,
+    )
+    pruner = make_pruner(sw.pruner)
+    study = optuna.create_study(direction=sw.direction, sampler=sampler, pruner=pruner)
+    proposer = OptunaProposer(study, space, n_trials)
+    pruner_cfg = OmegaConf.to_container(sw.pruner, resolve=True) if sw.pruner else None
+    base_ctx = {
+        "study": study.study_name,
+        "storage": "simulated://memory",
+        "prune_metric": kind.objective,
+        "objectives": [kind.objective],
+        "weights": None,
+        "pruner": pruner_cfg,
+    }
+    ids: dict[int, int] = {}
+
+    def in_memory_trial(storage: str, study_name: str, number: int, pruner: str = "") -> Any:
+        return optuna.Trial(study, ids[number])
+
+    trial_api._trial = in_memory_trial  # type: ignore[assignment]  # the one seam (see top)
+    import random
+
+    rng = random.Random(seed * 7919 + 17)
+    pool = [s for s in table.seeds if s not in test_seeds]
+    clock = 0.0
+    events: list[_Event] = []
+    order = 0
+    busy: dict[int, int] = {}  # trial number -> seed jobs still running
+    keys: dict[int, str] = {}
+    finished: list[dict[str, Any]] = []
+    incumbents: list[tuple[float, str]] = []
+    distances: list[tuple[int, float]] = []
+    best: float | None = None
+    n_segments = 0
+    per_config = reps.n if reps.active else 1
+    deadline = math.inf if budget_s is None else budget_s
+
+    def start(number: int, trial_id: int, ctx: dict[str, Any], run: Run) -> None:
+        nonlocal order
+        job = _Job(number, trial_id, json.dumps(ctx, separators=(",", ":")), run)
+        if not run.steps:  # a run that failed before its first validation
+            heapq.heappush(events, _Event(clock + 1.0, order, job))
+        else:
+            heapq.heappush(events, _Event(clock + run.cpu[0], order, job))
+        order += 1
+
+    while True:
+        while len(busy) * per_config + per_config <= n_jobs and clock < deadline:
+            proposal = proposer.ask()
+            if proposal is None:
+                break
+            ids[proposal.number] = proposal.trial._trial_id
+            study._storage.set_trial_user_attr(
+                proposal.trial._trial_id, records.OVERRIDES, proposal.overrides
+            )
+            key, mism, dist = nearest(proposal.overrides)
+            keys[proposal.number] = key
+            distances.append((mism, dist))
+            ctx = {**base_ctx, **proposal.context, "number": proposal.number}
+            if reps.active:
+                for i in range(reps.n):
+                    rep = {"index": i, "seed": i, **reps.as_dict()}
+                    run = table.runs[(key, pool[i % len(pool)])]
+                    start(proposal.number, proposal.trial._trial_id, {**ctx, "repeat": rep}, run)
+            else:
+                start(
+                    proposal.number,
+                    proposal.trial._trial_id,
+                    ctx,
+                    table.runs[(key, rng.choice(pool))],
+                )
+            busy[proposal.number] = per_config
+        if not events:
+            break
+        ev = heapq.heappop(events)
+        if ev.time > deadline:
+            clock = deadline
+            break
+        clock = ev.time
+        job: _Job = ev.job
+        os.environ[trial_api.ENV_TRIAL] = job.context
+        run = job.run
+        done = False
+        result: Any = None
+        completed = True
+        if not run.steps:
+            done, completed, result = True, False, RuntimeError(run.error or "no validation")
+        else:
+            i = job.seg
+            trial_api.report(run.steps[i], run.metrics[i])
+            n_segments += 1
+            pruned = trial_api.should_prune()
+            last = i == len(run.steps) - 1
+            if pruned or last:
+                done = True
+                result = run.final if last and not pruned else {**run.metrics[i]}
+                if last and run.error:
+                    completed, result = False, RuntimeError(run.error)
+            else:
+                job.seg += 1
+                heapq.heappush(events, _Event(clock + run.cpu[job.seg], order, job))
+                order += 1
+        if not done:
+            continue
+        job_api.on_job_end(completed, result)
+        busy[job.number] -= 1
+        if busy[job.number] > 0:
+            continue
+        del busy[job.number]
+        frozen = study._storage.get_trial(job.trial_id)
+        if (
+            frozen.state == optuna.trial.TrialState.RUNNING
+        ):  # a seed told nothing: the loop fails it
+            records.fail_trial(study, frozen, "the job ended without reporting a result")
+            frozen = study._storage.get_trial(job.trial_id)
+        proposer.tell(frozen)
+        value = frozen.value if frozen.state == optuna.trial.TrialState.COMPLETE else None
+        finished.append(
+            {
+                "time": clock,
+                "number": job.number,
+                "state": frozen.state.name,
+                "value": value,
+                "key": keys[job.number],
+            }
+        )
+        if value is not None and (best is None or table.sign * (value - best) < 0):
+            best = value
+            incumbents.append((clock, keys[job.number]))
+    os.environ.pop(trial_api.ENV_TRIAL, None)
+    return SweepResult(
+        contender,
+        seed,
+        test_seeds,
+        finished,
+        incumbents,
+        clock,
+        distances,
+        len(keys),
+        n_segments,
+        n_trials,
+    )
+
+
+# --- many sweeps ------------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init(table_path: str) -> None:
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    logging.getLogger("nemo_rl_hpo").setLevel(logging.ERROR)
+    logging.getLogger("hydra_plugins").setLevel(logging.ERROR)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    import warnings
+
+    warnings.simplefilter("ignore")
+    table = load_table(Path(table_path))
+    composer = curves.Composer()
+    space = composer.space(table.kind)
+    _WORKER.update(
+        table=table, composer=composer, space=space, nearest=Nearest(space, table, table.keys())
+    )
+
+
+def _task(args: tuple[str, list[str], int, int, float | None, int, list[int]]) -> SweepResult:
+    contender, overrides, seed, n_jobs, budget_s, n_trials, test_seeds = args
+    w = _WORKER
+    return simulate_one(
+        w["table"],
+        w["space"],
+        w["nearest"],
+        w["composer"],
+        contender,
+        overrides,
+        seed,
+        n_jobs,
+        budget_s,
+        n_trials,
+        test_seeds,
+    )
+
+
+def anytime(
+    table: Table, res: SweepResult, grid: Sequence[float], test: Sequence[int]
+) -> list[float]:
+    """True quality of the incumbent at each time of ``grid`` (NaN before the first result)."""
+    out = []
+    j = -1
+    for t in grid:
+        while j + 1 < len(res.incumbents) and res.incumbents[j + 1][0] <= t:
+            j += 1
+        out.append(math.nan if j < 0 else table.true_quality(res.incumbents[j][1], test))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--table", help="a table of bench/curves.py")
+    ap.add_argument("--contenders", default="random,default")
+    ap.add_argument(
+        "--contender",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDES",
+        help="another contender: a name and space-separated Hydra overrides",
+    )
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--n-jobs", type=int, default=4, help="simulated workers")
+    ap.add_argument("--budgets", default="30,60", help="in full runs' worth of CPU seconds")
+    ap.add_argument("--trials", default="", help="instead of --budgets: trial budgets (20,50,100)")
+    ap.add_argument(
+        "--tune-seeds",
+        type=int,
+        default=1,
+        help="table seeds the sweep may see (rotating); the others are the test seeds",
+    )
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--out", help="bench/results/<out>.json and .png (default: sim_<table>)")
+    ap.add_argument("--list", action="store_true", help="print the contenders and exit")
+    args = ap.parse_args(argv)
+    contenders = dict(CONTENDERS)
+    for spec in args.contender:
+        name, _, ovs = spec.partition("=")
+        contenders[name] = ovs.split()
+    if args.list:
+        for k, v in contenders.items():
+            print(f"{k:18} {' '.join(v) or '(the default: python train.py -m trial=...)'}")
+        return
+    if not args.table:
+        ap.error("--table is required")
+    names = [n for n in args.contenders.split(",") if n]
+    unknown = [n for n in names if n not in contenders]
+    if unknown:
+        ap.error(f"unknown contender {unknown[0]!r}; --list shows them, --contender adds one")
+    t0 = time.perf_counter()
+    table = load_table(Path(args.table))
+    keys = table.keys()
+    by_trials = [int(x) for x in args.trials.split(",") if x]
+    budgets = [float(x) for x in args.budgets.split(",") if x]
+    max_budget = max(budgets) if budgets else 0
+    jobs = []
+    for name in names:
+        for seed in range(args.seeds):
+            n = len(table.seeds)
+            tune = {table.seeds[(seed + j) % n] for j in range(min(args.tune_seeds, n - 1))}
+            test = [s for s in table.seeds if s not in tune]
+            if by_trials:
+                for n in by_trials:
+                    jobs.append((name, contenders[name], seed, args.n_jobs, None, n, test))
+            else:
+                budget_s = max_budget * table.full_run_s / args.n_jobs
+                jobs.append((name, contenders[name], seed, args.n_jobs, budget_s, 100000, test))
+    if args.workers > 1:
+        with ProcessPoolExecutor(args.workers, initializer=_init, initargs=(args.table,)) as ex:
+            results = list(ex.map(_task, jobs, chunksize=1))
+    else:
+        _init(args.table)
+        results = [_task(j) for j in jobs]
+    payload = report(table, keys, names, results, args, by_trials, budgets)
+    payload["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    print(f"({payload['elapsed_s']} s)")
+    out = args.out or f"sim_{Path(args.table).name.split('.')[0]}"
+    c.write_result(out, payload)
+    if not by_trials:
+        plot(table, results, names, args, out, max_budget)
+
+
+def report(
+    table: Table,
+    keys: Sequence[str],
+    names: Sequence[str],
+    results: Sequence[SweepResult],
+    args: argparse.Namespace,
+    by_trials: Sequence[int],
+    budgets: Sequence[float],
+) -> dict[str, Any]:
+    sign = table.sign
+    best_cache: dict[tuple[int, ...], float] = {}
+
+    def best_true(test: Sequence[int]) -> float:
+        """The table's best configuration judged on the same test seeds."""
+        k = tuple(test)
+        if k not in best_cache:
+            best_cache[k] = sign * min(sign * table.true_quality(x, test) for x in keys)
+        return best_cache[k]
+
+    rows: list[dict[str, Any]] = []
+    per: dict[tuple[str, Any], list[float]] = {}
+    for res in results:
+        test = res.test_seeds
+        if by_trials:
+            b: Any = res.budget_trials
+            points = [(b, res.end_time)]
+        else:
+            points = [(b, b * table.full_run_s / args.n_jobs) for b in budgets]
+        for b, t in points:
+            q = anytime(table, res, [t], test)[0]
+            r = sign * (q - best_true(test)) if not math.isnan(q) else math.inf
+            per.setdefault((res.contender, b), []).append(r)
+            n_done = sum(1 for f in res.finished if f["time"] <= t)
+            rows.append(
+                {
+                    "contender": res.contender,
+                    "seed": res.seed,
+                    "budget": b,
+                    "regret": r,
+                    "true": q,
+                    "trials": n_done,
+                }
+            )
+    print(
+        f"\n{table.kind.name} table: {len(keys)} configurations x {len(table.seeds)} seeds, "
+        f"full run {table.full_run_s:.1f} CPU s, {args.n_jobs} workers, {args.seeds} seeds"
+    )
+    unit = "trials" if by_trials else "full runs"
+    print(f"| contender | budget ({unit}) | median regret | IQR | trials (median) |")
+    print("|---|---:|---:|---|---:|")
+    summary = {}
+    for (name, b), regs in per.items():
+        lo, hi = c.iqr(regs)
+        n_tr = [r["trials"] for r in rows if r["contender"] == name and r["budget"] == b]
+        summary[f"{name}@{b}"] = {
+            "median": c.median(regs),
+            "iqr": [lo, hi],
+            "trials": c.median(n_tr),
+        }
+        print(f"| {name} | {b} | {c.median(regs):.4f} | {lo:.4f}–{hi:.4f} | {c.median(n_tr):.0f} |")
+    dists = [d for r in results for d in r.distances]
+    mism = [m for m, _ in dists]
+    num = [d for _, d in dists]
+    nn = {
+        "evaluations": len(dists),
+        "categorical_mismatch_share": {k: mism.count(k) / len(mism) for k in sorted(set(mism))},
+        "numeric_distance_quantiles": [round(x, 3) for x in statistics.quantiles(num, n=4)]
+        if len(num) > 1
+        else num,
+    }
+    print(f"nearest configuration: {nn}")
+    spread = landscape(table, keys)
+    print(f"landscape: {spread}")
+    return {
+        "machine": c.machine(),
+        "command": " ".join(sys.argv),
+        "table": args.table,
+        "configurations": len(keys),
+        "table_seeds": table.seeds,
+        "full_run_cpu_s": table.full_run_s,
+        "n_jobs": args.n_jobs,
+        "seeds": args.seeds,
+        "best_true": {",".join(map(str, k)): v for k, v in best_cache.items()},
+        "summary": summary,
+        "rows": rows,
+        "nearest": nn,
+        "landscape": spread,
+    }
+
+
+def landscape(table: Table, keys: Sequence[str]) -> dict[str, float]:
+    """Spread of final objectives across configurations vs across seeds of one configuration."""
+    means = [statistics.fmean(table.final(k, s) for s in table.seeds) for k in keys]
+    finite = [m for m in means if math.isfinite(m)]
+    seed_sd = [
+        statistics.stdev([table.final(k, s) for s in table.seeds])
+        for k in keys
+        if all(math.isfinite(table.final(k, s)) for s in table.seeds)
+    ]
+    return {
+        "sd_across_configurations": statistics.stdev(finite) if len(finite) > 1 else math.nan,
+        "median_sd_across_seeds": statistics.median(seed_sd) if seed_sd else math.nan,
+        "default_mean": statistics.fmean(table.final(table.default_key, s) for s in table.seeds),
+        "best_mean": min(finite, key=lambda m: table.sign * m) if finite else math.nan,
+        "median_mean": statistics.median(finite) if finite else math.nan,
+    }
+
+
+def plot(
+    table: Table,
+    results: Sequence[SweepResult],
+    names: Sequence[str],
+    args: argparse.Namespace,
+    out: str,
+    max_budget: float,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid_runs = [max_budget * i / 100 for i in range(1, 101)]
+    grid_s = [g * table.full_run_s / args.n_jobs for g in grid_runs]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in names:
+        curves_ = [anytime(table, r, grid_s, r.test_seeds) for r in results if r.contender == name]
+        med = []
+        for i in range(len(grid_s)):
+            col = [cv[i] for cv in curves_ if not math.isnan(cv[i])]
+            med.append(statistics.median(col) if len(col) * 2 > len(curves_) else math.nan)
+        ax.plot(grid_runs, med, label=name)
+    ax.axhline(
+        statistics.fmean(table.final(table.default_key, s) for s in table.seeds),
+        color="grey",
+        ls="--",
+        label="default configuration",
+    )
+    ax.set_xlabel(f"simulated CPU time, full runs' worth ({args.n_jobs} workers)")
+    ax.set_ylabel(f"true {table.kind.objective} of the incumbent (median, {args.seeds} seeds)")
+    ax.set_title(f"{table.kind.name} table: anytime quality")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = c.RESULTS / f"{out}.png"
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path.relative_to(c.ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The learning-curve tables of bench/ are the live trial: a random record re-runs the same.
+
+bench/simulate.py replays sweeps on bench/data/*.jsonl.gz instead of training; its results mean
+something only if a table's record is what the trial computes today. One random record of each
+committed table is run again, live, with its recorded thread count, through the trial's own
+function (composed with Hydra, as a sweep job is); every validation value, the train metrics
+of every step and the returned metrics must match the table to 1e-6.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import curves  # noqa: E402
+
+TABLES = sorted((ROOT / "bench" / "data").glob("*.jsonl.gz"))
+
+
+def _close(a: Any, b: Any, where: str) -> None:
+    if isinstance(a, dict):
+        assert set(a) == set(b), f"{where}: keys {sorted(a)} != {sorted(b)}"
+        for k in a:
+            _close(a[k], b[k], f"{where}.{k}")
+        return
+    fa, fb = float(a), float(b)
+    if math.isnan(fa) and math.isnan(fb):
+        return
+    assert abs(fa - fb) <= 1e-6 * max(1.0, abs(fa)), f"{where}: table {fa!r}, live {fb!r}"
+
+
+@pytest.mark.parametrize("table", TABLES, ids=lambda p: p.name.split(".")[0])
+def test_a_random_record_reruns_to_the_same_numbers(table: Path) -> None:
+    import torch
+
+    records = [r for r in curves.read_table(table) if not r.get("fixed")]
+    if not records:
+        pytest.fail(f"{table} holds no full-length record")
+    seed = random.SystemRandom().randrange(2**32)
+    rec = random.Random(seed).choice(records)
+    where = f"{table.name} record {rec['key']} seed {rec['seed']} (pick seed {seed})"
+    assert rec["torch"] == torch.__version__, f"{where}: recorded with torch {rec['torch']}"
+    kind = curves.TRIALS[rec["trial"]]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(rec["threads"]))
+    try:
+        with curves.Composer() as composer:
+            live = curves.run_record(
+                composer, kind, rec["overrides"], int(rec["seed"]), rec.get("fixed", [])
+            )
+    finally:
+        torch.set_num_threads(threads)
+    assert live["error"] == rec["error"], where
+    assert live["threads"] == rec["threads"], where
+    _close(rec["curve"], live["curve"], f"{where}: curve")
+    _close(rec["val"], live["val"], f"{where}: validation metrics")
+    _close(rec["train"], live["train"], f"{where}: train metrics")
+    final = {k: v for k, v in rec["final"].items() if k != "train_time_s"}  # a wall clock
+    _close(final, {k: live["final"][k] for k in final}, f"{where}: returned metrics")
