@@ -60,6 +60,9 @@ FINAL = frozenset(
         "REVOKED",
     }
 )
+# Final states in which Slurm may have ended a job before its batch script ran: the step could
+# not be set up (an output file it cannot open, a prolog or launch failure) or the node failed.
+NEVER_STARTED = frozenset({"FAILED", "NODE_FAIL", "BOOT_FAIL", "LAUNCH_FAILED"})
 
 _TIMEOUT_S = 30
 _INVALID_ID = re.compile(r"Invalid job id", re.I)
@@ -139,6 +142,15 @@ def final_state(job_id: str, seen: str | None = None, wait_s: float = 30.0) -> s
     if seen and seen not in NOT_FINAL:
         return seen
     return state
+
+
+def end_reason(job_id: str) -> str | None:
+    """``sacct: ExitCode 0:53, Reason None``: sacct's words on how a job ended (signal 53: Slurm
+    could not set up the job's I/O, e.g. the directory of its log did not exist)."""
+    rows = sacct(job_id, "ExitCode,Reason")
+    if not rows or len(rows[-1]) < 2:
+        return None
+    return f"sacct: ExitCode {rows[-1][0]}, Reason {rows[-1][1]}"
 
 
 def exit_code(job_id: str) -> int | None:

@@ -101,3 +101,12 @@ def _services_for_markers(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("slurm_cluster")
     if request.node.get_closest_marker("postgres") is not None:
         request.getfixturevalue("postgres_url")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Keep each phase's report on the item (``item.rep_call.failed``): fixtures that keep
+    evidence of a failed test (e.g. test_faults_slurm's cluster logs) read it at teardown."""
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep

@@ -8,6 +8,7 @@ cluster other tests use is never touched. Counts come from the study after the s
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -64,6 +65,25 @@ def own_slurm() -> Iterator[str]:
         yield _run("sinfo", "-h", "-N", "-o", "%N").stdout.split()[0]
     finally:
         _run("bash", "slurm/stop.sh", "--purge", check=False)
+
+
+@pytest.fixture(autouse=True)
+def _keep_cluster_logs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """On failure, copy the cluster's logs and sacct's view of every job under the test's tmp
+    dir, and say where: the module's cluster is purged at the end, and with it why Slurm did
+    what it did."""
+    yield
+    rep = getattr(request.node, "rep_call", None)  # set by conftest's hook
+    if rep is None or not rep.failed:
+        return
+    kept = tmp_path / "slurm-logs"
+    if (STATE / "log").is_dir():
+        shutil.copytree(STATE / "log", kept, dirs_exist_ok=True)
+    kept.mkdir(parents=True, exist_ok=True)
+    fields = "JobID,JobName%30,State%20,Reason%30,ExitCode,Submit,Start,End,NodeList,Restarts"
+    acct = _run("sacct", "-a", "-S", "now-1days", "-o", fields, "--parsable2", check=False)
+    (kept / "sacct.txt").write_text(acct.stdout + acct.stderr)
+    print(f"\nSlurm logs of the failed test kept in {kept}")
 
 
 def _study(sweep: Path) -> optuna.Study:

@@ -26,10 +26,16 @@ from hydra_plugins.nemo_rl_hpo._task import TrialTask
 from hydra_plugins.nemo_rl_hpo.compose_cache import CachedSweepConfigLoader
 from nemo_rl_hpo import trial as trial_api
 from nemo_rl_hpo.search.grammar import hydra_quote
+from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep import storage as st
 from nemo_rl_hpo.sweep.core import LaunchOutcome
 
 log = logging.getLogger(__name__)
+
+# How often a trial's job is submitted again after Slurm ended it before it started (no output;
+# see _slurm.JobDied.never_started): lost infrastructure, bounded so a broken cluster still
+# fails the trial with Slurm's words instead of submitting forever.
+LOST_JOB_RESUBMITS = 3
 
 
 class HydraJobs:
@@ -79,17 +85,38 @@ class HydraJobs:
         assert self.launcher is not None
         ctx = json.dumps({**context, "number": trial.number}, separators=(",", ":"))
         env_ov = f"++hydra.job.env_set.{trial_api.ENV_TRIAL}={hydra_quote(ctx)}"
-        try:
-            (ret,) = self.launcher.launch([[*overrides, env_ov]], initial_job_idx=trial.number)
-        except JobDied as e:  # the job died without a result: the launcher says why
-            if st.is_disk_full(e):
-                raise  # no trial can start on a full disk: the sweep stops with one line
-            return LaunchOutcome(ok=False, error=e.reason)
-        except Exception as e:  # the launcher itself failed (submission, pool worker)
-            if st.is_disk_full(e):
-                raise
-            lines = str(e).strip().splitlines()
-            return LaunchOutcome(ok=False, error=f"{type(e).__name__}: {lines[0] if lines else ''}")
+        lost: list[dict[str, Any]] = []
+        while True:
+            try:
+                (ret,) = self.launcher.launch([[*overrides, env_ov]], initial_job_idx=trial.number)
+                break
+            except JobDied as e:  # the job died without a result: the launcher says why
+                if st.is_disk_full(e):
+                    raise  # no trial can start on a full disk: the sweep stops with one line
+                if not e.never_started:
+                    return LaunchOutcome(ok=False, error=e.reason)
+                # Slurm ended the job before the app ran: the trial was never tried.
+                lost.append({"job_id": e.job_id, "state": e.state, "reason": e.reason})
+                trial.set_user_attr(records.LOST_JOBS, lost)
+                if len(lost) > LOST_JOB_RESUBMITS:
+                    return LaunchOutcome(
+                        ok=False,
+                        error=f"{len(lost)} Slurm jobs of this trial ended before it started; "
+                        f"last: {e.reason}",
+                    )
+                log.warning(
+                    "trial %d: %s; submitting it again (%d of %d)",
+                    trial.number,
+                    e.reason,
+                    len(lost),
+                    LOST_JOB_RESUBMITS,
+                )
+            except Exception as e:  # the launcher itself failed (submission, pool worker)
+                if st.is_disk_full(e):
+                    raise
+                lines = str(e).strip().splitlines()
+                error = f"{type(e).__name__}: {lines[0] if lines else ''}"
+                return LaunchOutcome(ok=False, error=error)
         if ret.status.name == "FAILED":
             err = ret._return_value
             return LaunchOutcome(ok=False, error=f"{type(err).__name__}: {err}")

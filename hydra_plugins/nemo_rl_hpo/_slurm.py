@@ -16,16 +16,26 @@ class JobDied(RuntimeError):
 
     ``job_id`` is the scheduler's id (a pid for a local submitit job), ``state`` Slurm's final
     state when the job ran under Slurm and it is known, ``detail`` the launcher's own words.
+    ``never_started``: Slurm ended the job before its batch script ran (a final state of
+    ``slurm.NEVER_STARTED`` and no output file at all): lost infrastructure, not a failure of
+    the trial, so the sweeper submits it again (``_jobs.py``).
     """
 
     def __init__(
-        self, detail: str, *, job_id: str | None, scheduler: str, state: str | None = None
+        self,
+        detail: str,
+        *,
+        job_id: str | None,
+        scheduler: str,
+        state: str | None = None,
+        never_started: bool = False,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.job_id = job_id
         self.scheduler = scheduler
         self.state = state
+        self.never_started = never_started
 
     @property
     def reason(self) -> str:
@@ -50,10 +60,26 @@ class JobDied(RuntimeError):
         detail = f"{type(error).__name__}: {' '.join(lines[:n])}"
         job_id = str(getattr(job, "job_id", "") or "") or None
         state = None
+        never_started = False
         if scheduler == "slurm" and job_id:
             seen = _submitit_state(job)
             state = slurm.final_state(job_id, seen)
-        return cls(detail, job_id=job_id, scheduler=scheduler, state=state)
+            if state in slurm.NEVER_STARTED and not _has_output(job):
+                never_started = True
+                why = slurm.end_reason(job_id)
+                detail = f"the job never started (no output; {why or 'sacct: no reason'})"
+        return cls(
+            detail, job_id=job_id, scheduler=scheduler, state=state, never_started=never_started
+        )
+
+
+def _has_output(job: Any) -> bool:
+    """Whether the job's batch script wrote anything: Slurm opens both files before it runs."""
+    try:
+        paths = job.paths
+        return bool(paths.stdout.exists() or paths.stderr.exists())
+    except Exception:  # no paths to look at: assume it ran (not resubmitted as lost)
+        return True
 
 
 def _submitit_state(job: Any) -> str | None:

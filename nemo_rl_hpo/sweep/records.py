@@ -83,6 +83,10 @@ JOB_DIR = "job_dir"
 SLURM_JOB_ID = "slurm_job_id"  # ARRAYID_TASK for array tasks
 NODE = "node"
 SLURM_RESTART_COUNT = "slurm_restart_count"
+# Written by the Hydra adapter (hydra_plugins/nemo_rl_hpo/_jobs.py) each time Slurm ended a
+# trial's job before it started and the job was submitted again: a list of {job_id, state,
+# reason}, oldest first (the job that ran records its own SLURM_JOB_ID). Read by people, export.
+LOST_JOBS = "lost_jobs"
 DEVICES = "devices"  # the GPUs the job saw (its CUDA_VISIBLE_DEVICES, a list; [] hidden)
 # Written by each seed job of a repeated configuration (sweep/repeats.py): repeat:<i> its end
 # {seed, state, values, metrics, reason}, repeat:<i>:curves, :reports (prune metric), :job.
