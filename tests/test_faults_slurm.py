@@ -80,7 +80,7 @@ def _keep_cluster_logs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     if (STATE / "log").is_dir():
         shutil.copytree(STATE / "log", kept, dirs_exist_ok=True)
     kept.mkdir(parents=True, exist_ok=True)
-    fields = "JobID,JobName%30,State%20,Reason%30,ExitCode,Submit,Start,End,NodeList,Restarts"
+    fields = "JobID,JobName%30,State%20,Reason%30,ExitCode,Submit,Start,End,NodeList"
     acct = _run("sacct", "-a", "-S", "now-1days", "-o", fields, "--parsable2", check=False)
     (kept / "sacct.txt").write_text(acct.stdout + acct.stderr)
     print(f"\nSlurm logs of the failed test kept in {kept}")
