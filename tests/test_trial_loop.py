@@ -227,6 +227,50 @@ def test_orphan_of_a_dead_sweeper_is_failed_and_retried() -> None:
     assert _states(study) == {"COMPLETE": 3, "FAIL": 1}
 
 
+def test_trial_orphaned_before_its_launch_never_ran_and_uses_no_budget() -> None:
+    """The kill -9 race: a sweeper killed between ``ask`` and the launch leaves a RUNNING trial
+    with half its parameters sampled and no job. Retrying it as a failed configuration ran a
+    different configuration under its number (the rest of the parameters sampled anew)."""
+    study = _study()
+    half = study.ask()
+    half.suggest_float("x", 0.0, 1.0)  # killed here: y was never sampled, nothing launched
+    owner: dict[str, Any] = {"host": socket.gethostname(), "pid": _dead_pid(), "token": "gone"}
+    study._storage.set_trial_system_attr(half._trial_id, records.SYS_OWNER, owner)
+    # A retry (of a failure that ran) popped from the queue, then killed before its launch.
+    failed = _orphan(study)
+    records.fail_trial(study, failed, "boom")
+    study.enqueue_trial(dict(failed.params), user_attrs={records.RETRY_OF: failed.number})
+    unlaunched_retry = study.ask({"x": FloatDistribution(0.0, 1.0)})
+    study._storage.set_trial_system_attr(unlaunched_retry._trial_id, records.SYS_OWNER, owner)
+
+    def launch(p: Proposal) -> LaunchOutcome:
+        _tell(study, p.trial, 0.0)
+        return LaunchOutcome(ok=True)
+
+    core = _sweep(
+        study, launch, _settings(n_trials=3, retry_failed=1), is_job_alive=lambda t: False
+    )
+    core.run(core.recover())
+    trials = study.trials
+    for number in (half.number, unlaunched_retry.number):
+        t = trials[number]
+        # Rule: it is failed as an orphan that never ran, and uses no budget ...
+        assert t.state == TrialState.FAIL
+        assert "never ran" in t.user_attrs[records.FAIL_REASON]
+        assert t.system_attrs[records.SYS_OVERFLOW] is True
+    # ... is not retried itself ...
+    assert not [t for t in trials if t.user_attrs.get(records.RETRY_OF) == half.number]
+    # ... and a retry that never ran is still owed: the failed configuration ran once more.
+    reruns = [
+        t
+        for t in trials
+        if t.user_attrs.get(records.RETRY_OF) == failed.number and t.state == TrialState.COMPLETE
+    ]
+    assert len(reruns) == 1 and reruns[0].params == failed.params
+    # Rule: the budget counts the runs: 3 complete (the retried failure is not counted).
+    assert _states(study) == {"COMPLETE": 3, "FAIL": 1}
+
+
 def test_live_job_of_a_dead_sweeper_is_reattached_not_rerun() -> None:
     study = _study()
     orphan = _orphan(study)

@@ -189,7 +189,13 @@ class AsyncSweep:
                 )
                 reattach.append(t)
                 continue
-            reason = "its sweeper stopped while it ran (orphaned RUNNING trial)"
+            if records.OVERRIDES in t.user_attrs:  # written just before its launch
+                reason = "its sweeper stopped while it ran (orphaned RUNNING trial)"
+            else:
+                # Killed between ask and launch: no job ran, and its params may be half-sampled.
+                # Not a failed configuration: it uses no budget and is not retried.
+                reason = "its sweeper stopped before launching it (orphaned, never ran)"
+                self._storage.set_trial_system_attr(t._trial_id, records.SYS_OVERFLOW, True)
             self._fail(t, reason, orphaned=True)
             self.proposer.tell(self._storage.get_trial(t._trial_id))
         return reattach

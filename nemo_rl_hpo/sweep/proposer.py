@@ -149,6 +149,11 @@ class OptunaProposer:
     def tell(self, trial: FrozenTrial) -> bool:
         if trial.state != TrialState.FAIL:
             return False
+        if trial.system_attrs.get(records.SYS_OVERFLOW):
+            # It never ran (budget spent, or orphaned before its launch): nothing failed. A
+            # retry that never ran is still owed to the configuration it retries.
+            self._requeue_retry(trial)
+            return True
         if self._retry(trial):
             return True
         return trial.number in self._retried or trial.number in retried_numbers(self._trials())
@@ -167,6 +172,19 @@ class OptunaProposer:
         self._retried.add(t.number)
         log.info("trial %d will be retried (attempt %d)", t.number, attempt + 1)
         return True
+
+    def _requeue_retry(self, t: FrozenTrial) -> None:
+        if records.RETRY_OF not in t.user_attrs:
+            return
+        of = int(t.user_attrs[records.RETRY_OF])
+        failed = next((f for f in self._trials() if f.number == of), None)
+        if failed is None:
+            return
+        self.study.enqueue_trial(
+            dict(failed.params),
+            user_attrs={records.RETRY_OF: of, records.ATTEMPT: t.user_attrs.get(records.ATTEMPT)},
+        )
+        log.info("trial %d's retry %d never ran; it will run again", of, t.number)
 
     def pending(self) -> bool:
         """Trials of a dead or live peer still hold budget: wait until they end or are orphans."""

@@ -51,7 +51,10 @@ KIND_PBT = "pbt"
 # Written and read by the trial loop (sweep/core.py) only.
 SYS_OWNER = "nemo_rl_hpo:owner"  # {"host", "pid", "token"} of the sweeper that launched a trial
 SYS_HEARTBEAT = "nemo_rl_hpo:heartbeat"  # unix time of the owner's last sign of life
-SYS_OVERFLOW = "nemo_rl_hpo:overflow"  # asked after the global budget was spent: not counted
+# A trial that never ran and uses no budget (not counted): asked after the global budget was
+# spent (the Optuna proposer), or orphaned before its launch (the loop's recover: its sweeper
+# was killed between asking for it and launching it).
+SYS_OVERFLOW = "nemo_rl_hpo:overflow"
 # Written by the job when a segment of a multi-fidelity trial stops at its rung (sweep/job.py)
 # ({"step", "since"}); cleared by the fidelity proposer when it promotes the trial
 # (nemo_rl_hpo/fidelity/). Read by the loop: a paused trial stays RUNNING (one configuration,
@@ -175,8 +178,8 @@ def fail_reason(trial: FrozenTrial, default: str = "?") -> str:
 def count_states(trials: Iterable[FrozenTrial]) -> dict[str, int]:
     """Trials per state, every state named (zeros included, in Optuna's order).
 
-    Overflow trials (asked after the budget was spent, see SYS_OVERFLOW) are bookkeeping of the
-    loop, not runs: they are not counted.
+    Trials that never ran (asked after the budget was spent, or orphaned before their launch,
+    see SYS_OVERFLOW) are bookkeeping of the loop, not runs: they are not counted.
     """
     from optuna.trial import TrialState
 
