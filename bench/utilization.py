@@ -142,7 +142,7 @@ def _gaps(log: str, rows: list[list[str]], sweep: Path) -> dict[str, float]:
     """
     jobs: list[tuple[float, float, float]] = []
     sub = re.compile(r"submitit INFO \((\S+ \S+)\) - (Loading pickle|Job completed|Exiting)")
-    for out in sweep.glob(".submitit/*/*_log.out"):
+    for out in sweep.glob(".submitit/**/*_log.out"):
         marks: dict[str, float] = {}
         for line in out.read_text(errors="replace").splitlines():
             if (m := sub.match(line)) is not None:
