@@ -156,7 +156,7 @@ def _fmt_elapsed(seconds: float | None) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from nemo_rl_hpo.report.plots import build_report
+    from nemo_rl_hpo.report.build import build_report
 
     study = _load(args)
     if args.out is not None:
@@ -367,7 +367,7 @@ def export_csv(study: optuna.Study, out: IO[str]) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nemo_rl_hpo.report import _io
+    from nemo_rl_hpo.report import files
 
     study = _load(args)
     if args.output is None:
@@ -375,7 +375,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     buf = io.StringIO()
     n = export_csv(study, buf)
-    _io.write_text(args.output, buf.getvalue())
+    files.write_text(args.output, buf.getvalue())
     print(f"wrote {n} trials to {args.output}", file=sys.stderr)
     return 0
 

@@ -154,7 +154,7 @@ def test_slurm_launchers_are_recognised_as_hydra_loads_them(name: str, slurm: bo
     be told from what it declares, not from an isinstance against a class imported here."""
     from hydra.core.plugins import Plugins
 
-    from hydra_plugins.nemo_rl_hpo._jobs import HydraJobs
+    from hydra_plugins.nemo_rl_hpo._launch import HydraJobs
 
     cls = Plugins.instance().class_name_to_class[name]
     jobs = HydraJobs()

@@ -15,7 +15,7 @@ from typing import Any
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.nemo_rl_hpo._jobs import HydraJobs
+from hydra_plugins.nemo_rl_hpo._launch import HydraJobs
 from hydra_plugins.nemo_rl_hpo._settings import SweepConfigError
 from nemo_rl_hpo.search.grammar import ParsedParam, SearchSpaceError, format_value, parse_params
 from nemo_rl_hpo.search.space import Probe, SearchSpace

@@ -77,6 +77,10 @@ class CommonSettings:
     write_report: bool
     raw: dict[str, Any]  # every key as given (the results file records it, storage masked)
 
+    def loop_settings(self) -> SweepSettings:
+        """The trial loop's settings (each sweeper's budget and failure rules)."""
+        raise NotImplementedError
+
     def loop(self, *, n_trials: int, max_failure_rate: float, retry_failed: int) -> SweepSettings:
         return SweepSettings(
             n_trials=n_trials,

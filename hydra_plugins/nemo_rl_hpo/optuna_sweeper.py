@@ -8,4 +8,4 @@ from hydra_plugins.nemo_rl_hpo._forwarding import ForwardingSweeper
 class OptunaSweeper(ForwardingSweeper):
     """Optuna on current versions: conditional spaces, async trials, pruning, resumable studies."""
 
-    implementation = "hydra_plugins.nemo_rl_hpo._impl:OptunaSweeperImpl"
+    implementation = "hydra_plugins.nemo_rl_hpo._optuna_sweep:OptunaSweeperImpl"

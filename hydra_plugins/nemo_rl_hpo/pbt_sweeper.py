@@ -8,4 +8,4 @@ from hydra_plugins.nemo_rl_hpo._forwarding import ForwardingSweeper
 class PBTSweeper(ForwardingSweeper):
     """Population-based training with checkpoint exploit/explore over any launcher."""
 
-    implementation = "hydra_plugins.nemo_rl_hpo._pbt_impl:PBTSweeperImpl"
+    implementation = "hydra_plugins.nemo_rl_hpo._pbt_sweep:PBTSweeperImpl"

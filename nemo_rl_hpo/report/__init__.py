@@ -16,10 +16,10 @@ if TYPE_CHECKING:
 
 
 def build_report(study: optuna.Study, out_dir: str | Path) -> Path:
-    """Write ``out_dir/index.html`` and every plot; see :mod:`nemo_rl_hpo.report.plots`."""
-    from nemo_rl_hpo.report.plots import build_report as _build
+    """Write ``out_dir/index.html`` and every plot; see :mod:`nemo_rl_hpo.report.build`."""
+    from nemo_rl_hpo.report import build
 
-    return _build(study, out_dir)
+    return build.build_report(study, out_dir)
 
 
 __all__ = ["JSON_NAME", "YAML_NAME", "build_report", "results_dict", "write_results"]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nemo_rl_hpo.report import _io
+from nemo_rl_hpo.report import files
 from nemo_rl_hpo.report.context import Ctx, PlotEntry
 from nemo_rl_hpo.report.importance import EVALUATORS, LABELS, agreement
 from nemo_rl_hpo.report.trials import (
@@ -45,7 +45,7 @@ def write_plotly_js(out: Path) -> None:
     """
     import plotly.offline
 
-    _io.write_text(out / PLOTLY_JS, plotly.offline.get_plotlyjs())
+    files.write_text(out / PLOTLY_JS, plotly.offline.get_plotlyjs())
 
 
 def plot_page(fig: go.Figure) -> str:

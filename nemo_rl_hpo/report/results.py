@@ -19,7 +19,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial
 
-from nemo_rl_hpo.report import _io
+from nemo_rl_hpo.report import files
 from nemo_rl_hpo.report.trials import (
     SweepInfo,
     best_trial,
@@ -170,7 +170,7 @@ def write_results(
     trials = study.get_trials(deepcopy=False)
     info = SweepInfo.from_study(study)
     upstream = jsonable(_upstream_yaml(info, trials, study))
-    _io.write_text(
+    files.write_text(
         sweep_dir / YAML_NAME, yaml.safe_dump(upstream, sort_keys=False, default_flow_style=False)
     )
     data = results_dict(
@@ -180,6 +180,6 @@ def write_results(
         started_at=started_at,
         finished_at=finished_at,
     )
-    _io.write_text(sweep_dir / JSON_NAME, json.dumps(data, indent=1) + "\n")
+    files.write_text(sweep_dir / JSON_NAME, json.dumps(data, indent=1) + "\n")
     log.debug("wrote %s and %s in %s", YAML_NAME, JSON_NAME, sweep_dir)
     return data

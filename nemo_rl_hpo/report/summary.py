@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 
-from nemo_rl_hpo.report import _io
+from nemo_rl_hpo.report import files
 from nemo_rl_hpo.report.trials import (
     SweepInfo,
     best_trial,
@@ -109,5 +109,5 @@ def _pbt_lines(study: optuna.Study, info: SweepInfo, trials: Sequence[FrozenTria
 def write_summary(study: optuna.Study, sweep_dir: str | Path) -> list[str]:
     """Write ``summary.txt`` in ``sweep_dir`` (atomically); return its lines."""
     lines = summary_lines(study, sweep_dir=str(sweep_dir))
-    _io.write_text(Path(sweep_dir) / SUMMARY_NAME, "\n".join(lines) + "\n")
+    files.write_text(Path(sweep_dir) / SUMMARY_NAME, "\n".join(lines) + "\n")
     return lines

@@ -1,8 +1,9 @@
-"""Hydra jobs for the sweepers: the launcher, one trial per ``launch`` call, and a trial's config.
+"""A trial's job through Hydra: the launcher, one job per ``launch`` call, and a job's config.
 
-Both sweepers hold one :class:`HydraJobs`. It wraps Hydra's config loader in the compose cache,
-instantiates the configured launcher around :class:`~hydra_plugins.nemo_rl_hpo._task.TrialTask`,
-and turns a proposal into one ``Launcher.launch`` call carrying the trial context. The loop
+Every sweeper (``_sweep_base.HydraSweep``) holds one :class:`HydraJobs`. It wraps Hydra's config
+loader in the compose cache, instantiates the configured launcher around
+:class:`~hydra_plugins.nemo_rl_hpo._task.TrialTask`, and turns a proposal into one
+``Launcher.launch`` call carrying the trial context. The loop
 calls :meth:`HydraJobs.launch` from up to ``n_jobs`` threads at once, one job each.
 """
 
@@ -132,19 +133,6 @@ class HydraJobs:
             )
         cfg = loader.load_sweep_config(self.config, overrides)
         return OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
-
-
-class HydraSweep:
-    """What both sweeper implementations share: their ``hydra.sweeper`` keys and jobs."""
-
-    def __init__(self, **cfg: Any) -> None:
-        self.cfg = cfg
-        self.jobs = HydraJobs()
-
-    def setup(
-        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
-    ) -> None:
-        self.jobs.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
 
 class _HideTrialContext(logging.Filter):

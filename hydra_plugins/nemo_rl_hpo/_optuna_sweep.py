@@ -1,163 +1,104 @@
-"""Hydra side of the Optuna sweeper: the sweep's orchestration.
+"""``hydra/sweeper=optuna``: what the Optuna sweeper adds to the shared orchestration.
 
-Each step has its own module: settings (``settings.py``), the search space from Hydra
-(``search_space.py``), sampler and pruner (``samplers.py``), the study (``study.py``), jobs and
-the launcher (``jobs.py``), Slurm's view of a job (``slurm.py``). The trial loop, the search
-space itself and the storage live in ``nemo_rl_hpo.sweep`` / ``nemo_rl_hpo.search``; the path
-from ``python train.py -m`` to a recorded trial is in docs/architecture.md.
+Its settings (``_settings.OptunaSettings``), the sampler and pruner (``_samplers.py``), a
+custom search space, warm start, seed repeats and Optuna's proposer
+(``nemo_rl_hpo/sweep/proposer.OptunaProposer``). Everything else every sweeper does (study,
+launch, the loop, error lines, outputs, resume command) is ``_sweep_base.HydraSweep``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import time
-from collections.abc import Callable, Mapping
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 from hydra.utils import get_method
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from hydra_plugins.nemo_rl_hpo import _fidelity
-from hydra_plugins.nemo_rl_hpo import _study as study_mod
-from hydra_plugins.nemo_rl_hpo._jobs import HydraSweep
-from hydra_plugins.nemo_rl_hpo._samplers import auto_sampler, make_pruner, make_sampler
-from hydra_plugins.nemo_rl_hpo._search_space import build_space, check_space
+from hydra_plugins.nemo_rl_hpo._progress import Progress
+from hydra_plugins.nemo_rl_hpo._samplers import make_pruner, make_sampler
+from hydra_plugins.nemo_rl_hpo._search_space import check_space
 from hydra_plugins.nemo_rl_hpo._settings import OptunaSettings, SweepConfigError
+from hydra_plugins.nemo_rl_hpo._study import OpenStudy
+from hydra_plugins.nemo_rl_hpo._sweep_base import HydraSweep, SweepPlan, SweepRun
 from nemo_rl_hpo.fidelity import Scheduler
 from nemo_rl_hpo.fidelity._proposer import FidelityProposer
 from nemo_rl_hpo.fidelity._sampler import RungSampler
 from nemo_rl_hpo.search.space import SearchSpace
 from nemo_rl_hpo.sweep import records, repeats
-from nemo_rl_hpo.sweep import storage as st
-from nemo_rl_hpo.sweep.core import (
-    AsyncSweep,
-    LaunchOutcome,
-    SweepAborted,
-    SweepSettings,
-    SweepSummary,
-)
-from nemo_rl_hpo.sweep.liveness import job_alive
+from nemo_rl_hpo.sweep.core import LaunchOutcome, SweepSettings
 from nemo_rl_hpo.sweep.proposer import OptunaProposer, Proposal, Proposer, counted_trials
 
 log = logging.getLogger(__name__)
-
-# Configs saved before the split name these here.
-__all__ = ["OptunaSweeperImpl", "SweepConfigError", "auto_sampler"]
 
 _MISSING = object()
 
 
 class OptunaSweeperImpl(HydraSweep):
-    def sweep(self, arguments: list[str]) -> None:
-        config = self.jobs.config
-        assert config is not None
-        started_at = datetime.now()
-        s = OptunaSettings.from_config(self.cfg)
-        loop = s.loop_settings()
-        space = build_space(self.jobs, s.params, arguments)
+    def read_settings(self) -> OptunaSettings:
+        return OptunaSettings.from_config(self.cfg)
+
+    def plan(self, s: OptunaSettings, space: SearchSpace, loop: SweepSettings) -> SweepPlan:
         check_space(self.jobs, space, s.check)
-        custom = self._custom_search_space(s)
-        in_process = self.jobs.in_process
-        loop.early_release = not in_process  # in-process jobs share Hydra's global state
-        if in_process and loop.n_jobs > 1:
-            self._say_one_at_a_time(config, loop.n_jobs)
-            loop.n_jobs = 1
+        self._custom = self._custom_search_space(s)
         sampler = make_sampler(
             s.sampler,
             space,
             n_trials=s.n_trials,
             n_jobs=loop.n_jobs,
             n_objectives=len(s.directions),
-            custom_space=custom is not None,
+            custom_space=self._custom is not None,
         )
-        fidelity = _fidelity.plan(s, config, len(space.distributions))
-        if fidelity is not None:  # the model learns from one rung (nemo_rl_hpo/fidelity/)
-            sampler = RungSampler(sampler, fidelity.min_observations or 1)
-        pruner = make_pruner(s.pruner)
-        opened = study_mod.start_study(
-            s, config, sampler, pruner, on_slurm=self.jobs.on_slurm, kind=records.KIND_OPTUNA
-        )
-        study, resume = opened.study, opened.resume
-        reps = self._repeats(s, loop)
-        if reps.active:
-            study.set_user_attr(records.STUDY_REPEATS, reps.as_dict())
+        assert self.jobs.config is not None
+        self._fidelity = _fidelity.plan(s, self.jobs.config, len(space.distributions))
+        if self._fidelity is not None:  # the model learns from one rung (nemo_rl_hpo/fidelity/)
+            sampler = RungSampler(sampler, self._fidelity.min_observations or 1)
+        self._reps = self._repeats(s, loop)
+        context = {
+            "prune_metric": s.objectives[0] if s.objectives else None,
+            "weights": s.weights,
+            "pruner": s.pruner_config,
+        }
+        return SweepPlan(sampler, make_pruner(s.pruner), records.KIND_OPTUNA, context)
+
+    def run(
+        self, s: OptunaSettings, opened: OpenStudy, space: SearchSpace, loop: SweepSettings
+    ) -> SweepRun:
+        study = opened.study
+        if self._reps.active:
+            study.set_user_attr(records.STUDY_REPEATS, self._reps.as_dict())
         log.info(
             "Study %r in %s: %d/%d trials so far; sampler %s, pruner %s, %d in parallel",
             opened.name,
             opened.masked,
             counted_trials(study.get_trials(deepcopy=False)),
             s.n_trials,
-            type(sampler).__name__,
-            type(pruner).__name__,
+            type(study.sampler).__name__,
+            type(study.pruner).__name__,
             loop.n_jobs,
         )
-        log.info("Resume this sweep with: %s", resume)
         self._warm_start(s, study, space)
-        context = {
-            "study": opened.name,
-            "storage": opened.bare_url,
-            "prune_metric": s.objectives[0] if s.objectives else None,
-            "objectives": s.objectives,
-            "weights": s.weights,
-            "pruner": s.pruner_config,
-            "storage_retry_s": s.storage_retry_s,
-        }
-
-        def launch(proposal: Proposal) -> LaunchOutcome:
-            ctx = {**context, **proposal.context}
-            if reps.active:  # n seed jobs, one trial (nemo_rl_hpo/sweep/repeats.py)
-                return self._launch_seeds(reps, study, proposal, ctx, parallel=not in_process)
-            return self.jobs.launch(proposal.trial, proposal.overrides, ctx)
-
+        config = self.jobs.config
+        custom = self._custom
         extend = (lambda t: custom(config, t)) if custom is not None else None
         optuna_proposer = OptunaProposer(study, space, s.n_trials, s.retry_failed, extend)
         proposer: Proposer = optuna_proposer
-        if fidelity is not None:
-            proposer = self._fidelity_proposer(fidelity, optuna_proposer, study, opened.sweep_dir)
-        core = AsyncSweep(
-            study,
-            proposer,
-            launch,
-            loop,
-            on_trial_end=study_mod.Progress(loop, study),
-            is_job_alive=lambda t: job_alive(t.user_attrs),
-        )
-        reattached = core.recover()
-        error: SweepAborted | None = None
-        lost: st.StorageUnavailable | None = None
-        full: str | None = None
-        summary = SweepSummary(started=time.time())
-        try:
-            summary = core.run(reattached)
-        except SweepAborted as e:
-            error = e
-            summary.counts = records.count_states(study.get_trials(deepcopy=False))
-        except st.StorageUnavailable as e:  # one line; no outputs from a study out of reach
-            lost = e
-        except Exception as e:  # a full disk: one line naming it, not a trace or failed trials
-            if not st.is_disk_full(e):
-                raise
-            full = st.disk_full_message(e, opened.sweep_dir)
-        finally:
-            if lost is None and full is None:
-                study_mod.write_outputs(study, opened.sweep_dir, started_at, s.raw, s.write_report)
-        if lost is not None:
-            raise SweepConfigError(f"{lost}; once it is back, resume with: {resume}")
-        if full is not None:
-            raise SweepConfigError(
-                f"{full}; the study is intact: free space, then resume with: {resume}"
+        if self._fidelity is not None:
+            proposer = self._fidelity_proposer(
+                self._fidelity, optuna_proposer, study, opened.sweep_dir
             )
-        log.info(
-            "Sweep done: %s. Results in %s",
-            records.counts_line(summary.counts) or "no trials",
-            opened.sweep_dir,
-        )
-        if error is not None:
-            raise SweepConfigError(str(error))
+        return SweepRun(proposer, on_trial_end=Progress(loop, study))
+
+    def launch_job(self, proposal: Proposal, context: dict[str, Any]) -> LaunchOutcome:
+        if self._reps.active:  # n seed jobs, one trial (nemo_rl_hpo/sweep/repeats.py)
+            return self._launch_seeds(
+                self._reps, proposal, context, parallel=not self.jobs.in_process
+            )
+        return super().launch_job(proposal, context)
 
     # -------------------------------------------------------------------- helpers
     @staticmethod
@@ -182,20 +123,6 @@ class OptunaSweeperImpl(HydraSweep):
         )
         return FidelityProposer(
             base, Scheduler(f), Path(sweep_dir) / "checkpoints", plan.keep_checkpoints
-        )
-
-    @staticmethod
-    def _say_one_at_a_time(config: DictConfig, n_jobs: int) -> None:
-        # Said only to a user who asked for n_jobs: the default is for parallel launchers.
-        asked = any(
-            str(o).lstrip("+").startswith("hydra.sweeper.n_jobs=")
-            for o in config.hydra.overrides.hydra
-        )
-        log.log(
-            logging.INFO if asked else logging.DEBUG,
-            "the basic launcher runs trials one at a time (n_jobs=%d ignored); "
-            "hydra/launcher=local or pool runs them in parallel",
-            n_jobs,
         )
 
     @staticmethod
@@ -266,9 +193,8 @@ class OptunaSweeperImpl(HydraSweep):
     def _launch_seeds(
         self,
         reps: repeats.Repeats,
-        study: optuna.Study,
         proposal: Proposal,
-        context: Mapping[str, Any],
+        context: dict[str, Any],
         parallel: bool,
     ) -> LaunchOutcome:
         config = self.jobs.config
@@ -284,6 +210,6 @@ class OptunaSweeperImpl(HydraSweep):
             return out.ok, out.error
 
         ok, error = repeats.launch_seeds(
-            reps, study, proposal.trial, proposal.overrides, one, subdir, parallel
+            reps, proposal.trial.study, proposal.trial, proposal.overrides, one, subdir, parallel
         )
         return LaunchOutcome(ok=ok, error=error)

@@ -1,4 +1,5 @@
-"""The study report: each plot as an offline HTML page (plotly) and a PNG (matplotlib).
+"""``build_report``: the study report, each plot as an offline HTML page (plotly) and a PNG
+(matplotlib).
 
     nemo-rl-hpo report multirun/2026-11-28/12-00-00     # -> <sweep dir>/report/index.html
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import optuna
 
-from nemo_rl_hpo.report import _io, figures, pbt_figures
+from nemo_rl_hpo.report import figures, files, pbt_figures
 from nemo_rl_hpo.report.context import Ctx, Figures, PlotEntry, SkipPlot, snapshot
 from nemo_rl_hpo.report.importance import compute_importances, importance_figure, rank_params
 from nemo_rl_hpo.report.page import index_html, plot_page, write_plotly_js
@@ -47,11 +48,11 @@ def _save(entry: PlotEntry, build: Build, out: Path) -> None:
         plt.close("all")
         return
     entry.fig = fig
-    _io.write_text(out / f"{entry.stem}.html", plot_page(fig))
+    files.write_text(out / f"{entry.stem}.html", plot_page(fig))
     buf = io.BytesIO()
     mfig.savefig(buf, format="png", dpi=100)
     plt.close("all")
-    _io.write_bytes(out / f"{entry.stem}.png", buf.getvalue())
+    files.write_bytes(out / f"{entry.stem}.png", buf.getvalue())
     entry.files = [f"{entry.stem}.html", f"{entry.stem}.png"]
 
 
@@ -166,9 +167,9 @@ def build_report(study: optuna.Study, out_dir: str | Path) -> Path:
             entries.append(entry)
     tick = time.perf_counter()
     index = out / "index.html"
-    _io.write_text(index, index_html(ctx, entries))
+    files.write_text(index, index_html(ctx, entries))
     timings["index"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - t0
-    _io.write_text(out / "timings.json", json.dumps({k: round(v, 3) for k, v in timings.items()}))
+    files.write_text(out / "timings.json", json.dumps({k: round(v, 3) for k, v in timings.items()}))
     log.info("report: %s (%.1f s)", index, timings["total"])
     return index
