@@ -111,7 +111,10 @@ def report(step: int, metrics: float | Mapping[str, float]) -> None:
         values = {str(k): float(v) for k, v in metrics.items() if _is_number(v)}
         key = prune_metric if prune_metric in values else next(iter(values), None)
         value = values.get(key) if key is not None else None
-        curves = dict(trial.user_attrs.get(records.CURVES, {}))  # type: ignore[attr-defined]
+        # From the storage, not the handle's cache: a pool worker reuses one handle for every
+        # segment of a paused-and-promoted trial, and its cache holds the first segment's curves.
+        stored = trial.storage.get_trial_user_attrs(trial._trial_id)  # type: ignore[attr-defined]
+        curves = dict(stored.get(records.CURVES, {}))
         for name, v in values.items():
             curves.setdefault(name, {})[str(step)] = v
         trial.storage.set_trial_user_attr(trial._trial_id, records.CURVES, curves)  # type: ignore[attr-defined]

@@ -3,21 +3,28 @@ promote trials from their checkpoints (``hydra/sweeper/fidelity``)."""
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
+import torch
+from omegaconf import DictConfig
 from optuna.trial import TrialState
 
+from nemo_rl_hpo import trial
 from nemo_rl_hpo.fidelity import FidelityError, FidelitySettings, Scheduler, records_from
 from nemo_rl_hpo.fidelity._claims import Claims
 from nemo_rl_hpo.fidelity._sampler import model_rung, view_trials
+from nemo_rl_hpo.fidelity._segment import CONTEXT_KEY
 from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep.storage import open_storage
-from tests.sweeplib import APPS, kill9_and_resume, load, run_app
+from tests.conftest import TINY
+from tests.sweeplib import APPS, REPO, kill9_and_resume, load, run_app
 
 # ------------------------------------------------------------------------------ schedule
 
@@ -180,6 +187,60 @@ def test_sampler_sees_each_configuration_once_at_the_highest_rung_with_enough_va
     assert [t.number for t in view_trials(trials, 5)] == [2]  # only what runs: random draws
 
 
+# ------------------------------------------------------ exactness of a paused-then-promoted trial
+
+
+def _segment_context(ckpt: Path, target: int, top: int) -> str:
+    """The trial context the fidelity proposer gives one segment (FidelityProposer._context)."""
+    seg = {"target": target, "max": top, "launched": 0.0}
+    return json.dumps({"steps": target, "checkpoint_dir": str(ckpt), CONTEXT_KEY: seg})
+
+
+def _no_time(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if k != "train_time_s"}
+
+
+def test_supervised_trial_paused_at_rungs_computes_the_uninterrupted_run(
+    compose_trial: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nemo_rl_hpo.training import train
+
+    # Dropout and the plateau scheduler: RNG, batch order and the scheduler's memory of
+    # validation losses must all come back from the rung's checkpoint.
+    cfg = compose_trial(
+        *TINY, "max_steps=12", "eval_interval=2", "dropout=0.1", "scheduler=plateau"
+    )
+    whole = train(cfg)  # outside a sweep: checkpoints in the (temporary) working dir
+    ckpt = tmp_path / "segments"
+    for target in (2, 6, 12):  # min_resource=2, η=3: rungs 2, 6, then max_resource
+        monkeypatch.setenv(trial.ENV_TRIAL, _segment_context(ckpt, target, 12))
+        part = train(cfg)
+        assert part["step"] == target
+    assert _no_time(part) == _no_time(whole)
+
+
+def test_grpo_trial_paused_at_rungs_computes_the_uninterrupted_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from omegaconf import OmegaConf
+
+    from nemo_rl_hpo.training.grpo import default_config
+    from nemo_rl_hpo.training.grpo.entry import train_grpo
+    from tests.test_grpo import SMALL
+
+    cfg = OmegaConf.merge(
+        default_config(), OmegaConf.from_dotlist([*SMALL, "checkpointing.keep_top_k=1"])
+    )
+    monkeypatch.setenv(trial.ENV_TRIAL, json.dumps({"checkpoint_dir": str(tmp_path / "whole")}))
+    whole = train_grpo(cfg)  # type: ignore[arg-type]
+    ckpt = tmp_path / "segments"
+    for target in (2, 6):  # rung 2, then max_resource (grpo.max_num_steps=6)
+        monkeypatch.setenv(trial.ENV_TRIAL, _segment_context(ckpt, target, 6))
+        part = train_grpo(cfg)  # type: ignore[arg-type]
+        assert part["step"] == target
+    assert _no_time(part) == _no_time(whole)
+
+
 # --------------------------------------------------------------------------------- sweeps
 
 FIDELITY_APP = APPS / "fidelity"
@@ -296,3 +357,181 @@ def test_kill9_while_trials_are_paused_resumes_the_schedule(tmp_path: Path) -> N
             assert [int(s) for s in steps.split()] == list(range(1, 28))
     assert len([t for t in trials if t.state != TrialState.FAIL]) == 9
     assert "promoted: resumes at step" in out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------------------------- Slurm
+SLURM = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=10",
+    "hydra.launcher.gpus_per_node=null",
+]
+
+
+def _journal(sweep: Path, name: str) -> optuna.Study:
+    backend = optuna.storages.journal.JournalFileBackend(str(sweep / "optuna.journal"))
+    return optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend))
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_on_slurm_each_segment_is_its_own_job_resuming_from_the_checkpoint(
+    tmp_path: Path,
+) -> None:
+    sweep = tmp_path / "sweep"
+    run_app(
+        FIDELITY_APP,
+        f"hydra.sweep.dir={sweep}",
+        *SLURM,
+        "hydra/sweeper/fidelity=asha",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.write_report=false",
+        "max_steps=9",  # rungs 3, then 9
+        timeout=600,
+    )
+    study = _journal(sweep, "app")
+    promoted = [t for t in study.trials if len(_rungs(t)) > 1]
+    assert promoted
+    for t in promoted:
+        jobs = [r["job"] for r in t.user_attrs[records.FIDELITY_RUNGS]]
+        # Each segment was a Slurm job of its own (numeric Slurm ids, all different)...
+        assert all(j.isdigit() for j in jobs) and len(set(jobs)) == len(jobs), jobs
+        steps = (Path(t.user_attrs[records.FIDELITY_CHECKPOINT]) / "steps.log").read_text()
+        # ...and the later one resumed from the rung's checkpoint: each step trained once.
+        assert [int(s) for s in steps.split()] == list(range(1, 10))
+    assert study.best_trial.user_attrs[records.FIDELITY_END] == "max_resource"
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_command_through_ray_sub_resumes_at_the_rung_plus_one(tmp_path: Path) -> None:
+    from tests.test_nemo_rl import _exp_dirs, _grpo_sweep, _scalars
+
+    _grpo_sweep(
+        tmp_path,
+        "hydra/sweeper/fidelity=asha",
+        "hydra.sweeper.fidelity.validation_period=2",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_jobs=2",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.sampler.seed=2",
+        "grpo.max_num_steps=6",  # rungs 2, then 6
+        "command.extra_args=['grpo.val_period=2','sft.max_num_steps=40','task.validation_size=64']",
+    )
+    study = load(tmp_path, "run_command")
+    (best,) = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert _rungs(best) == [2, 6]
+    first, second = best.user_attrs[records.FIDELITY_RUNGS]
+    # Each segment was its own ray.sub job...
+    assert first["command_jobs"] != second["command_jobs"]
+    exp1, exp2 = _exp_dirs(Path(best.user_attrs["job_dir"]))
+    # ...and the promoted one started from step_2: its first logged step is the rung + 1.
+    assert sorted(_scalars(exp1)["train/loss"]) == [1, 2]
+    assert sorted(_scalars(exp2)["train/loss"]) == [3, 4, 5, 6]
+    assert sorted(best.intermediate_values) == [2, 4, 6]
+    ckpt = Path(best.user_attrs[records.FIDELITY_CHECKPOINT])
+    assert "step_6" in {p.name for p in ckpt.iterdir()}
+
+
+# ----------------------------------------------------------------- the repository's trials
+TRAIN = REPO / "train.py"
+
+
+def _promoted_curve_continues(t: optuna.trial.FrozenTrial, metric: str, period: int) -> None:
+    """The trial's recorded curve has every validation once, across its segments' rungs."""
+    rungs = _rungs(t)
+    curve = sorted(int(s) for s in t.user_attrs[records.CURVES][metric])
+    assert curve == list(range(period, rungs[-1] + 1, period)), (rungs, curve)
+    segments = t.user_attrs[records.FIDELITY_RUNGS]
+    assert segments[1]["started"] >= segments[0]["ended"]  # the later segment came after
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_supervised_trial_on_pool_pauses_and_promotes(tmp_path: Path) -> None:
+    run_app(
+        TRAIN,
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra/launcher=pool",
+        "hydra/sweeper/fidelity=asha",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.write_report=false",
+        "~search",
+        "learning_rate=tag(log, interval(1e-3, 3e-2))",
+        "max_steps=90",  # rungs 10, 30, then 90
+        "eval_interval=10",
+        "checkpoint_interval=0",
+        "precision=fp32",
+        cwd=REPO,
+        timeout=900,
+    )
+    study = load(tmp_path, "train")
+    promoted = [t for t in study.trials if len(_rungs(t)) > 1]
+    assert promoted
+    for t in promoted:
+        _promoted_curve_continues(t, "val_loss", 10)
+    best = study.best_trial
+    assert _rungs(best) == [10, 30, 90]
+    assert best.user_attrs[records.FIDELITY_END] == "max_resource"
+    saved = torch.load(
+        Path(best.user_attrs[records.FIDELITY_CHECKPOINT]) / "last.pt", weights_only=True
+    )
+    assert saved["step"] == 90
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_grpo_trial_pauses_and_promotes(tmp_path: Path) -> None:
+    run_app(
+        TRAIN,
+        "trial=grpo",
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra/launcher=pool",
+        "hydra/sweeper/fidelity=asha",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.write_report=false",
+        "grpo.max_num_steps=12",  # rungs 4, then 12
+        "grpo.val_period=4",
+        "grpo.num_prompts_per_step=8",
+        "task.validation_size=64",
+        cwd=REPO,
+        timeout=900,
+    )
+    study = load(tmp_path, "train")
+    promoted = [t for t in study.trials if len(_rungs(t)) > 1]
+    assert promoted
+    for t in promoted:
+        _promoted_curve_continues(t, "val_reward", 4)
+    best = study.best_trial
+    assert _rungs(best) == [4, 12]
+    ckpt = Path(best.user_attrs[records.FIDELITY_CHECKPOINT])
+    assert [p.name for p in ckpt.iterdir() if p.name.startswith("step_")] == ["step_12"]
+
+
+def test_when_nothing_more_can_arrive_the_leader_runs_on_to_max_resource() -> None:
+    sched = Scheduler(FidelitySettings(10, 90, 3))
+    # Two trials at rung 30: ⌊2/3⌋ = 0 promotes nobody while configurations may still come...
+    recs = records_from(
+        [
+            (0, 0, {10: 0.5, 30: 0.4}, "paused"),
+            (1, 0, {10: 0.3, 30: 0.2}, "paused"),
+            (2, 0, {10: 0.9}, "done"),
+            (3, 0, {10: 0.8}, "done"),
+            (4, 0, {10: 0.7}, "done"),
+            (5, 0, {10: 0.6}, "done"),
+        ]
+    )
+    assert sched.promotions(recs, more_coming=True) == []
+    # ...but once none will, the best at the highest rung goes on, so the sweep has a result.
+    assert [(p.key, p.target) for p in sched.promotions(recs, more_coming=False)] == [(1, 90)]
+    assert sched.finished(recs, more_coming=False) == [0]

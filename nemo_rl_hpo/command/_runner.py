@@ -36,6 +36,7 @@ from nemo_rl_hpo.command._metrics import (
 )
 from nemo_rl_hpo.command._overrides import render_override, render_overrides
 from nemo_rl_hpo.command._spec import CommandConfigError, CommandSpec
+from nemo_rl_hpo.fidelity._segment import segment_of
 from nemo_rl_hpo.sweep import records
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def run_command(
     log.info("running %s (cwd %s)", shlex.join(argv), cwd)
 
     watcher = _Watcher(objective)
+    watcher.step = latest_step(ckpt_dir)  # steps up to a checkpoint it resumes from: told before
     started = time.monotonic()
     restarts: list[dict[str, Any]] = []
     job_ids: list[str] = []
@@ -157,7 +159,28 @@ def run_command(
             f"({spec.metrics.source} {spec.metrics.tags[objective]!r}) under {where}; check "
             "command.metrics (tags, log_subdir_glob or path) and command.log_dir_key."
         )
+    _check_rung_checkpoint(ckpt_dir)
     return metrics
+
+
+def _check_rung_checkpoint(ckpt_dir: Path) -> None:
+    """A segment that pauses at a rung must leave ``step_<rung>``: the next one resumes there.
+
+    NeMo RL saves at the last step of a run (``is_last_step``) only with
+    ``checkpointing.enabled``; a run that saved nothing there would be promoted from an older
+    step (or from scratch) and compute something else than an uninterrupted run.
+    """
+    segment = segment_of(trial.context())
+    if segment is None or int(segment["target"]) >= int(segment["max"]):
+        return
+    target, found = int(segment["target"]), latest_step(ckpt_dir)
+    if found != target:
+        raise CommandFailed(
+            f"the trial pauses at step {target} but the command left "
+            f"{'no step_N' if found is None else f'step_{found}'} in {ckpt_dir}; a paused trial "
+            "resumes from step_<rung>: enable the command's checkpointing (NeMo RL: "
+            "checkpointing.enabled=true saves at the last step) and set command.checkpoint_dir_key."
+        )
 
 
 def latest_step(checkpoint_dir: Path) -> int | None:

@@ -63,7 +63,7 @@ class FidelityProposer:
 
     def ask(self) -> Proposal | None:
         recs = self.records()
-        for promo in self.scheduler.promotions(recs):
+        for promo in self.scheduler.promotions(recs, self._more_coming()):
             if self.claims.take(promo.key, promo.rung, "promote"):
                 return self._promote(promo.key, promo.target)
         self.retire(recs)
@@ -90,7 +90,11 @@ class FidelityProposer:
         trials = self._trials()
         if any(t.state == TrialState.RUNNING and not records.is_paused(t) for t in trials):
             return True
-        return bool(self.scheduler.promotions(self.records(trials)))
+        return bool(self.scheduler.promotions(self.records(trials), self._more_coming()))
+
+    def _more_coming(self) -> bool:
+        """New configurations may still start (the budget is not spent)."""
+        return counted_trials(self._trials()) < self.base.n_trials
 
     # ------------------------------------------------------------------------- the rest
     def records(self, trials: Sequence[FrozenTrial] | None = None) -> list[Record]:
@@ -118,7 +122,7 @@ class FidelityProposer:
         """End the paused trials that can no longer be promoted (PRUNED, checkpoints freed)."""
         ended: list[int] = []
         while True:  # a trial retired below a rung may let the ones above it retire too
-            more = counted_trials(self._trials()) < self.base.n_trials
+            more = self._more_coming()
             now = self._retire_once(self.records() if recs is None or ended else recs, more)
             if not now:
                 return ended

@@ -128,7 +128,7 @@ class Scheduler:
         return later[0] if later else self.s.max_resource
 
     # -------------------------------------------------------------------------- promotion
-    def promotions(self, records: Sequence[Record]) -> list[Promotion]:
+    def promotions(self, records: Sequence[Record], more_coming: bool = True) -> list[Promotion]:
         """Paused trials that may continue now, in the order to try them.
 
         Promotion mode: per bracket, highest rung first, best value first, those in the top
@@ -136,10 +136,11 @@ class Scheduler:
         top ``max(1, ⌊n/η⌋)`` of its rung on arrival (judged once, right after it paused).
         """
         out: list[tuple[int, float, Promotion]] = []
+        leaders = self._closing_leaders(records, more_coming)
         for r in records:
             if r.status != "paused" or r.step >= self.s.max_resource:
                 continue
-            if self._promotable(r, records):
+            if self._promotable(r, records) or r.key in leaders:
                 target = self.next_target(r.bracket, r.step)
                 out.append(
                     (-r.step, self._sign * r.values[r.step], Promotion(r.key, r.step, target))
@@ -155,8 +156,9 @@ class Scheduler:
         bracket, a trial paused below it, or new configurations to come: ``more_coming``).
         """
         out = []
+        leaders = self._closing_leaders(records, more_coming)
         for r in records:
-            if r.status != "paused" or self._promotable(r, records):
+            if r.status != "paused" or self._promotable(r, records) or r.key in leaders:
                 continue
             if self.s.mode == "stopping":
                 out.append(r.key)
@@ -170,6 +172,30 @@ class Scheduler:
             if not below:
                 out.append(r.key)
         return out
+
+    def _closing_leaders(self, records: Sequence[Record], more_coming: bool) -> set[int]:
+        """When nothing more can arrive, each bracket's leader runs on to ``max_resource``.
+
+        With few configurations a rung may hold fewer than η trials, so ``⌊n/η⌋ = 0`` promotes
+        nobody and the sweep would end with no configuration at ``max_resource`` (nothing for
+        ``best``). Once no new configuration will start and nothing runs in the bracket, its
+        best paused trial at its highest rung goes on instead, one at a time, until one
+        configuration reaches ``max_resource``. Promotion mode only.
+        """
+        if more_coming or self.s.mode != "promotion":
+            return set()
+        leaders = set()
+        for b in {r.bracket for r in records}:
+            mine = [r for r in records if r.bracket == b]
+            if any(r.status == "running" or self.s.max_resource in r.values for r in mine):
+                continue
+            paused = [r for r in mine if r.status == "paused"]
+            if not paused or any(self._promotable(r, records) for r in paused):
+                continue
+            top = max(r.step for r in paused)
+            at_top = [r for r in paused if r.step == top]
+            leaders.add(min(at_top, key=lambda r: (self._sign * r.values[top], r.key)).key)
+        return leaders
 
     def _promotable(self, r: Record, records: Sequence[Record]) -> bool:
         step = r.step

@@ -58,15 +58,17 @@ def end(study: optuna.Study, frozen: FrozenTrial, value: float, segment: Mapping
     rungs = [
         r for r in frozen.user_attrs.get(records.FIDELITY_RUNGS, []) if int(r["step"]) != step
     ]  # a requeued job that ends at the same step replaces its own record
-    rungs.append(
-        {
-            "step": step,
-            "value": value,
-            "job": job_id(),
-            "started": float(segment.get("launched") or time.time()),
-            "ended": time.time(),
-        }
-    )
+    record = {
+        "step": step,
+        "value": value,
+        "job": job_id(),
+        "started": float(segment.get("launched") or time.time()),
+        "ended": time.time(),
+    }
+    command_jobs = frozen.user_attrs.get(records.COMMAND_SLURM_JOB_IDS)
+    if command_jobs:  # an external command's own Slurm jobs (ray.sub) in this segment
+        record["command_jobs"] = list(command_jobs)
+    rungs.append(record)
     rungs.sort(key=lambda r: int(r["step"]))
     storage.set_trial_user_attr(trial_id, records.FIDELITY_RUNGS, rungs)
     if step < target:
