@@ -262,7 +262,9 @@ EOF
     deadline=$(($(date +%s) + SECONDS_WAIT))
     while :; do
         st=$(timeout 5 sinfo -h -N -o %T 2>/dev/null || true)
-        [[ $st == idle || $st == mixed || $st == allocated ]] && break
+        # completing: up, still finishing jobs that ran through a controller restart (their
+        # srun step resends its completion only every 60 s, so this can last a minute).
+        [[ $st == idle || $st == mixed || $st == allocated || $st == completing ]] && break
         if [[ $st == drain* || $st == down* ]]; then
             scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true
         fi
