@@ -42,7 +42,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +54,7 @@ sys.path.insert(0, str(BENCH.parent))
 
 import _common as c  # noqa: E402
 import curves  # noqa: E402
+from _nearest import Nearest, parse_overrides  # noqa: E402
 
 # name -> Hydra overrides of `python train.py -m trial=<trial>`
 CONTENDERS: dict[str, list[str]] = {
@@ -70,6 +71,9 @@ CONTENDERS: dict[str, list[str]] = {
     "sha": ["hydra/sweeper/pruner=successive_halving"],
     "random_hyperband": ["hydra/sweeper/sampler=random", "hydra/sweeper/pruner=hyperband"],
     "repeats2": ["hydra.sweeper.repeats=2"],
+    "asha": ["hydra/sweeper/fidelity=asha"],
+    "hyperband_pause": ["hydra/sweeper/fidelity=hyperband"],
+    "random_asha": ["hydra/sweeper/sampler=random", "hydra/sweeper/fidelity=asha"],
 }
 
 
@@ -95,6 +99,7 @@ class Table:
     overrides: dict[str, list[str]]  # key -> overrides
     seeds: list[int]
     default_key: str
+    fixed: list[str] = field(default_factory=list)  # the build's --set overrides
     full_run_s: float = 0.0  # median CPU seconds of a full-length run
 
     @property
@@ -142,7 +147,9 @@ def load_table(path: Path) -> Table:
         )
         overrides.setdefault(r["key"], r["overrides"])
     seeds = sorted({s for _, s in runs})
-    table = Table(kind, runs, overrides, seeds, default_key=records[0]["key"])
+    table = Table(
+        kind, runs, overrides, seeds, records[0]["key"], list(records[0].get("fixed", []))
+    )
     full = [sum(run.cpu) for run in runs.values() if not run.error]
     table.full_run_s = statistics.median(full)
     return table
@@ -151,69 +158,27 @@ def load_table(path: Path) -> Table:
 # --- nearest configuration --------------------------------------------------------------------
 
 
-class Nearest:
-    """Map a sampled configuration to the table's nearest one (and say how far it was)."""
+def space_spec(space: Any) -> list[dict[str, Any]]:
+    """The project's search space as plain data, for ``_nearest`` and the peers' venv."""
+    from optuna.distributions import CategoricalDistribution
 
-    def __init__(self, space: Any, table: Table, keys: Sequence[str]) -> None:
-        from optuna.distributions import CategoricalDistribution
+    from nemo_rl_hpo.search.grammar import format_value
 
-        self.space = space
-        self.keys = list(keys)
-        self.numeric = [
-            p for p in space.params if not isinstance(p.distribution, CategoricalDistribution)
-        ]
-        self.categorical = [
-            p for p in space.params if isinstance(p.distribution, CategoricalDistribution)
-        ]
-        self.rows = [self._vector(self._parse(table.overrides[k])) for k in self.keys]
-        self._cache: dict[tuple[Any, ...], tuple[str, int, float]] = {}
-
-    def _parse(self, overrides: Sequence[str]) -> dict[str, str]:
-        out = {}
-        for o in overrides:
-            k, _, v = o.partition("=")
-            out[k] = v
-        return out
-
-    def _unit(self, p: Any, text: str) -> float:
+    spec = []
+    for p in space.params:
         d = p.distribution
-        x = float(text)
-        lo, hi = float(d.low), float(d.high)
-        if d.log:
-            return (math.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo))
-        return (x - lo) / (hi - lo) if hi > lo else 0.0
-
-    def _vector(self, values: Mapping[str, str]) -> tuple[list[str | None], list[float | None]]:
-        cats = [values.get(p.key) for p in self.categorical]
-        nums = [self._unit(p, values[p.key]) if p.key in values else None for p in self.numeric]
-        return cats, nums
-
-    def __call__(self, overrides: Sequence[str]) -> tuple[str, int, float]:
-        """(table key, categorical mismatches, numeric distance) of the nearest configuration."""
-        values = self._parse(o for o in overrides if not o.startswith("trial="))  # type: ignore[arg-type]
-        cache_key = tuple(sorted(values.items()))
-        hit = self._cache.get(cache_key)
-        if hit is not None:
-            return hit
-        cats, nums = self._vector(values)
-        best: tuple[int, float, str] | None = None
-        for key, (rc, rn) in zip(self.keys, self.rows, strict=True):
-            mism = sum(1 for a, b in zip(cats, rc, strict=True) if a != b)
-            if best is not None and mism > best[0]:
-                continue
-            sq = 0.0
-            for a, b in zip(nums, rn, strict=True):
-                if a is not None and b is not None:
-                    sq += (a - b) ** 2
-                elif a is not None or b is not None:
-                    sq += 1.0  # a conditional key on one side only: as far as a range apart
-            d = math.sqrt(sq)
-            if best is None or (mism, d) < (best[0], best[1]):
-                best = (mism, d, key)
-        assert best is not None
-        out = (best[2], best[0], best[1])
-        self._cache[cache_key] = out
-        return out
+        cond = space.conditions.get(p.key)
+        entry: dict[str, Any] = {"key": p.key}
+        if isinstance(d, CategoricalDistribution):
+            entry.update(kind="categorical", choices=[format_value(c) for c in d.choices])
+        else:
+            is_int = type(d).__name__ == "IntDistribution"
+            entry.update(kind="int" if is_int else "float", low=d.low, high=d.high, log=d.log,
+                         step=d.step)  # fmt: skip
+        if cond is not None:
+            entry["condition"] = {"group": cond.group, "options": sorted(cond.options)}
+        spec.append(entry)
+    return spec
 
 
 # --- one simulated sweep ----------------------------------------------------------------------
@@ -232,7 +197,9 @@ class _Job:
     trial_id: int
     context: str  # the JSON trial context, as the launcher puts it in the job's environment
     run: Run
-    seg: int = 0
+    segs: list[int]  # indices of the validations this job runs to (a segment, under fidelity)
+    index: int = 0  # which seed of a repeated configuration
+    seg: int = 0  # position in segs
 
 
 @dataclass
@@ -262,61 +229,86 @@ def simulate_one(
     n_trials: int,
     test_seeds: list[int],
 ) -> SweepResult:
-    """One sweep of one contender on the table, with simulated time."""
+    """One sweep of one contender on the table, with simulated time.
+
+    Built as ``hydra_plugins/nemo_rl_hpo/_impl.py`` builds a live sweep (settings, sampler,
+    pruner, repeats, the fidelity proposer); the loop below is ``AsyncSweep.run`` with events
+    in place of threads.
+    """
+    import random
+
     import optuna
     from omegaconf import OmegaConf
 
+    from hydra_plugins.nemo_rl_hpo import _fidelity
     from hydra_plugins.nemo_rl_hpo._samplers import make_pruner, make_sampler
+    from hydra_plugins.nemo_rl_hpo._settings import OptunaSettings
     from nemo_rl_hpo import trial as trial_api
+    from nemo_rl_hpo.fidelity import Scheduler
+    from nemo_rl_hpo.fidelity._proposer import FidelityProposer
+    from nemo_rl_hpo.fidelity._sampler import RungSampler
     from nemo_rl_hpo.sweep import job as job_api
     from nemo_rl_hpo.sweep import records, repeats
-    from nemo_rl_hpo.sweep.proposer import OptunaProposer
+    from nemo_rl_hpo.sweep.proposer import OptunaProposer, Proposer
 
     kind = table.kind
     cfg = composer.compose(
-        [f"trial={kind.name}", *overrides, f"hydra.sweeper.n_trials={n_trials}"], hydra=True
+        [f"trial={kind.name}", *table.fixed, *overrides, f"hydra.sweeper.n_trials={n_trials}"],
+        hydra=True,
     )
-    sw = cfg.hydra.sweeper
-    sampler_cfg = sw.sampler
-    if "seed" in sampler_cfg:
+    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)
+    sweeper["n_jobs"] = n_jobs  # type: ignore[index]
+    s = OptunaSettings.from_config(OmegaConf.create(sweeper))  # type: ignore[arg-type]
+    sampler_cfg = s.sampler
+    if sampler_cfg is not None and "seed" in sampler_cfg:
         sampler_cfg = OmegaConf.merge(sampler_cfg, {"seed": seed})
-    reps = repeats.Repeats.from_config(int(sw.repeats), kind.seed_key, str(sw.aggregate))
+    reps = repeats.Repeats.from_config(s.repeats, kind.seed_key, s.aggregate)
     in_flight = reps.configurations_in_flight(n_jobs) if reps.active else n_jobs
     sampler = make_sampler(
-        sampler_cfg,
-        space,
-        n_trials=n_trials,
-        n_jobs=in_flight,
-        n_objectives=1,
-        custom_space=False,
+        sampler_cfg, space, n_trials=n_trials, n_jobs=in_flight, n_objectives=1, custom_space=False
     )
-    pruner = make_pruner(sw.pruner)
-    study = optuna.create_study(direction=sw.direction, sampler=sampler, pruner=pruner)
-    proposer = OptunaProposer(study, space, n_trials)
-    pruner_cfg = OmegaConf.to_container(sw.pruner, resolve=True) if sw.pruner else None
+    task_cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
+    fidelity = _fidelity.plan(s, task_cfg, len(space.distributions))
+    if fidelity is not None:
+        sampler = RungSampler(sampler, fidelity.min_observations or 1)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(
+        storage=storage,
+        study_name=f"sim-{contender}-{seed}",
+        direction=s.directions[0],  # type: ignore[arg-type]
+        sampler=sampler,
+        pruner=make_pruner(s.pruner),
+    )
+    base = OptunaProposer(study, space, n_trials)
+    proposer: Proposer = base
+    if fidelity is not None:
+        proposer = FidelityProposer(
+            base, Scheduler(fidelity.settings), Path("/nonexistent/simulated"), True
+        )
     base_ctx = {
         "study": study.study_name,
         "storage": "simulated://memory",
         "prune_metric": kind.objective,
         "objectives": [kind.objective],
         "weights": None,
-        "pruner": pruner_cfg,
+        "pruner": s.pruner_config,
     }
     ids: dict[int, int] = {}
 
-    def in_memory_trial(storage: str, study_name: str, number: int, pruner: str = "") -> Any:
+    def in_memory_trial(storage_url: str, study_name: str, number: int, pruner: str = "") -> Any:
         return optuna.Trial(study, ids[number])
 
     trial_api._trial = in_memory_trial  # type: ignore[assignment]  # the one seam (see top)
-    import random
 
     rng = random.Random(seed * 7919 + 17)
-    pool = [s for s in table.seeds if s not in test_seeds]
+    pool = [x for x in table.seeds if x not in test_seeds]
     clock = 0.0
     events: list[_Event] = []
     order = 0
-    busy: dict[int, int] = {}  # trial number -> seed jobs still running
+    busy: dict[int, int] = {}  # trial number -> its jobs still running (seeds of a repeat)
     keys: dict[int, str] = {}
+    runs: dict[tuple[int, int], Run] = {}  # (trial number, seed index) -> its table run
+    done_step: dict[tuple[int, int], int] = {}  # how far a paused trial got
     finished: list[dict[str, Any]] = []
     incumbents: list[tuple[float, str]] = []
     distances: list[tuple[int, float]] = []
@@ -325,13 +317,17 @@ def simulate_one(
     per_config = reps.n if reps.active else 1
     deadline = math.inf if budget_s is None else budget_s
 
-    def start(number: int, trial_id: int, ctx: dict[str, Any], run: Run) -> None:
+    def start(number: int, index: int, ctx: dict[str, Any]) -> None:
         nonlocal order
-        job = _Job(number, trial_id, json.dumps(ctx, separators=(",", ":")), run)
-        if not run.steps:  # a run that failed before its first validation
-            heapq.heappush(events, _Event(clock + 1.0, order, job))
-        else:
-            heapq.heappush(events, _Event(clock + run.cpu[0], order, job))
+        run = runs[(number, index)]
+        target = ctx.get("steps")
+        first = done_step.get((number, index), 0)
+        segs = [i for i, st in enumerate(run.steps) if st > first]
+        if target is not None:
+            segs = [i for i in segs if run.steps[i] <= int(target)]
+        job = _Job(number, ids[number], json.dumps(ctx, separators=(",", ":")), run, segs, index)
+        wait = run.cpu[segs[0]] if segs else 1.0
+        heapq.heappush(events, _Event(clock + wait, order, job))
         order += 1
 
     while True:
@@ -339,27 +335,24 @@ def simulate_one(
             proposal = proposer.ask()
             if proposal is None:
                 break
-            ids[proposal.number] = proposal.trial._trial_id
-            study._storage.set_trial_user_attr(
-                proposal.trial._trial_id, records.OVERRIDES, proposal.overrides
-            )
-            key, mism, dist = nearest(proposal.overrides)
-            keys[proposal.number] = key
-            distances.append((mism, dist))
-            ctx = {**base_ctx, **proposal.context, "number": proposal.number}
-            if reps.active:
-                for i in range(reps.n):
-                    rep = {"index": i, "seed": i, **reps.as_dict()}
-                    run = table.runs[(key, pool[i % len(pool)])]
-                    start(proposal.number, proposal.trial._trial_id, {**ctx, "repeat": rep}, run)
-            else:
-                start(
-                    proposal.number,
-                    proposal.trial._trial_id,
-                    ctx,
-                    table.runs[(key, rng.choice(pool))],
+            number = proposal.number
+            ids[number] = proposal.trial._trial_id
+            if number not in keys:  # a new configuration (not a promotion)
+                study._storage.set_trial_user_attr(
+                    proposal.trial._trial_id, records.OVERRIDES, proposal.overrides
                 )
-            busy[proposal.number] = per_config
+                key, mism, dist = nearest(parse_overrides(proposal.overrides))
+                keys[number] = key
+                distances.append((mism, dist))
+                for i in range(per_config):
+                    seed_of_run = pool[i % len(pool)] if reps.active else rng.choice(pool)
+                    runs[(number, i)] = table.runs[(key, seed_of_run)]
+            ctx = {**base_ctx, **proposal.context, "number": number}
+            for i in range(per_config):
+                if reps.active:
+                    ctx = {**ctx, "repeat": {"index": i, "seed": i, **reps.as_dict()}}
+                start(number, i, ctx)
+            busy[number] = per_config
         if not events:
             break
         ev = heapq.heappop(events)
@@ -370,27 +363,29 @@ def simulate_one(
         job: _Job = ev.job
         os.environ[trial_api.ENV_TRIAL] = job.context
         run = job.run
-        done = False
         result: Any = None
         completed = True
-        if not run.steps:
-            done, completed, result = True, False, RuntimeError(run.error or "no validation")
+        ended = True
+        if not job.segs:
+            completed, result = False, RuntimeError(run.error or "no validation")
         else:
-            i = job.seg
+            i = job.segs[job.seg]
             trial_api.report(run.steps[i], run.metrics[i])
             n_segments += 1
+            done_step[(job.number, job.index)] = run.steps[i]
             pruned = trial_api.should_prune()
-            last = i == len(run.steps) - 1
+            last = job.seg == len(job.segs) - 1
             if pruned or last:
-                done = True
-                result = run.final if last and not pruned else {**run.metrics[i]}
-                if last and run.error:
+                at_end = i == len(run.steps) - 1
+                result = run.final if at_end and not pruned else dict(run.metrics[i])
+                if at_end and run.error:
                     completed, result = False, RuntimeError(run.error)
             else:
+                ended = False
                 job.seg += 1
-                heapq.heappush(events, _Event(clock + run.cpu[job.seg], order, job))
+                heapq.heappush(events, _Event(clock + run.cpu[job.segs[job.seg]], order, job))
                 order += 1
-        if not done:
+        if not ended:
             continue
         job_api.on_job_end(completed, result)
         busy[job.number] -= 1
@@ -398,38 +393,25 @@ def simulate_one(
             continue
         del busy[job.number]
         frozen = study._storage.get_trial(job.trial_id)
-        if (
-            frozen.state == optuna.trial.TrialState.RUNNING
-        ):  # a seed told nothing: the loop fails it
+        if not (frozen.state.is_finished() or records.is_paused(frozen)):
             records.fail_trial(study, frozen, "the job ended without reporting a result")
             frozen = study._storage.get_trial(job.trial_id)
         proposer.tell(frozen)
-        value = frozen.value if frozen.state == optuna.trial.TrialState.COMPLETE else None
-        finished.append(
-            {
-                "time": clock,
-                "number": job.number,
-                "state": frozen.state.name,
-                "value": value,
-                "key": keys[job.number],
-            }
-        )
-        if value is not None and (best is None or table.sign * (value - best) < 0):
-            best = value
-            incumbents.append((clock, keys[job.number]))
+        for t in study.get_trials(deepcopy=False):  # told now, or retired by the proposer
+            if t.state.is_finished() and t.number not in {f["number"] for f in finished}:
+                value = t.value if t.state == optuna.trial.TrialState.COMPLETE else None
+                finished.append(
+                    {"time": clock, "number": t.number, "state": t.state.name, "value": value,
+                     "key": keys.get(t.number)}
+                )  # fmt: skip
+                if value is not None and (best is None or table.sign * (value - best) < 0):
+                    best = value
+                    incumbents.append((clock, keys[t.number]))
     os.environ.pop(trial_api.ENV_TRIAL, None)
     return SweepResult(
-        contender,
-        seed,
-        test_seeds,
-        finished,
-        incumbents,
-        clock,
-        distances,
-        len(keys),
-        n_segments,
-        n_trials,
-    )
+        contender, seed, test_seeds, finished, incumbents, clock, distances,
+        len(keys), n_segments, n_trials,
+    )  # fmt: skip
 
 
 # --- many sweeps ------------------------------------------------------------------------------
@@ -450,8 +432,9 @@ def _init(table_path: str) -> None:
     table = load_table(Path(table_path))
     composer = curves.Composer()
     space = composer.space(table.kind)
+    configs = {k: table.overrides[k] for k in table.keys()}
     _WORKER.update(
-        table=table, composer=composer, space=space, nearest=Nearest(space, table, table.keys())
+        table=table, composer=composer, space=space, nearest=Nearest(space_spec(space), configs)
     )
 
 
@@ -510,6 +493,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", help="bench/results/<out>.json and .png (default: sim_<table>)")
     ap.add_argument("--list", action="store_true", help="print the contenders and exit")
+    ap.add_argument("--dump-space", metavar="PATH", help="write the space spec (for the peers)")
     args = ap.parse_args(argv)
     contenders = dict(CONTENDERS)
     for spec in args.contender:
@@ -521,6 +505,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.table:
         ap.error("--table is required")
+    if args.dump_space:
+        table = load_table(Path(args.table))
+        with curves.Composer() as composer:
+            spec = space_spec(composer.space(table.kind))
+        Path(args.dump_space).write_text(json.dumps(spec, indent=1))
+        return
     names = [n for n in args.contenders.split(",") if n]
     unknown = [n for n in names if n not in contenders]
     if unknown:

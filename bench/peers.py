@@ -1,0 +1,302 @@
+"""Ray Tune and Syne Tune on the same curve tables, workers and budgets as bench/simulate.py.
+
+Runs in its own venv (never the project's): ``bench/_work/ray-venv`` with ``ray[tune]==2.60.0``
+(and ``syne-tune`` for its ASHA)::
+
+    python3 -m venv bench/_work/ray-venv
+    bench/_work/ray-venv/bin/pip install "ray[tune]==2.60.0" syne-tune
+    .venv/bin/python bench/simulate.py --table bench/data/grpo.jsonl.gz --dump-space \\
+        bench/_work/space_grpo.json
+    bench/_work/ray-venv/bin/python bench/peers.py --table bench/data/grpo.jsonl.gz \\
+        --space bench/_work/space_grpo.json --contenders ray_random,ray_asha,ray_hyperband \\
+        --seeds 20
+
+The trainable is a Ray Tune function trainable that reads the table: the sampled configuration
+maps to the nearest table configuration (``_nearest.py``, the simulator's rule), and each
+validation segment sleeps ``--scale`` x its recorded CPU seconds, then reports through
+``tune.report`` with a checkpoint (HyperBandScheduler pauses and resumes trials from it). Ray
+decides in real time, so the order of events follows the scaled sleeps plus Ray's own overhead;
+the *budget* and the clock of the anytime curve are not wall time but the recorded seconds the
+sweep consumed (worker-seconds / n_jobs), exactly the simulator's clock. Seeds and the tuning
+/ test split are the simulator's (seed i: sampler seed i; test seeds rotate).
+PBT and PB2 are not replayed: a member that exploits and explores changes its hyperparameters
+mid-run, and a table of constant-configuration runs has no curve for that (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+# No per-result CSV/JSON/TensorBoard files: they cost more than a replayed segment.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+from _nearest import Nearest, active, read_records  # noqa: E402
+
+OBJECTIVE = {"supervised": ("val_loss", "min"), "grpo": ("val_reward", "max")}
+
+
+class Table:
+    """The records as the simulator reads them: steps, values, CPU seconds per segment."""
+
+    def __init__(self, path: Path) -> None:
+        recs = read_records(path)
+        self.trial = recs[0]["trial"]
+        self.objective, self.mode = OBJECTIVE[self.trial]
+        self.sign = 1.0 if self.mode == "min" else -1.0
+        self.default_key = recs[0]["key"]
+        self.runs: dict[tuple[str, int], dict[str, Any]] = {}
+        self.configs: dict[str, list[str]] = {}
+        for r in recs:
+            steps = sorted(int(s) for s in r["curve"] if int(s) > 0)
+            cpu_by = {int(g["step"]): float(g["cpu_s"]) for g in r["segments"]}
+            cpu = [cpu_by.get(s, 0.0) for s in steps]
+            if steps and 0 in cpu_by:
+                cpu[0] += cpu_by[0]
+            if cpu:
+                cpu[-1] += float(r["tail"]["cpu_s"])
+            vals = [float(r["curve"][str(s)]) for s in steps]
+            self.runs[(r["key"], int(r["seed"]))] = {
+                "steps": steps,
+                "cpu": cpu,
+                "values": vals,
+                "error": r["error"],
+            }
+            self.configs.setdefault(r["key"], r["overrides"])
+        self.seeds = sorted({s for _, s in self.runs})
+        self.keys = [k for k in self.configs if all((k, s) in self.runs for s in self.seeds)]
+        full = [sum(v["cpu"]) for v in self.runs.values() if not v["error"]]
+        self.full_run_s = statistics.median(full)
+        self.max_step = max(max(v["steps"]) for v in self.runs.values() if v["steps"])
+        self.first_step = min(min(v["steps"]) for v in self.runs.values() if v["steps"])
+
+    def final(self, key: str, seed: int) -> float:
+        run = self.runs[(key, seed)]
+        if run["error"] or not run["values"]:
+            return math.inf * self.sign
+        return float(run["values"][-1])
+
+    def true_quality(self, key: str, test: list[int]) -> float:
+        return statistics.fmean(self.final(key, s) for s in test)
+
+
+def param_space(spec: list[dict[str, Any]], tune: Any) -> dict[str, Any]:
+    """The project's space in Ray's terms; every key is sampled, the trainable drops inactive
+    conditional keys (as the simulator's nearest-configuration rule reads them)."""
+    out: dict[str, Any] = {}
+    for p in spec:
+        if p["kind"] == "categorical":
+            out[p["key"]] = tune.choice(p["choices"])
+        elif p["kind"] == "int":
+            step = p.get("step") or 1
+            out[p["key"]] = tune.choice(list(range(int(p["low"]), int(p["high"]) + 1, step)))
+        elif p["log"]:
+            out[p["key"]] = tune.loguniform(p["low"], p["high"])
+        else:
+            out[p["key"]] = tune.uniform(p["low"], p["high"])
+    return out
+
+
+def run_ray(
+    table: Table,
+    nearest: Nearest,
+    spec: list[dict[str, Any]],
+    contender: str,
+    seed: int,
+    pool: list[int],
+    n_jobs: int,
+    budget_s: float,
+    scale: float,
+) -> list[dict[str, Any]]:
+    """One Ray Tune sweep; the trials that reached the full length, with their clock."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    obj, mode = table.objective, table.mode
+    runs = table.runs
+    pauses = contender == "ray_hyperband"
+
+    def trainable(config: dict[str, Any]) -> None:
+        values = active(spec, {k: _text(v) for k, v in config.items()})
+        key, _, _ = nearest(values)
+        rng = random.Random(json.dumps(config, sort_keys=True, default=str))
+        run = runs[(key, rng.choice(pool))]
+        start = 0
+        ckpt = tune.get_checkpoint()
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                start = int(json.loads((Path(d) / "seg.json").read_text())["next"])
+        for i in range(start, len(run["steps"])):
+            time.sleep(run["cpu"][i] * scale)
+            if not pauses:  # a checkpoint only where the scheduler pauses and resumes
+                tune.report(
+                    {
+                        "step": run["steps"][i],
+                        obj: run["values"][i],
+                        "cost_s": run["cpu"][i],
+                        "key": key,
+                        "last": i == len(run["steps"]) - 1,
+                    }
+                )
+                continue
+            with tempfile.TemporaryDirectory() as d:
+                (Path(d) / "seg.json").write_text(json.dumps({"next": i + 1}))
+                tune.report(
+                    {
+                        "step": run["steps"][i],
+                        obj: run["values"][i],
+                        "cost_s": run["cpu"][i],
+                        "key": key,
+                        "last": i == len(run["steps"]) - 1,
+                    },
+                    checkpoint=tune.Checkpoint.from_directory(d),
+                )
+
+    consumed = [0.0]
+    done: list[dict[str, Any]] = []
+
+    def stopper(trial_id: str, result: dict[str, Any]) -> bool:
+        consumed[0] += float(result.get("cost_s", 0.0))
+        if result.get("last"):
+            done.append({"time": consumed[0] / n_jobs, "value": result[obj], "key": result["key"]})
+        return False
+
+    class Budget(tune.Stopper):
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            return stopper(trial_id, result)
+
+        def stop_all(self) -> bool:
+            return consumed[0] >= budget_s * n_jobs
+
+    rungs = {"time_attr": "step", "max_t": table.max_step}
+    if contender == "ray_asha":
+        sched: Any = ASHAScheduler(**rungs, grace_period=table.first_step, reduction_factor=3)
+    elif contender == "ray_hyperband":
+        sched = HyperBandScheduler(**rungs, reduction_factor=3)
+    else:
+        sched = FIFOScheduler()
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=n_jobs, include_dashboard=False, log_to_driver=False, logging_level="ERROR"
+        )
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space=param_space(spec, tune),
+        tune_config=tune.TuneConfig(
+            metric=obj,
+            mode=mode,
+            scheduler=sched,
+            num_samples=100000,
+            max_concurrent_trials=n_jobs,
+            reuse_actors=True,
+            search_alg=BasicVariantGenerator(random_state=seed, max_concurrent=n_jobs),
+        ),
+        run_config=tune.RunConfig(
+            stop=Budget(),
+            verbose=0,
+            storage_path=str(BENCH / "_work" / "ray-results"),
+            name=f"{contender}-{seed}-{os.getpid()}",
+        ),
+    )
+    tuner.fit()
+    return done
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--table", required=True)
+    ap.add_argument("--space", required=True, help="simulate.py --dump-space output")
+    ap.add_argument("--contenders", default="ray_random,ray_asha,ray_hyperband")
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--n-jobs", type=int, default=4)
+    ap.add_argument("--budgets", default="30,60")
+    ap.add_argument("--tune-seeds", type=int, default=1)
+    ap.add_argument("--scale", type=float, default=0.01, help="wall s slept per recorded s")
+    ap.add_argument("--out", help="bench/results/<out>.json (default: peers_<table>)")
+    args = ap.parse_args()
+    table = Table(Path(args.table))
+    spec = json.loads(Path(args.space).read_text())
+    nearest = Nearest(spec, {k: table.configs[k] for k in table.keys})
+    budgets = [float(b) for b in args.budgets.split(",")]
+    budget_s = max(budgets) * table.full_run_s / args.n_jobs
+    out = args.out or f"peers_{Path(args.table).name.split('.')[0]}"
+    path = BENCH / "results" / f"{out}.json"
+    payload: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    have = {(r["contender"], r["seed"]) for r in payload["rows"]}
+    best_cache: dict[tuple[int, ...], float] = {}
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        n = len(table.seeds)
+        tune_set = {table.seeds[(seed + j) % n] for j in range(min(args.tune_seeds, n - 1))}
+        test = [s for s in table.seeds if s not in tune_set]
+        pool = sorted(tune_set)
+        k = tuple(test)
+        if k not in best_cache:
+            best_cache[k] = table.sign * min(
+                table.sign * table.true_quality(x, test) for x in table.keys
+            )
+        for name in args.contenders.split(","):
+            if (name, seed) in have:
+                continue
+            t0 = time.time()
+            done = run_ray(
+                table, nearest, spec, name, seed, pool, args.n_jobs, budget_s, args.scale
+            )
+            for b in budgets:
+                t = b * table.full_run_s / args.n_jobs
+                seen = [d for d in done if d["time"] <= t]
+                if not seen:
+                    q, regret = math.nan, math.inf
+                else:
+                    inc = min(seen, key=lambda d: table.sign * d["value"])
+                    q = table.true_quality(inc["key"], test)
+                    regret = table.sign * (q - best_cache[k])
+                payload["rows"].append(
+                    {
+                        "contender": name,
+                        "seed": seed,
+                        "budget": b,
+                        "regret": regret,
+                        "true": q,
+                        "trials": len(seen),
+                    }
+                )
+            payload.setdefault("incumbents", {})[f"{name}/{seed}"] = done
+            print(
+                f"{name} seed {seed}: {len(done)} full-length trials, {time.time() - t0:.0f} s",
+                flush=True,
+            )
+            path.write_text(json.dumps(payload, indent=1))
+    payload.update(
+        table=args.table,
+        n_jobs=args.n_jobs,
+        scale=args.scale,
+        full_run_cpu_s=table.full_run_s,
+        command=" ".join(sys.argv),
+    )
+    path.write_text(json.dumps(payload, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
