@@ -24,7 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from nemo_rl_hpo.sweep import records, repeats
+from nemo_rl_hpo.sweep import cost, records, repeats
+from nemo_rl_hpo.sweep.budget import Budget
+from nemo_rl_hpo.sweep.budget import status as budget_status
 
 if TYPE_CHECKING:
     import optuna
@@ -101,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", metavar="SECONDS", type=_positive, help="refresh every SECONDS")
     p.add_argument(
         "--iterations", metavar="N", type=_count, help="with --watch: stop after N refreshes"
+    )
+    p.add_argument(
+        "--refresh-cost",
+        action="store_true",
+        help="ask Slurm's accounting (sacct) again for jobs whose cost was measured locally "
+        "while it was unavailable, and record what it says",
     )
     p = sub.add_parser(
         "best",
@@ -203,6 +211,17 @@ def _status_view(study: optuna.Study) -> RenderableType:
         line = f"trial {best.number}: {info.objectives[0]}={_fmt(best.value)}" if best else "-"
         spread = repeats.spread(best) if best else None
         head.add_row("best", f"{line}; seeds {spread}" if spread else line)
+    system_attrs = study._storage.get_study_system_attrs(study._study_id)
+    budget = Budget.from_mapping(study.user_attrs.get(records.STUDY_BUDGET) or {})
+    for st in budget_status(system_attrs, budget):
+        head.add_row(f"{st.kind}-hours", st.line().split(": ", 1)[1])
+    missing = cost.study_totals(system_attrs).local_jobs
+    if missing:
+        head.add_row(
+            "accounting",
+            f"{missing} Slurm job(s) measured locally (sacct was unavailable); "
+            "run status --refresh-cost",
+        )
     running = [t for t in trials if t.state.name == "RUNNING"]
     if not running:  # a finished sweep: one line, not an empty table
         head.add_row("running", "none")
@@ -234,6 +253,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise CliError("--iterations needs --watch SECONDS.", code=2)
     study = _load(args)
     console = Console()
+    if args.refresh_cost:
+        n = cost.refresh(study)
+        console.print(f"cost: {n} job record(s) filled in from sacct")
     if args.watch is None:
         console.print(_status_view(study))
         return 0

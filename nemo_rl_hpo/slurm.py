@@ -191,19 +191,27 @@ class Run:
 _USAGE_FIELDS = "State,ElapsedRaw,AllocTRES,NNodes,Submit,Start,TotalCPU"
 
 
+class AccountingUnavailable(RuntimeError):
+    """sacct cannot answer (slurmdbd down, no accounting on this cluster)."""
+
+
 def runs(job_id: str) -> list[Run] | None:
-    """Every run of the job, oldest first, once all have ended; None while one still runs or
-    when the accounting cannot answer (slurmdbd down, no accounting)."""
+    """Every run of the job, oldest first, once all have ended; None while one still runs (or
+    sacct has not recorded it yet). Raises :class:`AccountingUnavailable` when sacct fails."""
     rows = sacct(job_id, _USAGE_FIELDS, all_runs=True)
+    if rows is None:
+        raise AccountingUnavailable(f"sacct cannot answer for job {job_id}")
     if not rows:
         return None
     out = []
-    for row in rows:
+    for i, row in enumerate(rows):
         if len(row) < 7:
             return None
         state, elapsed, tres, nodes, submit, start, total_cpu = row[:7]
         state = _first_word(state)
-        if state not in FINAL:
+        # An earlier run of a requeued job shows REQUEUED (or the state it was killed in):
+        # it has ended. The latest run must have ended too.
+        if i == len(rows) - 1 and state not in FINAL:
             return None
         out.append(
             Run(

@@ -162,6 +162,19 @@ def set_user_attr(key: str, value: Any) -> None:
     trial.storage.set_trial_user_attr(trial._trial_id, key, value)  # type: ignore[attr-defined]
 
 
+def record_job_cost(job_key: str, cost: Mapping[str, Any]) -> None:
+    """Record what one job of this trial used (a job it submitted itself, e.g. to Slurm):
+    ``{"gpus", "wall_s", "queue_s", "gpu_s", "cpu_s", "source", "started", "ended", "job_id"}``
+    under ``job_key`` (the Slurm job id where there is one). The sweep sums a trial's jobs for
+    its budget and report. A no-op outside a sweep."""
+    handle = _handle()
+    if handle is None:
+        return
+    trial, _ = handle
+    attr = f"{records.COST_PREFIX}{trial.number}:{job_key}"
+    trial.storage.set_study_system_attr(trial.study._study_id, attr, dict(cost))  # type: ignore[attr-defined]
+
+
 def checkpoint_dir() -> Path:
     """Where this job reads and writes its checkpoints.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from nemo_rl_hpo.sweep import cost
 from tests.sweeplib import APPS, REPO
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -221,10 +223,14 @@ def test_node_failure_fails_lost_trials_with_slurms_reason_and_retries_them(
     retries = {t.user_attrs.get("retry_of"): t for t in trials if "retry_of" in t.user_attrs}
     # Rule: each trial whose job the node took down failed with Slurm's verdict ...
     assert {t.number for t in failed} == lost, [(t.number, t.state) for t in trials]
+    jobs = cost.job_records(_study(sweep)._storage.get_study_system_attrs(_study(sweep)._study_id))
     for t in failed:
         assert "NODE_FAIL" in t.user_attrs["fail_reason"], t.user_attrs["fail_reason"]
         # ... and was run again, complete.
         assert retries[t.number].state == TrialState.COMPLETE
+        # Rule: the killed run is paid for once, as Slurm accounted it up to the failure.
+        (job,) = jobs[t.number].values()
+        assert job.source == "sacct" and job.wall_s == _elapsed(job.job_id) > 0
     # Rule: the sweep still reaches n_trials complete, nothing left RUNNING.
     assert [t.state for t in trials].count(TrialState.COMPLETE) == n_trials
     assert not [t for t in trials if t.state == TrialState.RUNNING]
@@ -233,3 +239,44 @@ def test_node_failure_fails_lost_trials_with_slurms_reason_and_retries_them(
         f"\nFAULT node down: {t_back - t_down:.1f} s; "
         f"sweep done {done - t_back:.1f} s after it was back"
     )
+
+
+def _elapsed(job_id: str | None) -> float:
+    out = _run("sacct", "-n", "-X", "-P", "--duplicates", "-o", "ElapsedRaw", "-j", str(job_id))
+    return sum(float(x) for x in out.stdout.split())
+
+
+def test_accounting_down_costs_are_measured_locally_and_refreshed_later(
+    own_slurm: str, tmp_path: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    pidfile = STATE / "run" / "slurmdbd.pid"
+    pid = int(pidfile.read_text())
+    os.kill(pid, signal.SIGTERM)  # this test's own cluster: slurmdbd down, slurmctld up
+    _wait(lambda: not Path(f"/proc/{pid}").exists(), 30, "slurmdbd to stop")
+    try:
+        proc, log = _sweep(sweep, "hydra.sweeper.n_trials=1", "durations=[2]")
+        assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        _run("bash", "slurm/start.sh", "--no-system-conf", timeout=300)  # slurmdbd back
+    study = _study(sweep)
+    (t,) = study.trials
+    (job,) = cost.job_records(study._storage.get_study_system_attrs(study._study_id))[0].values()
+    # Rule: without accounting the job's own wall time stands, marked local ...
+    assert t.state == TrialState.COMPLETE
+    assert job.source == "local" and job.job_id == t.user_attrs["slurm_job_id"]
+    assert job.wall_s >= 2
+    assert "Slurm's accounting has no record of job" in log.read_text()
+    # ... until `status --refresh-cost` fills it in from sacct (slurmctld hands its records
+    # to slurmdbd once it is back).
+    cmd = [sys.executable, "-m", "nemo_rl_hpo.cli", "status", str(sweep), "--refresh-cost"]
+
+    def refreshed() -> bool:
+        subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, timeout=60, check=True)
+        rec = cost.job_records(study._storage.get_study_system_attrs(study._study_id))[0]
+        return next(iter(rec.values())).source == "sacct"
+
+    _wait(refreshed, 120, "the accounting to come back")
+    (job,) = cost.job_records(study._storage.get_study_system_attrs(study._study_id))[0].values()
+    # slurmdbd may still correct the job's end by a second while slurmctld's backlog lands.
+    assert job.wall_s == pytest.approx(_elapsed(job.job_id), abs=1.0)

@@ -39,6 +39,7 @@ CONFIG = {"storage": "postgresql://alice:s3cret@db.example/optuna", "n_trials": 
 # Files every report of a single-objective study with intermediate values holds.
 SO_PLOTS = [
     "history",
+    "anytime",
     "importance_ped_anova",
     "importance_fanova",
     "parallel_coordinate",
@@ -244,6 +245,8 @@ def test_single_objective_report_files_are_real(so: tuple[optuna.Study, Path]) -
     assert shlex.join(rf.COMMAND + rf.BASE + sampled) in index
     assert "COMPLETE" in index and "PRUNED" in index and "Top importances" in index
     assert "Skipped" not in index
+    # The cost: totals and a per-trial table (trial 3: 90 s x 2 GPUs = 0.05 GPU-hours).
+    assert "Cost (GPU-hours" in index and "<td>0.05</td>" in index
 
 
 def test_multi_objective_report_has_pareto_and_hypervolume(mo: tuple[optuna.Study, Path]) -> None:

@@ -13,6 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from nemo_rl_hpo.sweep import cost
 from tests.sweeplib import REPO, run_app, states, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.slow]
@@ -150,6 +151,17 @@ def test_requeued_trial_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     job_log = (sweep / "0" / "train.log").read_text()
     match = re.search(r"resumed from .*last\.pt at step (\d+)", job_log)
     assert match and int(match.group(1)) > 0, job_log[-2000:]
+    # Rule: the trial's cost counts each run of the requeued job once (sacct --duplicates).
+    runs = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "--duplicates", "-o", "ElapsedRaw", "-j", job_id],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.split()
+    (job,) = cost.job_records(study._storage.get_study_system_attrs(study._study_id))[0].values()
+    assert len(runs) >= 2 and job.source == "sacct"
+    assert job.wall_s == sum(float(r) for r in runs)
 
 
 def test_driver_restart_reattaches_to_running_jobs(tmp_path: Path) -> None:

@@ -45,6 +45,8 @@ BAD = [
     ({"storage": 5}, "hydra.sweeper.storage must be a URL string or null, got int."),
     ({"params": ["x=interval(0,1)"]}, "hydra.sweeper.params must be a mapping of key: grammar"),
     ({"search_space": {"x": 1}}, "hydra.sweeper.search_space was removed"),
+    ({"budget": {"gpu_hours": -1}}, "hydra.sweeper.budget.gpu_hours must be a positive number"),
+    ({"budget": {"gpus": 8}}, "hydra.sweeper.budget has no key 'gpus'"),
 ]
 
 

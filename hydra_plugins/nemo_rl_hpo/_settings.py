@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hydra_plugins.nemo_rl_hpo.config import OptunaSweeperConf, PBTSweeperConf
 from nemo_rl_hpo.pbt import PBTConfig
+from nemo_rl_hpo.sweep.budget import Budget, BudgetError
 from nemo_rl_hpo.sweep.core import SweepSettings
 from nemo_rl_hpo.sweep.objectives import ObjectiveError, parse_objectives
 
@@ -75,6 +76,7 @@ class CommonSettings:
     params: Mapping[str, Any]
     check: str | None
     write_report: bool
+    budget: Budget  # GPU-/CPU-hours after which no new job starts
     raw: dict[str, Any]  # every key as given (the results file records it, storage masked)
 
     def loop_settings(self) -> SweepSettings:
@@ -90,6 +92,7 @@ class CommonSettings:
             retry_failed=retry_failed,
             heartbeat_interval=self.heartbeat_interval,
             stale_after=max(6 * self.heartbeat_interval, 30.0),
+            budget=self.budget,
         )
 
 
@@ -263,6 +266,18 @@ def _common(get: _Reader) -> dict[str, Any]:
         raise SweepConfigError(
             f"hydra.sweeper.storage_retry_s must be 0 or more seconds, but got {retry_s!r}."
         )
+    raw_budget = get("budget")
+    if dataclasses.is_dataclass(raw_budget) and not isinstance(raw_budget, type):
+        raw_budget = dataclasses.asdict(raw_budget)  # the schema's default
+    if raw_budget is not None and not isinstance(raw_budget, Mapping):
+        raise SweepConfigError(
+            "hydra.sweeper.budget must be a mapping like {gpu_hours: 100} or null, "
+            f"got {raw_budget!r}."
+        )
+    try:
+        budget = Budget.from_mapping(raw_budget, where="hydra.sweeper.budget")
+    except BudgetError as e:
+        raise SweepConfigError(str(e)) from None
     params = get("params") or {}
     if not isinstance(params, Mapping):
         raise SweepConfigError(
@@ -280,6 +295,7 @@ def _common(get: _Reader) -> dict[str, Any]:
         "params": params,
         "check": str(get("check")) if get("check") else None,
         "write_report": bool(get("write_report")),
+        "budget": budget,
         "raw": {k: get(k) for k in get.cfg if k != "_target_"},
     }
 

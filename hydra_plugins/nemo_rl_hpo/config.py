@@ -250,6 +250,12 @@ class WarmStartConfig:
 
 
 @dataclass
+class BudgetConfig:
+    gpu_hours: float | None = None  # no new trial once spent + in flight reach this (sacct)
+    cpu_hours: float | None = None  # the same in CPU-hours (CPU-only machines)
+
+
+@dataclass
 class OptunaSweeperConf:
     """hydra-optuna-sweeper's schema, plus pruner/timeout/objectives/retry_failed/warm_start."""
 
@@ -286,6 +292,7 @@ class OptunaSweeperConf:
     seed_key: str = "seed"  # the app's config key each repeat sets to its seed (0..repeats-1)
     aggregate: str = "mean"  # mean | median | min | max of the seeds' values (and reports)
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)  # study_name: enable
+    budget: BudgetConfig = field(default_factory=BudgetConfig)  # GPU-/CPU-hours of the study
     heartbeat_interval: float = 10.0  # seconds between the driver's signs of life per trial
     storage_retry_s: float = 600.0  # seconds sweeper and jobs retry through a storage outage
     write_report: bool = True  # write report/ (plots, importance) at the end of the sweep
@@ -373,6 +380,7 @@ class PBTSweeperConf:
     heartbeat_interval: float = 10.0  # seconds between the driver's signs of life per round
     params: dict[str, Any] | None = None  # same grammar as the Optuna sweeper
     check: str | None = None  # fn(cfg) run on each end of every range before any job (as optuna)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)  # no new round once spent
     write_report: bool = True  # write report/ at the end
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from nemo_rl_hpo import slurm, trial
 from nemo_rl_hpo.command import _raysub
 from nemo_rl_hpo.command._spec import CommandConfigError, CommandSpec
-from nemo_rl_hpo.sweep import records
+from nemo_rl_hpo.sweep import cost, records
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ class _Attempt:
         self._out_offset = 0
         self._job_id: str | None = None
         self._last_queue_check = 0.0
+        self._submitted_at = 0.0
+        self._cost_recorded = False
 
     @property
     def what(self) -> str:
@@ -77,7 +79,33 @@ class _Attempt:
             if self._job_id is not None:
                 self.job_ids.append(self._job_id)
                 trial.set_user_attr(records.COMMAND_SLURM_JOB_IDS, list(self.job_ids))
+                self._submitted_at = time.time()
+                running = cost.JobCost(
+                    gpus=self._gpus(), started=self._submitted_at, job_id=self._job_id
+                )
+                trial.record_job_cost(self._job_id, running.to_attr())
         return self._job_id
+
+    def _gpus(self) -> int:
+        rs = self.spec.ray_sub
+        return rs.nodes * rs.gpus_per_node if rs is not None else 0
+
+    def record_cost(self) -> None:
+        """The ray.sub job's cost once it ended: from sacct (every run of a requeued job), or
+        (no accounting) sbatch's wall time since submission × the GPUs asked, marked local."""
+        job_id = self.job_id
+        if self.spec.ray_sub is None or job_id is None or self._cost_recorded:
+            return
+        self._cost_recorded = True
+        found = cost.from_sacct(job_id)
+        if found is None:
+            wall = time.time() - self._submitted_at
+            gpus = self._gpus()
+            found = cost.JobCost(
+                gpus=gpus, wall_s=wall, gpu_s=wall * gpus, ended=True, job_id=job_id
+            )
+        found.started = self._submitted_at
+        trial.record_job_cost(job_id, found.to_attr())
 
     def start(self) -> None:
         out_path = self.job / STDOUT_FILE
@@ -135,6 +163,7 @@ class _Attempt:
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.stop()
+        self.record_cost()
 
     def wall_time_stop(self, rc: int | None) -> str | None:
         """Why the run stopped at its wall time, or None when it did not (ray.sub only).

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import optuna
 
-from nemo_rl_hpo.report import figures, files, pbt_figures
+from nemo_rl_hpo.report import cost_figures, figures, files, pbt_figures
 from nemo_rl_hpo.report.context import Ctx, Figures, PlotEntry, SkipPlot, snapshot
 from nemo_rl_hpo.report.importance import compute_importances, importance_figure, rank_params
 from nemo_rl_hpo.report.page import index_html, plot_page, write_plotly_js
 from nemo_rl_hpo.report.trials import SweepInfo, complete_trials, pbt_rows
+from nemo_rl_hpo.sweep import cost
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,12 @@ def _plan(ctx: Ctx) -> list[tuple[PlotEntry, Build]]:
                 _bind(figures.history_figure, ctx, i),
             )
         )
+    plan.append(
+        (
+            PlotEntry("anytime", "Best so far against compute (GPU- or CPU-hours)"),
+            lambda: cost_figures.anytime_figure(ctx),
+        )
+    )
     plan += [
         (
             PlotEntry("importance_ped_anova", "Importance (PED-ANOVA)"),
@@ -153,7 +160,8 @@ def build_report(study: optuna.Study, out_dir: str | Path) -> Path:
         tick = time.perf_counter()
         snap = snapshot(study, trials)
         info = SweepInfo.from_study(study)
-        ctx = Ctx(study=snap, trials=trials, done=complete_trials(trials), info=info)
+        costs = cost.trial_totals(study._storage.get_study_system_attrs(study._study_id))
+        ctx = Ctx(study=snap, trials=trials, done=complete_trials(trials), info=info, costs=costs)
         timings["snapshot"] = time.perf_counter() - tick
         tick = time.perf_counter()
         compute_importances(ctx)

@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nemo_rl_hpo.report.trials import SweepInfo
+from nemo_rl_hpo.sweep import cost
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -50,6 +51,7 @@ class Ctx:
     importance_notes: dict[str, str] = field(default_factory=dict)
     top_params: list[str] = field(default_factory=list)
     shared_params: list[str] = field(default_factory=list)  # in every complete trial
+    costs: dict[int, cost.Totals] = field(default_factory=dict)  # each trial's, by number
 
     def target(self, i: int) -> Callable[[FrozenTrial], float] | None:
         if not self.info.multi_objective:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nemo_rl_hpo.report import files
+from nemo_rl_hpo.report import cost_figures, files
 from nemo_rl_hpo.report.context import Ctx, PlotEntry
 from nemo_rl_hpo.report.importance import EVALUATORS, LABELS, agreement
 from nemo_rl_hpo.report.trials import (
@@ -27,7 +27,7 @@ from nemo_rl_hpo.report.trials import (
     reproduce_command,
     trial_params,
 )
-from nemo_rl_hpo.sweep import repeats
+from nemo_rl_hpo.sweep import cost, repeats
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 # The name plotly's include_plotlyjs="directory" gives the bundle; pages load it from beside them.
 PLOTLY_JS = "plotly.min.js"
 MAX_PARETO_ROWS = 50  # rows of the Pareto table in index.html (the JSON has all)
+MAX_COST_ROWS = 200  # rows of the per-trial cost table
 
 
 def write_plotly_js(out: Path) -> None:
@@ -156,6 +157,23 @@ def _summary_html(ctx: Ctx) -> str:
                     ["round", "member", "exploited from", "params", "value"],
                 )
             )
+    if ctx.costs:
+        total = cost.combined(ctx.costs.values())
+        unit = cost_figures.unit_of(ctx.costs)
+        parts.append(f"<h2>Cost ({_e(unit)}, every trial's jobs)</h2>")
+        parts.append(
+            _table(
+                [
+                    ("GPU-hours", round(total.gpu_hours, 6)),
+                    ("CPU-hours", round(total.cpu_hours, 6)),
+                    ("in flight (GPU-hours)", round(total.in_flight_gpu_s / 3600, 6)),
+                ]
+            )
+        )
+        header, rows = cost_figures.cost_rows(ctx)
+        parts.append(_table(rows[:MAX_COST_ROWS], header))
+        if len(rows) > MAX_COST_ROWS:
+            parts.append(f'<p class="note">{len(rows) - MAX_COST_ROWS} more in the JSON.</p>')
     parts.append("<h2>Top importances</h2>")
     parts.append(_agreement_html(ctx))
     for name in EVALUATORS:

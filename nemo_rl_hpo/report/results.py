@@ -32,7 +32,7 @@ from nemo_rl_hpo.report.trials import (
     trial_metrics,
     trial_params,
 )
-from nemo_rl_hpo.sweep import records, repeats
+from nemo_rl_hpo.sweep import cost, records, repeats
 from nemo_rl_hpo.sweep.storage import mask
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def _upstream_yaml(
     }
 
 
-def _trial_record(t: FrozenTrial) -> dict[str, Any]:
+def _trial_record(t: FrozenTrial, spent: cost.Totals | None) -> dict[str, Any]:
     return {
         "number": t.number,
         "state": t.state.name,
@@ -88,6 +88,7 @@ def _trial_record(t: FrozenTrial) -> dict[str, Any]:
         "slurm_job_id": t.user_attrs.get(records.SLURM_JOB_ID),
         "fail_reason": t.user_attrs.get(records.FAIL_REASON),
         "pruned_at_step": t.user_attrs.get(records.PRUNED_AT_STEP),
+        "cost": spent.as_dict() if spent is not None else None,
         **{k: v for k, v in t.user_attrs.items() if k.startswith(records.PBT_PREFIX)},
         **({"seeds": seeds} if (seeds := repeats.seed_records(t)) else {}),
     }
@@ -150,7 +151,12 @@ def results_dict(
     out["cwd"] = info.cwd
     out["base_overrides"] = info.base_overrides
     out["sweep_config"] = _mask_all(dict(sweep_config)) if sweep_config is not None else None
-    out["trials"] = [_trial_record(t) for t in trials]
+    system_attrs = study._storage.get_study_system_attrs(study._study_id)
+    by_trial = cost.trial_totals(system_attrs)
+    # What the sweep cost (GPU-/CPU-hours, every job: failed and pruned trials too).
+    out["cost"] = cost.study_totals(system_attrs).as_dict()
+    out["budget"] = study.user_attrs.get(records.STUDY_BUDGET)
+    out["trials"] = [_trial_record(t, by_trial.get(t.number)) for t in trials]
     return dict(jsonable(out))
 
 

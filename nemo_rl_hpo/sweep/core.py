@@ -24,7 +24,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nemo_rl_hpo.sweep import records
+from nemo_rl_hpo.sweep import cost, records
+from nemo_rl_hpo.sweep.budget import Budget
 from nemo_rl_hpo.sweep.liveness import pid_alive
 from nemo_rl_hpo.sweep.proposer import (
     Proposal,
@@ -76,6 +77,7 @@ class SweepSettings:
     heartbeat_interval: float = 10.0
     stale_after: float = 60.0  # a trial without heartbeat for this long is orphaned
     early_release: bool = True  # free a slot once the job told its result (not in-process)
+    budget: Budget = field(default_factory=Budget)  # GPU-/CPU-hours; no new job once spent
 
 
 @dataclass
@@ -92,6 +94,7 @@ class SweepSummary:
     counts: dict[str, int] = field(default_factory=dict)
     launched: int = 0
     failures: list[str] = field(default_factory=list)
+    budget_reached: str | None = None  # the line said when the compute budget was spent
 
 
 LaunchFn = Callable[[Proposal], LaunchOutcome]
@@ -125,6 +128,7 @@ class AsyncSweep:
         self._running: dict[int, _Running] = {}
         self._stop = threading.Event()
         self._storage = study._storage
+        self._budget_line: str | None = None  # said once, when the budget was reached
 
     # ----------------------------------------------------------------- bookkeeping helpers
     def _trials(self) -> list[FrozenTrial]:
@@ -216,6 +220,9 @@ class AsyncSweep:
         """
         s = self.settings
         summary = SweepSummary(started=time.time())
+        self.study.set_user_attr(
+            records.STUDY_BUDGET, s.budget.as_dict() if s.budget.active else None
+        )
         # Twice the slots: a job that already told its result frees its slot while its process
         # still exits (see _told_early), and its launch call finishes in the background.
         pool = ThreadPoolExecutor(max_workers=2 * max(1, s.n_jobs) + 1, thread_name_prefix="trial")
@@ -239,6 +246,7 @@ class AsyncSweep:
                     len(self._running) < max(1, s.n_jobs)
                     and aborted is None
                     and not self._timed_out(summary)
+                    and not self._budget_spent()
                 ):
                     proposal = self.proposer.ask()
                     if proposal is None:
@@ -247,6 +255,8 @@ class AsyncSweep:
                     summary.launched += 1
                 if not self._running:
                     if aborted is not None or self._timed_out(summary):
+                        break
+                    if self._budget_line is not None:
                         break
                     if not self.proposer.pending():
                         break
@@ -281,6 +291,7 @@ class AsyncSweep:
             pool.shutdown(wait=True)
         summary.finished = time.time()
         summary.counts = records.count_states(self._trials())
+        summary.budget_reached = self._budget_line
         if aborted is not None:
             raise SweepAborted(
                 f"{n_failed_here} of {n_finished_here} trials failed, more than "
@@ -336,6 +347,26 @@ class AsyncSweep:
             fut = pool.submit(self._watch, frozen)
             self._running[proposal.number] = _Running(proposal, time.time(), fut)
 
+    def _budget_spent(self) -> bool:
+        """Whether the compute budget is spent (jobs' cost + running jobs so far); said once.
+
+        Every proposal passes here, whatever the proposer (trials, PBT rounds, promotions).
+        """
+        if self._budget_line is not None:
+            return True
+        budget = self.settings.budget
+        if not budget.active:
+            return False
+        try:
+            line = budget.check(self._storage.get_study_system_attrs(self.study._study_id))
+        except Exception as e:  # storage hiccup: asked again before the next launch
+            log.debug("could not read the cost records: %s", e)
+            return False
+        if line is not None:
+            self._budget_line = line
+            log.warning(line)
+        return line is not None
+
     def _timed_out(self, summary: SweepSummary) -> bool:
         return self.settings.timeout is not None and (
             time.time() - summary.started >= self.settings.timeout
@@ -349,14 +380,26 @@ class AsyncSweep:
                 raise  # not the trial's fault: the sweep stops instead of failing every trial
             msg = str(e).strip().splitlines()
             return LaunchOutcome(ok=False, error=f"{type(e).__name__}: {msg[0] if msg else ''}")
+        finally:
+            self._settle_cost(proposal.number)
+
+    def _settle_cost(self, number: int) -> None:
+        """Once a trial's jobs ended: their cost from Slurm's accounting (in the launch thread,
+        which the sweep waits for; only jobs that were Slurm jobs of their own are asked)."""
+        try:
+            cost.settle_trial(self._storage, self.study._study_id, number)
+        except Exception as e:  # accounting is never worth a trial or the sweep
+            log.warning("could not record the cost of trial %d: %s", number, e)
 
     def _watch(self, t: FrozenTrial) -> LaunchOutcome:
         """Wait for a re-attached job: the job tells the study itself when it ends."""
         while True:
             if _segment_over(self._storage.get_trial(t._trial_id)):
+                self._settle_cost(t.number)
                 return LaunchOutcome(ok=True)
             if self.is_job_alive is not None and not self.is_job_alive(t):
                 time.sleep(2.0)  # the job may be writing its result right now
+                self._settle_cost(t.number)
                 if _segment_over(self._storage.get_trial(t._trial_id)):
                     return LaunchOutcome(ok=True)
                 return LaunchOutcome(ok=False, error="the job ended without reporting a result")

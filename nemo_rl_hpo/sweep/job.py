@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
@@ -17,7 +18,7 @@ from optuna.trial import TrialState
 
 from nemo_rl_hpo import trial as trial_api
 from nemo_rl_hpo.fidelity import _segment
-from nemo_rl_hpo.sweep import devices, records, repeats
+from nemo_rl_hpo.sweep import cost, devices, records, repeats
 from nemo_rl_hpo.sweep.objectives import ObjectiveError, numeric_metrics, objective_values
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,11 @@ def slurm_job_id() -> str | None:
     if array_id and task_id:
         return f"{array_id}_{task_id}"
     return os.environ.get("SLURM_JOB_ID")
+
+
+# This process's running jobs: trial id -> (job key, its clock). A pool worker or the basic
+# launcher runs several trials one after the other in one process.
+_clocks: dict[int, tuple[str, cost.LocalClock]] = {}
 
 
 def _study() -> tuple[optuna.Study, int] | None:
@@ -59,6 +65,12 @@ def on_job_start(job_dir: str | None) -> None:
         attrs[records.DEVICES] = gpus
     for k, v in attrs.items():
         study._storage.set_trial_user_attr(trial_id, k, v)
+    # Slurm's accounting knows the job only when it is a Slurm job of its own (submitit_slurm);
+    # a pool worker or local job inside an allocation shares the allocation's id.
+    own_id = sid if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" else None
+    clock = cost.LocalClock(gpus=len(gpus or []), job_id=own_id)
+    _clocks[trial_id] = (own_id or cost.local_job_key(), clock)
+    _write_cost(study, trial_id, ended=False)
     seed = repeats.seed_of(trial_api.context())
     if seed is not None:  # one of a repeated configuration's seeds: also under its own key
         repeats.on_seed_start(study._storage, trial_id, seed, attrs)
@@ -70,6 +82,7 @@ def on_job_end(completed: bool, value: Any) -> TrialState | None:
     if handle is None:
         return None
     study, trial_id = handle
+    _write_cost(study, trial_id, ended=True)
     storage = study._storage
     frozen = storage.get_trial(trial_id)
     if frozen.state.is_finished():
@@ -83,6 +96,7 @@ def on_job_end(completed: bool, value: Any) -> TrialState | None:
     state: TrialState
     values: list[float] | None = None
     if completed:
+        value = _with_cost_metrics(study, frozen.number, value, objectives)
         for name, metric in numeric_metrics(value).items():
             storage.set_trial_user_attr(trial_id, records.METRIC_PREFIX + name, metric)
         if records.PRUNED_AT_STEP in frozen.user_attrs:
@@ -117,3 +131,32 @@ def _fail(study: optuna.Study, frozen: optuna.trial.FrozenTrial, reason: str) ->
     except Exception as e:  # e.g. storage down: keep the job's exit clean, the driver fails it
         log.warning("could not record trial %d as FAIL: %s", frozen.number, e)
     return TrialState.FAIL
+
+
+def _write_cost(study: optuna.Study, trial_id: int, *, ended: bool) -> None:
+    """This job's cost record, measured here (a Slurm job's is replaced from sacct later)."""
+    found = _clocks.get(trial_id)
+    if found is None:
+        return
+    job_key, clock = found
+    if ended:
+        del _clocks[trial_id]
+    try:
+        number = study._storage.get_trial(trial_id).number
+        cost.write(study._storage, study._study_id, number, job_key, clock.record(ended))
+    except Exception as e:  # storage down: the sweeper's budget misses this job, nothing else
+        log.warning("could not record the cost of trial %d's job: %s", trial_id, e)
+
+
+def _with_cost_metrics(study: optuna.Study, number: int, value: Any, objectives: Any) -> Any:
+    """A mapping return with ``gpu_hours``/``cpu_hours`` added where an objective names them
+    and the task did not return them: the trial's cost so far (all its jobs, this one ended)."""
+    wanted = [n for n in (objectives or []) if n in cost.METRICS]
+    if not wanted or not isinstance(value, Mapping):
+        return value
+    missing = [n for n in wanted if n not in value]
+    if not missing:
+        return value
+    jobs = cost.job_records(study._storage.get_study_system_attrs(study._study_id))
+    spent = cost.totals(jobs.get(number, {}).values())
+    return {**value, **{n: cost.metric(spent, n) for n in missing}}

@@ -44,8 +44,22 @@ STUDY_PBT_SEED = "pbt:seed"
 # Written by the PBT sweeper at the end (the scheduler's results); read by people.
 STUDY_PBT_RESULTS = "pbt:results"
 
+# Written by the sweeper at each start (hydra.sweeper.budget: {"gpu_hours", "cpu_hours"}, None
+# when unset); read by `nemo-rl-hpo status` (spent / in flight / remaining).
+STUDY_BUDGET = "nemo_rl_hpo:budget"
+
 KIND_OPTUNA = "optuna"
 KIND_PBT = "pbt"
+
+# ----------------------------------------------------------------- study system attributes
+# What each job cost: COST_PREFIX + "<trial number>:<job key>" -> {"gpus", "wall_s", "queue_s",
+# "gpu_s", "cpu_s" (where measured), "source": "sacct" | "local", "started", "ended", "job_id"}
+# (sweep/cost.py). The job key is the Slurm job id where the job ran under Slurm. Written by the
+# job at its start and end (sweep/job.py, local), by the command runner for each ray.sub job
+# (command/_attempt.py, sacct), by the sweeper after a Slurm job ended and by `status
+# --refresh-cost` (sacct). Read through sweep/cost.py by the budget, status, the report and the
+# results files. On the study, not the trial: Slurm's accounting arrives after the trial ended.
+COST_PREFIX = "nemo_rl_hpo:cost:"
 
 # ----------------------------------------------------------------- trial system attributes
 # Written and read by the trial loop (sweep/core.py) only.
