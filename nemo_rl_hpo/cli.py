@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
+from nemo_rl_hpo.fidelity import _history as history
 from nemo_rl_hpo.sweep import cost, records, repeats
 from nemo_rl_hpo.sweep.budget import Budget
 from nemo_rl_hpo.sweep.budget import status as budget_status
@@ -222,10 +223,36 @@ def _status_view(study: optuna.Study) -> RenderableType:
             f"{missing} Slurm job(s) measured locally (sacct was unavailable); "
             "run status --refresh-cost",
         )
-    running = [t for t in trials if t.state.name == "RUNNING"]
+    fidelity = study.user_attrs.get(records.STUDY_FIDELITY)
+    if fidelity:
+        n_paused, held = history.held_by_paused(trials)
+        head.add_row(
+            "fidelity",
+            f"{'hyperband' if fidelity.get('brackets', 1) > 1 else 'asha'} over "
+            f"{fidelity.get('step_key')}, rungs {fidelity.get('rungs')}; {n_paused} paused, "
+            f"their checkpoints hold {history.human(held)}",
+        )
+    paused = [t for t in trials if t.state.name == "RUNNING" and records.is_paused(t)]
+    running = [t for t in trials if t.state.name == "RUNNING" and not records.is_paused(t)]
+    tables: list[RenderableType] = []
+    if paused:
+        ptable = Table(title=f"paused trials ({len(paused)})")
+        for col in ("trial", "at step", "value", "paused for", "checkpoint"):
+            ptable.add_column(col)
+        for t in paused:
+            segs = history.segments(t)
+            ckpt = t.user_attrs.get(records.FIDELITY_CHECKPOINT)
+            ptable.add_row(
+                str(t.number),
+                _fmt(history.paused_step(t)),
+                _fmt(segs[-1]["value"] if segs else None),
+                _fmt_elapsed(history.paused_s(t)),
+                f"{history.human(history.dir_bytes(ckpt))} in {ckpt}",
+            )
+        tables.append(ptable)
     if not running:  # a finished sweep: one line, not an empty table
         head.add_row("running", "none")
-        return Group(head)
+        return Group(head, *tables)
     table = Table(title=f"running trials ({len(running)})")
     for col in ("trial", "job id", "node", "elapsed", "last step", "last value"):
         table.add_column(col)
@@ -242,7 +269,7 @@ def _status_view(study: optuna.Study) -> RenderableType:
             _fmt(last if last is not None else t.user_attrs.get(records.LAST_STEP)),
             _fmt(steps[last] if last is not None else None),
         )
-    return Group(head, table)
+    return Group(head, *tables, table)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -320,6 +347,8 @@ def cmd_best(args: argparse.Namespace) -> int:
             print(
                 f"# seeds: {each}; {repeats.spread(t)}; add {key}=N to rerun one", file=sys.stderr
             )
+        if history.segments(t):  # paused and promoted: where each segment ended
+            print(f"# rungs: {history.line(t)}", file=sys.stderr)
         print(reproduce_command(info, t, here=os.getcwd()))
     if info.kind == "pbt":
         print(
@@ -406,6 +435,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from nemo_rl_hpo.fidelity._claims import is_claims_study
     from nemo_rl_hpo.report.locate import LocateError, open_target_storage, resolve
     from nemo_rl_hpo.report.trials import STATES, best_trial, counts_by_state
 
@@ -414,7 +444,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         storage = open_target_storage(target)
     except LocateError as e:
         raise CliError(str(e), code=2) from None
-    studies = sorted(storage.get_all_studies(), key=lambda s: s.study_name)
+    studies = sorted(
+        (s for s in storage.get_all_studies() if not is_claims_study(s.study_name)),
+        key=lambda s: s.study_name,
+    )
     table = Table(title=f"studies in {target.shown_storage}")
     for col in ("study", "directions", "trials", *STATES, "best"):
         table.add_column(col)

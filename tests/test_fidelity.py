@@ -4,6 +4,9 @@ promote trials from their checkpoints (``hydra/sweeper/fidelity``)."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 import sys
 import threading
 import uuid
@@ -295,7 +298,23 @@ def test_asha_pauses_promotes_from_the_checkpoint_and_best_reached_max(tmp_path:
     assert study.best_trial.user_attrs[records.FIDELITY_END] == "max_resource"
     # The recorded curve of a promoted trial continues from its rung, never from step 0.
     best = study.best_trial
+    by_number = {t.number: t for t in trials}
     assert sorted(best.intermediate_values) == list(range(3, 28, 3))
+    # best shows the rung history; the results file holds every trial's segments.
+    cli = subprocess.run(
+        [sys.executable, "-m", "nemo_rl_hpo.cli", "best", str(sweep)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"# trial {best.number}: loss=" in cli.stderr
+    assert "# rungs: step 3: " in cli.stderr and " -> step 27: " in cli.stderr
+    saved = json.loads((sweep / "optimization_results.json").read_text())
+    for rec in saved["trials"]:
+        fid = rec["fidelity"]
+        assert [r["step"] for r in fid["rungs"]] == _rungs(by_number[rec["number"]])
+        assert all({"step", "value", "job"} <= set(r) for r in fid["rungs"])
+        assert fid["paused_s"] >= 0
     # Retired trials ended PRUNED at their rung, their checkpoints freed.
     for t in trials:
         assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)
@@ -318,6 +337,7 @@ def test_kill9_while_trials_are_paused_resumes_the_schedule(tmp_path: Path) -> N
         "step_sleep=0.05",
     ]
     paused_at_kill: list[int] = []
+    shown: list[str] = []
 
     def two_paused_one_running() -> bool:
         if not (sweep / "optuna.db").exists():
@@ -327,10 +347,21 @@ def test_kill9_while_trials_are_paused_resumes_the_schedule(tmp_path: Path) -> N
         running = [t for t in trials if t.state == TrialState.RUNNING and not records.is_paused(t)]
         if len(paused) >= 2 and running:
             paused_at_kill[:] = paused
+            shown.append(
+                subprocess.run(
+                    [sys.executable, "-m", "nemo_rl_hpo.cli", "status", str(sweep)],
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "COLUMNS": "200"},
+                ).stdout
+            )
             return True
         return False
 
     out = kill9_and_resume(args, FIDELITY_APP, tmp_path / "first.log", two_paused_one_running)
+    # status, while they were paused: each one, and the disk their checkpoints hold.
+    assert re.search(r"\d+ paused, their checkpoints hold [1-9][\d.]* (B|KiB)", shown[0]), shown
+    assert re.search(r"paused trials \(\d+\)", shown[0]), shown  # its table (counts move on)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     trials = load(sweep, "app").trials
     assert all(t.state != TrialState.RUNNING for t in trials)  # nothing left hanging

@@ -8,6 +8,7 @@ import time
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nemo_rl_hpo.fidelity import _history as history
 from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep.core import SweepSettings, SweepSummary
 from nemo_rl_hpo.sweep.proposer import counted_trials
@@ -27,7 +28,9 @@ class Progress:
     def __call__(self, t: FrozenTrial, summary: SweepSummary, trials: list[FrozenTrial]) -> None:
         self.done += 1
         finished = sum(1 for x in trials if x.state.is_finished() and x.state != TrialState.WAITING)
-        running = sum(1 for x in trials if x.state == TrialState.RUNNING)
+        running = sum(
+            1 for x in trials if x.state == TrialState.RUNNING and not records.is_paused(x)
+        )
         elapsed = time.time() - self.t0
         left = max(0, self.settings.n_trials - counted_trials(trials))
         per = elapsed / self.done
@@ -42,6 +45,10 @@ class Progress:
         elif done:
             best = "see the Pareto front"
         reason = ""
+        state = t.state.name
+        if records.is_paused(t):  # a segment ended at its rung: one configuration, not done
+            state = f"PAUSED at step {history.paused_step(t)}"
+            value = ",".join(f"{float(s['value']):.6g}" for s in history.segments(t)[-1:]) or "-"
         if t.state == TrialState.FAIL:
             reason = f" reason={records.fail_reason(t)}"
         if t.state == TrialState.PRUNED:
@@ -51,7 +58,7 @@ class Progress:
             finished,
             self.settings.n_trials,
             t.number,
-            t.state.name,
+            state,
             value,
             best,
             running,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 
+from nemo_rl_hpo.fidelity._claims import is_claims_study
 from nemo_rl_hpo.sweep.storage import (
     env_password_var,
     insert_password,
@@ -122,7 +123,8 @@ def open_target_storage(target: Target) -> optuna.storages.BaseStorage:
 def load(target: Target) -> optuna.Study:
     """Load the target's study; with one study in the storage, the name may be left out."""
     storage = open_target_storage(target)
-    names = [s.study_name for s in storage.get_all_studies()]
+    # A fidelity sweep's side study of promotion claims is bookkeeping, not a study to read.
+    names = [s.study_name for s in storage.get_all_studies() if not is_claims_study(s.study_name)]
     name = target.study_name
     if name is None:
         if len(names) == 1:

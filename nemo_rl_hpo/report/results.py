@@ -19,6 +19,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial
 
+from nemo_rl_hpo.fidelity._history import record as fidelity_record
 from nemo_rl_hpo.report import files
 from nemo_rl_hpo.report.trials import (
     SweepInfo,
@@ -91,6 +92,7 @@ def _trial_record(t: FrozenTrial, spent: cost.Totals | None) -> dict[str, Any]:
         "cost": spent.as_dict() if spent is not None else None,
         **{k: v for k, v in t.user_attrs.items() if k.startswith(records.PBT_PREFIX)},
         **({"seeds": seeds} if (seeds := repeats.seed_records(t)) else {}),
+        **({"fidelity": fid} if (fid := fidelity_record(t)) else {}),
     }
 
 
