@@ -323,6 +323,36 @@ def test_asha_pauses_promotes_from_the_checkpoint_and_best_reached_max(tmp_path:
             assert not Path(t.user_attrs[records.FIDELITY_CHECKPOINT]).exists()
 
 
+def test_with_repeats_a_rung_value_aggregates_the_seeds(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    run_app(
+        FIDELITY_APP,
+        f"hydra.sweep.dir={sweep}",
+        "hydra/launcher=pool",
+        "hydra/sweeper/fidelity=asha",
+        "hydra.sweeper.repeats=2",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=4",
+        "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.write_report=false",
+        "max_steps=9",  # rungs 3, then 9
+    )
+    trials = load(sweep, "app").trials
+    assert len(trials) == 4
+    promoted = [t for t in trials if len(_rungs(t)) > 1]
+    assert promoted
+    for t in trials:
+        for seg in t.user_attrs[records.FIDELITY_RUNGS]:
+            # each seed's own curve at the rung; the rung value is their mean
+            at = [t.user_attrs[f"repeat:{i}:curves"]["loss"][str(seg["step"])] for i in (0, 1)]
+            assert seg["value"] == pytest.approx(sum(at) / 2)
+    for t in promoted:
+        for i in (0, 1):  # each seed resumed from its own checkpoint
+            ckpt = Path(t.user_attrs[records.FIDELITY_CHECKPOINT]) / f"seed_{i}"
+            steps = (ckpt / "steps.log").read_text().split()
+            assert [int(s) for s in steps] == list(range(1, _rungs(t)[-1] + 1))
+
+
 def test_kill9_while_trials_are_paused_resumes_the_schedule(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     args = [

@@ -52,7 +52,8 @@ def _point(cfg: DictConfig, step: int) -> float:
     x = float(cfg.x)
     late = 1.0 if float(cfg.slow) > 0.5 else 0.0
     # slow trials: high early, lowest late
-    return (x - 1.0) ** 2 + (3.0 * late) / (1.0 + 0.3 * step) + (1.0 - late) * 0.5
+    noise = 0.01 * int(cfg.seed)  # repeats: seeds differ a little
+    return (x - 1.0) ** 2 + (3.0 * late) / (1.0 + 0.3 * step) + (1.0 - late) * 0.5 + noise
 
 
 if __name__ == "__main__":
