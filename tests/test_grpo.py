@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,7 @@ def test_baseline_option_sets_nemo_rl_key(option: str, value: bool) -> None:
         ("loss_fn.ratio_clip_min=1.5", r"loss_fn.ratio_clip_min must be in \[0, 1\]"),
         ("+loss_fn.ratio_clip_c=0.5", r"loss_fn.ratio_clip_c must be greater than 1"),
         ("policy.generation.temperature=0", r"policy.generation.temperature must be greater"),
+        ("policy.generation.val_temperature=-1", r"val_temperature must be at least 0"),
         ("loss_fn.token_level_loss=maybe", r"loss_fn.token_level_loss must be true or false"),
     ],
 )
@@ -150,6 +152,34 @@ def test_stop_hook_saves_and_the_rerun_continues(tmp_path: Path) -> None:
     done = run_grpo(_small(), checkpoint_dir=tmp_path)
     assert not done.stopped and done.metrics["step"] == 6
     assert sorted(done.curve) == [0, 2, 4, 6]
+
+
+def test_validation_decoding_is_greedy_by_default_or_nemo_rls_sampling() -> None:
+    def run(*overrides: str) -> tuple[dict[int, float], dict[int, float]]:
+        train: dict[int, float] = {}
+        val: dict[int, float] = {}
+
+        def seen(step: int, m: Mapping[str, float]) -> None:
+            if "train/loss" in m:
+                train[step] = m["train/loss"]
+            if "validation/reward" in m:
+                val[step] = m["validation/reward"]
+
+        run_grpo(_small("policy.generation.temperature=1.3", *overrides), on_metrics=seen)
+        return train, val
+
+    greedy_train, greedy_val = run()
+    explicit_train, explicit_val = run("policy.generation.val_temperature=0")
+    # Rule: the default validates greedily (val_temperature 0): the default trial's numbers.
+    assert (explicit_train, explicit_val) == (greedy_train, greedy_val)
+    sampled_train, sampled_val = run("policy.generation.val_temperature=1.3")
+    again_train, again_val = run("policy.generation.val_temperature=1.3")
+    # Rule: NeMo RL's validation (sampling at the training temperature) changes only what
+    # validation measures: training is the same run, step for step...
+    assert sampled_train == greedy_train
+    assert sampled_val != greedy_val and sorted(sampled_val) == sorted(greedy_val)
+    # ...and its draws are fixed by the seed, so a rerun (and every trial) validates alike.
+    assert (again_train, again_val) == (sampled_train, sampled_val)
 
 
 # --- SIGKILL and resume -------------------------------------------------------------------

@@ -24,12 +24,15 @@ from optuna.trial import TrialState
 from nemo_rl_hpo import slurm, trial
 from nemo_rl_hpo.command import (
     CommandConfigError,
+    CommandFailed,
     CommandSpec,
     RaySubSpec,
     _pbt,
     _raysub,
     check,
     command_overrides,
+    prepare_command,
+    run_command,
     slurm_time_seconds,
 )
 from nemo_rl_hpo.sweep import records
@@ -71,6 +74,9 @@ def test_must_save_by_is_the_limit_less_the_margin() -> None:
     assert _raysub.must_save_by(spec) == "00:03:45:00"
     spec = RaySubSpec(container="c", time_limit="2-00:00:00", save_margin_s=3600)
     assert _raysub.must_save_by(spec) == "01:23:00:00"
+    # Rule: the default margin covers ray.sub's 30-minute wait for workers before the driver
+    # starts (outside NeMo RL's clock, inside the wall time) plus loading and the last save.
+    assert RaySubSpec().save_margin_s >= 1800 + 600
     # Rule: without a time limit nothing is set (the run is not interrupted).
     assert _raysub.must_save_by(RaySubSpec(container="c")) is None
     # Rule: a margin that leaves no training time is refused up front.
@@ -95,11 +101,30 @@ def test_one_gpu_key_feeds_gres_env_and_the_commands_cluster(tmp_path: Path) -> 
     assert "--gres=gpu:4" in argv and env["GPUS_PER_NODE"] == "4"
     assert "cluster.gpus_per_node=4" in overrides
     assert "--nodes=2" in argv and "cluster.num_nodes=2" in overrides
+    # Rule: ray.sub's DEDICATED_RAY_HEAD is always written, so a value exported in the
+    # submitting shell cannot disagree with cluster.num_nodes.
+    assert env["DEDICATED_RAY_HEAD"] == "0"
     # Rule: the job dir is BASE_LOG_DIR; the job name is the trial's own (singleton).
     assert env["BASE_LOG_DIR"] == str(tmp_path / "job")
     assert "--job-name=hpo-s-3" in argv and argv[-1] == str(tmp_path / "ray.sub")
     assert "--wait" in argv and "--time=1:00:00" in argv
-    assert "checkpointing.checkpoint_must_save_by=00:00:45:00" in overrides
+    assert "checkpointing.checkpoint_must_save_by=00:00:15:00" in overrides  # 1 h - 45 min
+
+
+def test_dedicated_head_gives_the_command_one_node_less(tmp_path: Path) -> None:
+    rs = RaySubSpec(container="img", gpus_per_node=4, nodes=3, dedicated_head=True)
+    rs.validate()
+    env = _raysub.environment(rs, "python run.py", tmp_path, "/a:/a")
+    # Rule: with a GPU-free head node ray.sub's Ray has GPUs on nodes - 1 nodes, and NeMo RL
+    # must be told so (NeMo RL's docs/cluster.md): --nodes stays the allocation.
+    assert env["DEDICATED_RAY_HEAD"] == "1"
+    assert _raysub.overrides(rs)["cluster.num_nodes"] == 2
+    assert "--nodes=3" in _raysub.sbatch_argv(rs, tmp_path, tmp_path, "j")
+    # Rule: a dedicated head needs a GPU node besides it; the flag has one key.
+    with pytest.raises(CommandConfigError, match="dedicated_head=true needs command.ray_sub.nodes"):
+        RaySubSpec(container="c", nodes=1, dedicated_head=True).validate()
+    with pytest.raises(CommandConfigError, match="env.DEDICATED_RAY_HEAD: set command.ray_sub"):
+        RaySubSpec(container="c", env={"DEDICATED_RAY_HEAD": "1"}).validate()
 
 
 def test_mounts_default_to_the_working_and_sweep_dirs(tmp_path: Path) -> None:
@@ -198,6 +223,34 @@ def test_pbt_round_starts_from_the_latest_step_of_its_start_checkpoint(
         command_overrides(CommandSpec.from_config(base), tmp_path, mine)
 
 
+def test_pbt_round_is_judged_at_its_last_step(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A command that logs its objective at the given steps (JSONL), then exits 0.
+    script = (
+        "import json, sys; f = open(sys.argv[1] + '/metrics.jsonl', 'a'); "
+        "[f.write(json.dumps(dict(step=int(s), acc=int(s) / 10)) + '\\n') "
+        "for s in sys.argv[2].split(',')]"
+    )
+
+    def round_logging(steps: str) -> dict[str, Any]:
+        return {
+            "command": [sys.executable, "-c", script, "{log_dir}", steps],
+            "metrics": {"source": "jsonl", "tags": {"acc": "acc"}},
+            "max_steps_key": "grpo.max_num_steps",
+            "poll_interval_s": 0.05,
+        }
+
+    study = _in_trial(monkeypatch, tmp_path, steps=4)
+    # Rule: the value PBT ranks a round by is the objective at the round's last step.
+    assert run_command(round_logging("2,4"), tmp_path / "a") == {"acc": 0.4}
+    assert study.trials[1].intermediate_values == {2: 0.2, 4: 0.4}
+    # Rule: a round whose last validation is older than its last step is not ranked on it
+    # (NeMo RL with val_at_end false and a round length off its val_period).
+    with pytest.raises(CommandFailed, match=r"trains to step 4, but the command's last 'acc' is"):
+        run_command(round_logging("3"), tmp_path / "b")
+
+
 # ------------------------------------------------------------------- the stand-in trainer
 def _standin(
     tmp_path: Path, *overrides: str, check_rc: bool = True
@@ -285,6 +338,134 @@ def test_standin_saves_before_checkpoint_must_save_by_and_stops(tmp_path: Path) 
     assert max(_scalars(tmp_path / "logs" / "exp_001")["train/loss"]) == step
 
 
+def _nrl_standin() -> Any:
+    """The stand-in's NeMo RL utilities (``nrl_standin.py``), imported from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nrl_standin", STANDIN / "nrl_standin.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_standin_config_loader_follows_nemo_rls_rules(tmp_path: Path) -> None:
+    nrl = _nrl_standin()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "grand.yaml").write_text(
+        "logger: {log_dir: logs, wandb_enabled: false}\npolicy: {model_name: grand, lr: 1.0}\n"
+    )
+    # a parent's own defaults are relative to the parent's dir
+    (tmp_path / "sub" / "parent.yaml").write_text(
+        "defaults: grand.yaml\npolicy: {model_name: parent}\n"
+    )
+    (tmp_path / "child.yaml").write_text(
+        "defaults: [sub/parent.yaml]\n"
+        "logger: {_override_: true, log_dir: mine}\n"
+        "policy: {model_name: '???', inner: {_override_: true, x: 1}}\n"
+        "cluster: ???\n"
+    )
+    cfg = nrl.load_config(tmp_path / "child.yaml")
+    # Rule: a top-level section marked `_override_` replaces the parents' section (the marker
+    # is dropped) instead of merging into it.
+    assert OmegaConf.to_container(cfg.logger) == {"log_dir": "mine"}
+    # Rule: only top-level sections are looked at: a deeper marker is an ordinary key.
+    assert OmegaConf.to_container(cfg.policy.inner) == {"_override_": True, "x": 1}
+    # Rule: `???` leaves the parent's value, or stays missing for a command-line override.
+    assert cfg.policy.model_name == "parent" and cfg.policy.lr == 1.0
+    assert OmegaConf.is_missing(cfg, "cluster")
+    cfg = nrl.parse_hydra_overrides(cfg, ["cluster={num_nodes:1}", "+policy.new=2"])
+    assert cfg.cluster.num_nodes == 1 and cfg.policy.new == 2
+    # Rule: a refused override is NeMo RL's OverridesError with its message, not RuntimeError.
+    with pytest.raises(nrl.OverridesError, match="Failed to parse Hydra overrides") as err:
+        nrl.parse_hydra_overrides(cfg, ["policy.no_such_key=1"])
+    assert not isinstance(err.value, RuntimeError)
+
+
+def _rendered(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *overrides: str) -> Any:
+    """The GRPO preset's trial command as a sweep renders it (``prepare_command``)."""
+    for key, value in _env().items():
+        monkeypatch.setenv(key, value)
+    cfg = _app_cfg(
+        "grpo.max_num_steps=2",
+        "command.extra_args=['sft.max_num_steps=40','task.validation_size=128','grpo.val_period=1']",
+        *overrides,
+    )
+    return prepare_command(cfg.command, tmp_path / "job")
+
+
+def _raysub_by_hand(
+    prepared: Any, job_id: str, nodes: int, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """The stand-in ray.sub run with bash as Slurm would run it in an allocation of ``nodes``
+    nodes (the local Slurm has one node; ray.sub's multi-node logic is what is tested)."""
+    full = dict(prepared.env)
+    full.update(
+        SLURM_JOB_ID=job_id,
+        SLURM_SUBMIT_DIR=str(prepared.cwd),
+        SLURM_JOB_NUM_NODES=str(nodes),
+        SLURM_JOB_PARTITION="standin-no-such-partition",  # no sinfo GRES check
+        OMP_NUM_THREADS="1",
+        **env,
+    )
+    full.pop(trial.ENV_TRIAL, None)
+    return subprocess.run(
+        ["bash", str(STANDIN / "ray.sub")],
+        cwd=prepared.cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.e2e
+def test_dedicated_ray_head_through_the_standin(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    dedicated = _rendered(
+        monkeypatch,
+        tmp_path / "a",
+        "command.ray_sub.nodes=2",
+        "command.ray_sub.dedicated_head=true",
+    )
+    assert dedicated.env["DEDICATED_RAY_HEAD"] == "1"
+    done = _raysub_by_hand(dedicated, "11", nodes=2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    logs = dedicated.job / "11-logs"
+    # Rule: ray.sub's Ray has the GPUs of nodes - 1 nodes, and the driver was told so.
+    assert "Number of actors online: 4/4" in (logs / "ray-head.log").read_text()
+    (exp,) = _exp_dirs(dedicated.job)
+    used = OmegaConf.load(exp / "config.yaml")
+    assert (used.cluster.num_nodes, used.cluster.gpus_per_node) == (1, 4)
+    assert _raysub.startup_failure(dedicated.job, "11") is None
+    # What happens when cluster.num_nodes is the allocation (the runner before dedicated_head,
+    # with DEDICATED_RAY_HEAD=1 exported in the shell): NeMo RL asks Ray for 8 GPUs and fails.
+    whole = _rendered(monkeypatch, tmp_path / "b", "command.ray_sub.nodes=2")
+    failed = _raysub_by_hand(whole, "12", nodes=2, DEDICATED_RAY_HEAD="1")
+    assert failed.returncode != 0
+    driver = (whole.job / "12-logs" / "ray-driver.log").read_text()
+    assert "Requested 8 GPUs, but only 4 are available" in driver
+    assert "Maximum number of retries reached (6)" in driver
+
+
+@pytest.mark.e2e
+def test_raysub_startup_timeout_is_the_failure_reason(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    prepared = _rendered(monkeypatch, tmp_path)
+    # One GPU's worker unit never registers; the wait's cap is 1 s instead of 30 min.
+    proc = _raysub_by_hand(
+        prepared, "21", nodes=1, NRL_STANDIN_WORKER_UNITS="3", NRL_STANDIN_WORKER_WAIT_S="1"
+    )
+    assert proc.returncode == 1
+    assert not (prepared.job / "21-logs" / "ray-driver.log").exists()
+    # Rule: the reason is ray.sub's start-up timeout, read from the head's log.
+    detail = _raysub.failure_detail(prepared.job, "21", 20, 1500)
+    assert detail.startswith("the driver never started")
+    assert "Timed out waiting for all workers to connect (3/4" in detail
+
+
 # ------------------------------------------------------------------ sweeps on the local Slurm
 def _env() -> dict[str, str]:
     return {
@@ -357,8 +538,9 @@ def test_grpo_preset_sweep_through_ray_sub_with_median_pruning(tmp_path: Path) -
         "hydra.sweeper.pruner.n_warmup_steps=1",
         "grpo.max_num_steps=16",
         # lr 0.03 wrecks the tiny policy within two steps, 1e-3 keeps it (measured, mean
-        # validation reward at step 2: 0.03-0.07 against 0.90-0.95): the four 0.03 trials fall
-        # far below the two finished ones' median at their first report and are pruned.
+        # validation reward at step 2, sampled at temperature 1 as NeMo RL validates: 0.06
+        # against 0.63-0.79): the four 0.03 trials fall far below the two finished ones'
+        # median at their first report and are pruned.
         "policy.optimizer.kwargs.lr=choice(0.001,0.03)",
         "grpo.num_generations_per_prompt=choice(2,4)",
         "command.extra_args=['grpo.val_period=2','standin.step_sleep_s=0.3','sft.max_num_steps=40','task.validation_size=128','logger.wandb_enabled=true','logger.mlflow_enabled=true']",
@@ -377,9 +559,10 @@ def test_grpo_preset_sweep_through_ray_sub_with_median_pruning(tmp_path: Path) -
             t.params["loss_fn.reference_policy_kl_penalty"]
         )
         assert used.loss_fn.ratio_clip_max == pytest.approx(t.params["loss_fn.ratio_clip_max"])
-        assert used.policy.generation.temperature == pytest.approx(
-            t.params["policy.generation.temperature"]
-        )
+        # Rule: temperature is not searched: NeMo RL validates by sampling at it, so every
+        # trial is judged by the same decoding (the yaml's 1.0, val_temperature following it).
+        assert "policy.generation.temperature" not in t.params
+        assert used.policy.generation.temperature == used.policy.generation.val_temperature == 1
         # Rule: with NeMo RL's loggers on, each trial is its own run, grouped by study.
         trackers = json.loads((exp / "trackers.json").read_text())
         assert trackers["wandb"]["name"] == trackers["mlflow"]["run_name"]
@@ -418,6 +601,29 @@ def test_crashing_driver_fails_the_trial_quoting_ray_driver_log(tmp_path: Path) 
     (job_id,) = t.user_attrs[records.COMMAND_SLURM_JOB_IDS]
     assert f"ray.sub job {job_id} ended FAILED" in reason
     assert "ray-driver.log" in reason and "loss became NaN at step 3" in reason
+
+
+@pytest.mark.slurm
+@pytest.mark.e2e
+def test_raysub_startup_timeout_fails_the_trial_with_that_reason(tmp_path: Path) -> None:
+    _grpo_sweep(
+        tmp_path,
+        "hydra.sweeper.n_trials=1",
+        "grpo.max_num_steps=2",
+        # one GPU's worker unit never registers; ray.sub's 30-minute cap shortened to 1 s
+        "command.ray_sub.env={NRL_STANDIN_WORKER_UNITS:'3',NRL_STANDIN_WORKER_WAIT_S:'1'}",
+        check=False,
+    )
+    (t,) = load(tmp_path, "run_command").trials
+    assert t.state == TrialState.FAIL
+    reason = t.user_attrs[records.FAIL_REASON]
+    (job_id,) = t.user_attrs[records.COMMAND_SLURM_JOB_IDS]
+    # Rule: the trial fails with ray.sub's start-up timeout as its reason, and is not
+    # resubmitted (there is nothing to resume).
+    assert f"ray.sub job {job_id} ended FAILED" in reason
+    assert "the driver never started" in reason
+    assert "Timed out waiting for all workers to connect (3/4" in reason
+    assert records.COMMAND_RESTARTS not in t.user_attrs
 
 
 @pytest.mark.slurm
@@ -480,13 +686,22 @@ def test_pbt_over_the_standin_exploit_continues_the_donors_step(tmp_path: Path) 
         "hydra.sweeper.seed=0",
         "policy.optimizer.kwargs.lr=interval(0.0005,0.002)",
         "grpo.num_generations_per_prompt=choice(2,4)",
-        "command.extra_args=['grpo.val_period=2','sft.max_num_steps=20','task.validation_size=128']",
+        # val_period 3 does not divide the round length: the preset's grpo.val_at_end makes
+        # every round end on a validation
+        "command.extra_args=['grpo.val_period=3','sft.max_num_steps=20','task.validation_size=128']",
     )
     study = optuna.load_study(
         study_name="run_command", storage=f"sqlite:///{tmp_path / 'optuna.db'}"
     )
     rounds = [t for t in study.trials if records.PBT_MEMBER in t.user_attrs]
     assert len(rounds) == 4 and all(t.state == TrialState.COMPLETE for t in rounds)
+    for t in rounds:
+        end = (t.user_attrs[records.PBT_ROUND] + 1) * interval
+        (exp,) = _exp_dirs(Path(t.user_attrs["job_dir"]))
+        val = _scalars(exp)["validation/accuracy"]
+        # Rule: the value PBT ranks a round by is the validation at the round's last step
+        # (steps 3 and 6 by val_period, 4 and 8 by val_at_end).
+        assert max(val) == end and t.value == pytest.approx(val[end])
     exploits = [t for t in rounds if t.user_attrs[records.PBT_PARENT] is not None]
     # Rule: population 2 at quantile 0.5 -> the worse member of round 0 exploits the better.
     assert len(exploits) >= 1

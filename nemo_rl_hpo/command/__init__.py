@@ -22,10 +22,12 @@ from nemo_rl_hpo.command._overrides import (
     render_value,
 )
 from nemo_rl_hpo.command._runner import (
+    PreparedCommand,
     build_argv,
     check,
     command_overrides,
     latest_step,
+    prepare_command,
     run_command,
 )
 from nemo_rl_hpo.command._spec import (
@@ -45,12 +47,14 @@ __all__ = [
     "JsonlReader",
     "MetricsSpec",
     "OverrideError",
+    "PreparedCommand",
     "TensorBoardReader",
     "RaySubSpec",
     "build_argv",
     "check",
     "command_overrides",
     "latest_step",
+    "prepare_command",
     "quote",
     "render_override",
     "render_overrides",

@@ -170,12 +170,15 @@ class _Attempt:
 
         Saved before it: NeMo RL exits 0 after its timeout-triggered save and prints
         ``timeout_marker``. Killed at it: Slurm's state is TIMEOUT; the run resumes from its
-        last periodic save.
+        last periodic save. A job whose driver never started (its wall time spent in ray.sub's
+        start-up) is not resubmitted: it fails with that reason.
         """
         rs = self.spec.ray_sub
         if rs is None or self.job_id is None:
             return None
         logs = _raysub.driver_logs(self.job, self.job_id)
+        if not logs:  # the driver never started (ray.sub's start-up): nothing to resume
+            return None
         if (
             rc == 0
             and rs.timeout_marker

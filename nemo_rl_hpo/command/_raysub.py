@@ -20,6 +20,10 @@ from pathlib import Path
 from nemo_rl_hpo.command._spec import CommandConfigError, RaySubSpec, slurm_time_seconds
 
 DRIVER_LOG = "ray-driver.log"
+# The Ray head's container output (srun -o): ray.sub's worker wait runs there, before the driver
+HEAD_LOG = "ray-head.log"
+# ray.sub's line when not every worker unit registered within its 30 minutes (no driver then)
+WORKER_TIMEOUT = "Timed out waiting for all workers to connect"
 # sbatch's "Submitted batch job N", or "N" / "N;cluster" with --parsable
 _SUBMITTED = re.compile(rb"^(?:Submitted batch job )?(\d+)(?:;\S*)?\s*$", re.M)
 
@@ -41,11 +45,21 @@ def must_save_by(spec: RaySubSpec) -> str | None:
     return f"{days:02d}:{hours:02d}:{minutes:02d}:{seconds:02d}"
 
 
+def gpu_nodes(spec: RaySubSpec) -> int:
+    """The nodes whose GPUs Ray schedules on: all of them, or all but the dedicated head.
+
+    ray.sub (``DEDICATED_RAY_HEAD=1``) registers ``GPUS_PER_NODE`` worker units on every other
+    node only; NeMo RL asks Ray for ``cluster.num_nodes x cluster.gpus_per_node`` GPUs and
+    fails with "Maximum number of retries reached" when that is more (its docs/cluster.md).
+    """
+    return spec.nodes - 1 if spec.dedicated_head else spec.nodes
+
+
 def overrides(spec: RaySubSpec) -> dict[str, object]:
     """The command keys ``ray_sub`` decides: node and GPU counts, the save-by time."""
     out: dict[str, object] = {}
     if spec.nodes_key:
-        out[spec.nodes_key] = spec.nodes
+        out[spec.nodes_key] = gpu_nodes(spec)
     if spec.gpus_per_node_key:
         out[spec.gpus_per_node_key] = spec.gpus_per_node
     deadline = must_save_by(spec)
@@ -114,6 +128,9 @@ def environment(spec: RaySubSpec, driver: str, job_dir: Path, mounts_value: str)
             "MOUNTS": mounts_value,
             "BASE_LOG_DIR": str(job_dir),
             "GPUS_PER_NODE": str(spec.gpus_per_node),
+            # always written: a DEDICATED_RAY_HEAD exported in the submitting shell would
+            # otherwise reach ray.sub and disagree with the command's cluster.num_nodes
+            "DEDICATED_RAY_HEAD": "1" if spec.dedicated_head else "0",
         }
     )
     return env
@@ -157,14 +174,39 @@ def tail(path: Path, lines: int, max_chars: int) -> str:
     return "..." + out[-max_chars:] if len(out) > max_chars else out
 
 
+def startup_failure(job_dir: Path, job_id: str) -> str | None:
+    """Why the job's driver never started, when ray.sub says so; None otherwise.
+
+    ray.sub starts the driver only once every worker unit has registered with Ray, and gives
+    up after 30 minutes (its ``WORKER_DEADLINE``), writing :data:`WORKER_TIMEOUT` to the head's
+    log and exiting 1 without a ``ray-driver.log``. That wait counts in the job's wall time.
+    """
+    if driver_logs(job_dir, job_id):
+        return None
+    for head in sorted(job_dir.glob(f"{job_id}-*logs/{HEAD_LOG}")):
+        found = [ln for ln in tail(head, 200, 1 << 16).splitlines() if WORKER_TIMEOUT in ln]
+        if found:
+            line = found[-1].strip()
+            return (
+                f"the driver never started: ray.sub gave up waiting for Ray's workers to "
+                f"register ({line[line.index(WORKER_TIMEOUT) :]}, in {head}); a node failed to "
+                f"start its Ray worker: see the ray-worker-*.log files next to it"
+            )
+    return None
+
+
 def failure_detail(job_dir: Path, job_id: str | None, lines: int, max_chars: int) -> str:
-    """What to quote for a failed job: the driver log's tail, else ray.sub's own output."""
+    """What to quote for a failed job: the driver log's tail, else why the driver never
+    started (ray.sub's start-up timeout), else ray.sub's own output."""
     if job_id is None:
         return ""
     for log_file in reversed(driver_logs(job_dir, job_id)):
         text = tail(log_file, lines, max_chars)
         if text:
             return f"last lines of {log_file}:\n{text}"
+    startup = startup_failure(job_dir, job_id)
+    if startup is not None:
+        return startup
     out = job_dir / f"slurm-{job_id}.out"
     text = tail(out, lines, max_chars)
     if text:

@@ -16,6 +16,7 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,55 @@ from nemo_rl_hpo.sweep import records
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class PreparedCommand:
+    """One trial's command, rendered exactly as :func:`run_command` runs it."""
+
+    spec: CommandSpec
+    job: Path  # the trial's job dir
+    log_dir: Path  # <job>/logs: the command's log_dir_key
+    checkpoint_dir: Path  # <job>/checkpoints, or the PBT round's own
+    cwd: Path
+    values: dict[str, str]  # the template values ({config}, {job_name}, ...)
+    overrides: list[str]  # the command's own overrides, each one argv item
+    driver: list[str]  # the command's argv (with ray_sub: the driver, ray.sub's $COMMAND)
+    argv: list[str]  # what is started: the command, or `sbatch --wait ... ray.sub`
+    env: dict[str, str]
+
+
+def prepare_command(
+    cfg: Mapping[str, Any] | CommandSpec, job_dir: str | os.PathLike[str] | None = None
+) -> PreparedCommand:
+    """Render the trial's command (argv, overrides, environment) without running it.
+
+    The one place a trial's command line is decided: :func:`run_command` runs what this
+    returns, and a test (or a user) can check the exact line a sweep would start.
+    """
+    spec = CommandSpec.from_config(cfg)
+    job = Path(job_dir) if job_dir is not None else _hydra_job_dir()
+    job = job.absolute()
+    log_dir = job / "logs"
+    ckpt_dir = _pbt.checkpoint_dir() or job / "checkpoints"
+    for d in (job, log_dir, ckpt_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    values = _template_values(spec, job, log_dir, ckpt_dir)
+    cwd = _resolve(_fmt(spec.cwd, values, "cwd"), _launch_dir()) if spec.cwd else _launch_dir()
+    values["config"] = (
+        str(_resolve(_fmt(spec.config, values, "config"), cwd)) if spec.config else ""
+    )
+    overrides = command_overrides(spec, log_dir, ckpt_dir)
+    values["overrides_shell"] = shlex.join(overrides)
+    driver = build_argv(spec, values, overrides)
+    argv = driver
+    env = _environment(spec, values)
+    rs = spec.ray_sub
+    if rs is not None:  # argv is the driver ($COMMAND); the process we run is sbatch --wait
+        mounts = _raysub.mounts(rs, cwd, _sweep_dir(job), job)
+        env.update(_raysub.environment(rs, shlex.join(driver), job, mounts))
+        argv = _raysub.sbatch_argv(rs, cwd, job, values["job_name"])
+    return PreparedCommand(spec, job, log_dir, ckpt_dir, cwd, values, overrides, driver, argv, env)
+
+
 def run_command(
     cfg: Mapping[str, Any] | CommandSpec, job_dir: str | os.PathLike[str] | None = None
 ) -> dict[str, float]:
@@ -53,34 +103,21 @@ def run_command(
     command is the driver of a ``ray.sub`` job; a job that stops at its wall time is submitted
     again in the same job dir, so the command resumes from its latest ``step_N``.
     """
-    spec = CommandSpec.from_config(cfg)
-    job = Path(job_dir) if job_dir is not None else _hydra_job_dir()
-    job = job.absolute()
-    log_dir = job / "logs"
-    ckpt_dir = _pbt.checkpoint_dir() or job / "checkpoints"
-    for d in (job, log_dir, ckpt_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    _pbt.seed_checkpoint_dir(ckpt_dir)  # PBT: continue from the own or the donor's step_N
-
-    values = _template_values(spec, job, log_dir, ckpt_dir)
-    cwd = _resolve(_fmt(spec.cwd, values, "cwd"), _launch_dir()) if spec.cwd else _launch_dir()
-    values["config"] = (
-        str(_resolve(_fmt(spec.config, values, "config"), cwd)) if spec.config else ""
+    prepared = prepare_command(cfg, job_dir)
+    spec, job, values, cwd = prepared.spec, prepared.job, prepared.values, prepared.cwd
+    log_dir, ckpt_dir, argv, env = (
+        prepared.log_dir,
+        prepared.checkpoint_dir,
+        prepared.argv,
+        prepared.env,
     )
-    overrides = command_overrides(spec, log_dir, ckpt_dir)
-    values["overrides_shell"] = shlex.join(overrides)
-    argv = build_argv(spec, values, overrides)
-    env = _environment(spec, values)
+    _pbt.seed_checkpoint_dir(ckpt_dir)  # PBT: continue from the own or the donor's step_N
     rs = spec.ray_sub
-    if rs is not None:  # argv is the driver ($COMMAND); the process we run is sbatch --wait
-        mounts = _raysub.mounts(rs, cwd, _sweep_dir(job), job)
-        env.update(_raysub.environment(rs, shlex.join(argv), job, mounts))
-        argv = _raysub.sbatch_argv(rs, cwd, job, values["job_name"])
-        if shutil.which("sbatch", path=env.get("PATH")) is None:
-            raise CommandFailed(
-                "command.ray_sub is set but sbatch is not on PATH; run the sweep where SLURM's "
-                "client commands are, or set command.ray_sub: null."
-            )
+    if rs is not None and shutil.which("sbatch", path=env.get("PATH")) is None:
+        raise CommandFailed(
+            "command.ray_sub is set but sbatch is not on PATH; run the sweep where SLURM's "
+            "client commands are, or set command.ray_sub: null."
+        )
     reader = _reader(spec, values)
     objective = spec.objective_name
     _check_prune_metric(objective)
@@ -153,6 +190,10 @@ def run_command(
         raise CommandFailed(attempt.failure_message(rc))
     metrics = last_values(watcher.history)
     if objective not in metrics:
+        if rs is not None and attempt.job_id is not None:
+            startup = _raysub.startup_failure(job, attempt.job_id)
+            if startup is not None:
+                raise CommandFailed(f"the ray.sub job {attempt.job_id} exited 0, but {startup}.")
         where = Path(values["metrics_dir"])
         raise CommandFailed(
             f"the command exited 0 but wrote no value of {objective!r} "
@@ -160,6 +201,7 @@ def run_command(
             "command.metrics (tags, log_subdir_glob or path) and command.log_dir_key."
         )
     _check_rung_checkpoint(ckpt_dir)
+    _check_round_end(spec, watcher.history)
     return metrics
 
 
@@ -181,6 +223,24 @@ def _check_rung_checkpoint(ckpt_dir: Path) -> None:
             "resumes from step_<rung>: enable the command's checkpointing (NeMo RL: "
             "checkpointing.enabled=true saves at the last step) and set command.checkpoint_dir_key."
         )
+
+
+def _check_round_end(spec: CommandSpec, history: History) -> None:
+    """A PBT round (or a rung's segment) is ranked on the objective at its last step; a value
+    from an earlier step (a run that does not validate at its end) would rank it on stale
+    numbers."""
+    end = trial.target_steps()
+    objective = spec.objective_name
+    last = max(history.get(objective, {}), default=None)
+    if end is None or last is None or last >= end:
+        return
+    raise CommandFailed(
+        f"this PBT round (or rung) trains to step {end}, but the command's last {objective!r} "
+        f"is from step {last}, so the sweeper would rank it on a stale value; make the command "
+        "validate at its last step (NeMo RL: grpo.val_at_end=true, sft.val_at_end, "
+        "dpo.val_at_end; the nemo_rl presets set it) or make "
+        "hydra.sweeper.perturbation_interval a multiple of its validation period."
+    )
 
 
 def latest_step(checkpoint_dir: Path) -> int | None:

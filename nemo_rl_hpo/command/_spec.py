@@ -32,13 +32,17 @@ class RaySubSpec:
     """Submit each trial's command through NeMo RL's ``ray.sub`` (``sbatch --wait``).
 
     One key per fact: ``gpus_per_node`` becomes ``--gres=gpu:N``, the command's
-    ``gpus_per_node_key`` and ``GPUS_PER_NODE``; ``nodes`` becomes ``--nodes`` and ``nodes_key``;
-    ``time_limit`` becomes ``--time`` and, less ``save_margin_s``, the command's
-    ``must_save_by_key`` (NeMo RL's ``checkpointing.checkpoint_must_save_by``).
+    ``gpus_per_node_key`` and ``GPUS_PER_NODE``; ``nodes`` becomes ``--nodes`` and ``nodes_key``
+    (``nodes - 1`` with ``dedicated_head``: ray.sub's ``DEDICATED_RAY_HEAD=1`` keeps the first
+    node's GPUs out of Ray); ``time_limit`` becomes ``--time`` and, less ``save_margin_s``, the
+    command's ``must_save_by_key`` (NeMo RL's ``checkpointing.checkpoint_must_save_by``).
     """
 
     script: str = "ray.sub"  # relative to command.cwd (the NeMo RL checkout)
-    nodes: int = 1  # sbatch --nodes and the command's nodes_key
+    nodes: int = 1  # sbatch --nodes; the command's nodes_key gets the nodes that run GPU work
+    # DEDICATED_RAY_HEAD: the first node hosts only Ray's head and the driver (no GPU actors),
+    # so the command's nodes_key gets nodes - 1 (NeMo RL's docs/cluster.md: it must)
+    dedicated_head: bool = False
     gpus_per_node: int = 8  # --gres=gpu:N, GPUS_PER_NODE and the command's gpus_per_node_key
     nodes_key: str | None = "cluster.num_nodes"
     gpus_per_node_key: str | None = "cluster.gpus_per_node"
@@ -49,7 +53,10 @@ class RaySubSpec:
     time_limit: str | int | None = (
         None  # sbatch --time ([D-]HH:MM:SS or minutes); null: partition's
     )
-    save_margin_s: float = 900.0  # checkpoint_must_save_by = time_limit - this (setup included)
+    # checkpoint_must_save_by = time_limit - this. NeMo RL's clock starts at its training loop,
+    # so the margin covers everything before it and the last save: ray.sub waits up to 30 min
+    # for every worker to register, then model loading and the save (15 min) -> 45 min
+    save_margin_s: float = 2700.0
     must_save_by_key: str | None = "checkpointing.checkpoint_must_save_by"
     max_restarts: int = 3  # resubmissions of a trial that stopped at its wall time
     # the driver's line that says it stopped early to save before its wall time (NeMo RL's
@@ -73,6 +80,23 @@ class RaySubSpec:
                 raise CommandConfigError(
                     f"command.ray_sub.{name} must be a whole number of at least 1, got {value!r}."
                 )
+        if not isinstance(self.dedicated_head, bool):
+            raise CommandConfigError(
+                f"command.ray_sub.dedicated_head must be true or false, got "
+                f"{self.dedicated_head!r}."
+            )
+        if self.dedicated_head and self.nodes < 2:
+            raise CommandConfigError(
+                f"command.ray_sub.dedicated_head=true needs command.ray_sub.nodes of at least 2 "
+                f"(the first node runs only Ray's head), got nodes={self.nodes}; raise nodes by "
+                "one or set dedicated_head=false."
+            )
+        if "DEDICATED_RAY_HEAD" in self.env:
+            raise CommandConfigError(
+                "command.ray_sub.env.DEDICATED_RAY_HEAD: set command.ray_sub.dedicated_head "
+                "instead; it also gives the command's cluster.num_nodes the nodes - 1 that "
+                "NeMo RL needs then."
+            )
         if self.max_restarts < 0:
             raise CommandConfigError(
                 f"command.ray_sub.max_restarts must be at least 0, got {self.max_restarts}."

@@ -5,7 +5,8 @@ Each function mirrors one file of NeMo RL (``NVIDIA-NeMo/RL`` at commit
 depends on; docs/command.md lists the contract line by line:
 
 - ``load_config`` / ``parse_hydra_overrides``: ``nemo_rl/utils/config.py`` (``defaults:``
-  inheritance; Hydra's override parser applied on a struct-mode config);
+  inheritance with the ``_override_`` marker and ``???`` values; Hydra's override parser
+  applied on a struct-mode config, failures raised as ``OverridesError``);
 - ``get_next_experiment_dir`` and ``Logger``: ``nemo_rl/utils/logger.py`` (``exp_NNN`` under
   ``logger.log_dir``, TensorBoard under ``<exp dir>/tensorboard``, tags ``"{prefix}/{name}"``);
 - ``TimeoutChecker``: ``nemo_rl/utils/timer.py`` (``checkpoint_must_save_by`` as
@@ -14,7 +15,8 @@ depends on; docs/command.md lists the contract line by line:
   with ``training_info.json``; resume from the highest N): ``nemo_rl/utils/checkpoint.py``; for
   GRPO the embedded trial's own (``nemo_rl_hpo.training.grpo.run``, same layout);
 - ``train``: the step/validation/save order of ``sft_train`` / ``dpo_train`` (train metrics at
-  every step, validation every ``val_period`` and at step 0 with ``val_at_start``, a save every
+  every step, validation every ``val_period``, at the last step with ``val_at_end`` and at
+  step 0 with ``val_at_start``, a save every
   ``save_period``, at the end and at the save-by time, then the timeout line and exit 0).
 
 Not mirrored: Ray, vLLM, containers, W&B/MLflow uploads (their run names are printed, and
@@ -44,22 +46,47 @@ TIMEOUT_MESSAGE = "Timeout has been reached, stopping training early"
 
 
 # ------------------------------------------------------------------ nemo_rl/utils/config.py
+# Written from what NeMo RL's loader does at 7ea279ab (nemo_rl/utils/config.py:30-192), not
+# from its code: the tests in tests/test_nemo_rl.py pin each rule below.
+def _merge_sections(base: DictConfig, child: DictConfig) -> DictConfig:
+    """``child`` merged over ``base``; a top-level section of ``child`` that carries
+    ``_override_: true`` replaces ``base``'s section instead of merging into it (the marker is
+    dropped; deeper sections are not looked at). A ``???`` value is never inspected for the
+    marker: it stays to be filled by a later config or a command-line override, and merging it
+    leaves ``base``'s value in place."""
+    for key in list(child.keys()):
+        if OmegaConf.is_missing(child, key):
+            continue
+        section = child[key]
+        if isinstance(section, DictConfig) and section.get("_override_", False):
+            section.pop("_override_")
+            base.pop(key, None)
+    merged = OmegaConf.merge(base, child)
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
 def load_config(config_path: str | Path) -> DictConfig:
-    """A YAML config whose ``defaults:`` (a path or a list of paths) are merged in first."""
+    """A YAML config whose ``defaults:`` (a path or a list of paths, each relative to the file
+    that names it unless absolute) are loaded the same way and merged in first, in order."""
     path = Path(config_path)
     config = OmegaConf.load(path)
     if not isinstance(config, DictConfig):
         raise TypeError("Config must be a Dictionary Config (List Config not supported)")
-    if "defaults" in config:
-        defaults = config.pop("defaults")
-        items = [defaults] if isinstance(defaults, (str, Path)) else [str(d) for d in defaults]
-        base = OmegaConf.create({})
-        for item in items:
-            parent = Path(item) if str(item).startswith("/") else path.parent / str(item)
-            base = OmegaConf.merge(base, load_config(parent))
-        config = OmegaConf.merge(base, config)
-    assert isinstance(config, DictConfig)
-    return config
+    if "defaults" not in config:
+        return config
+    defaults = config.pop("defaults")
+    items = [defaults] if isinstance(defaults, (str, Path)) else [str(d) for d in defaults]
+    base = OmegaConf.create({})
+    for item in items:
+        parent = Path(item) if str(item).startswith("/") else path.parent / str(item)
+        base = _merge_sections(base, load_config(parent))
+    return _merge_sections(base, config)
+
+
+class OverridesError(Exception):
+    """An override that Hydra's parser or struct mode refused (NeMo RL's own exception type,
+    ``nemo_rl.utils.config.OverridesError``, with the same message prefix)."""
 
 
 def parse_hydra_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
@@ -70,7 +97,7 @@ def parse_hydra_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
         ConfigLoaderImpl._apply_overrides_to_config(overrides=parsed, cfg=cfg)
         return cfg
     except Exception as e:
-        raise RuntimeError(f"Failed to parse Hydra overrides: {e}") from e
+        raise OverridesError(f"Failed to parse Hydra overrides: {e}") from e
 
 
 def register_omegaconf_resolvers() -> None:
@@ -101,6 +128,41 @@ def parse_args_and_config(default_config: str) -> dict[str, Any]:
     print("Final config:")
     pprint.pprint(config)
     return config
+
+
+# ------------------------------------------------------- nemo_rl/distributed/virtual_cluster.py
+class ResourceInsufficientError(Exception):
+    """The Ray cluster has fewer GPUs than ``cluster.num_nodes x cluster.gpus_per_node``."""
+
+
+PLACEMENT_RETRIES = 6  # NRL_VIRTUAL_CLUSTER_MAX_RETRIES' default
+
+
+def init_cluster(config: Mapping[str, Any]) -> None:
+    """What NeMo RL's ``RayVirtualCluster`` does before placing workers (virtual_cluster.py
+    at 7ea279ab, ``_init_placement_groups`` / ``_create_placement_groups_internal``): ask Ray
+    for ``cluster.num_nodes x cluster.gpus_per_node`` GPUs, retry, then give up with
+    "Maximum number of retries reached". Under the stand-in ray.sub, Ray's GPUs are
+    ``NRL_STANDIN_RAY_GPUS`` (none on a dedicated head); run directly there is no cluster to
+    check. The real retries sleep 1, 2, ... 32 s; the stand-in does not wait."""
+    available = os.environ.get("NRL_STANDIN_RAY_GPUS")
+    if available is None:
+        return
+    cluster = config["cluster"]
+    requested = int(cluster["num_nodes"]) * int(cluster["gpus_per_node"])
+    if requested <= int(available):
+        return
+    for i in range(PLACEMENT_RETRIES):
+        print(
+            f"Not enough GPUs available. Requested {requested} GPUs, but only {available} are "
+            "available in the cluster."
+        )
+        print(f"Retrying placement group creation... {i + 1}/{PLACEMENT_RETRIES}.", flush=True)
+    raise ResourceInsufficientError(
+        f"Maximum number of retries reached ({PLACEMENT_RETRIES}). Cluster resources may be "
+        "insufficient or cluster itself is highly unstable. Please check your cluster "
+        "configuration and your cluster logs."
+    )
 
 
 # ------------------------------------------------------------------ nemo_rl/utils/logger.py
@@ -258,6 +320,14 @@ def latest_step_dir(root: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name[5:]), default=None)
 
 
+def validates_at(algo_cfg: Mapping[str, Any], step: int) -> bool:
+    """NeMo RL's rule (grpo.py / sft.py / dpo.py at 7ea279ab): validate after step N when
+    ``val_period`` divides N, or at the last step (N = ``max_num_steps``) with ``val_at_end``."""
+    period = int(algo_cfg["val_period"])
+    last = step >= int(algo_cfg["max_num_steps"])
+    return (period > 0 and step % period == 0) or (bool(algo_cfg.get("val_at_end")) and last)
+
+
 def train(
     config: Mapping[str, Any], section: str, algo: Algorithm, val_prefix: str = "validation"
 ) -> int:
@@ -266,6 +336,7 @@ def train(
     the end and at the save-by time (then the timeout line, exit 0); resume from the highest N."""
     import torch
 
+    init_cluster(config)
     algo_cfg, ckpt = config[section], config["checkpointing"]
     standin = dict(config.get("standin") or {})
     log_dir = get_next_experiment_dir(str(config["logger"]["log_dir"]))
@@ -290,7 +361,7 @@ def train(
             raise RuntimeError(f"loss became NaN at step {step} (standin.fail_at_step)")
         metrics = algo.train_step()
         val = None
-        if int(algo_cfg["val_period"]) > 0 and step % int(algo_cfg["val_period"]) == 0:
+        if validates_at(algo_cfg, step):
             val = algo.validate()
             logger.log_metrics(val, step, prefix=val_prefix)
         if float(standin.get("step_sleep_s") or 0) > 0:

@@ -57,6 +57,14 @@ def validate(cfg: DictConfig) -> None:
         open_low=True,
         example="policy.generation.temperature=1.0",
     )
+    _number(
+        cfg,
+        "policy.generation.val_temperature",
+        low=0.0,
+        example="policy.generation.val_temperature=0 (greedy) or "
+        "'${policy.generation.temperature}' (NeMo RL's: sample at the training temperature)",
+        must=False,
+    )
     _number(cfg, "policy.optimizer.kwargs.lr", low=0.0, open_low=True, example="1e-3", must=True)
     _number(cfg, "policy.optimizer.kwargs.weight_decay", low=0.0, example="0.01", must=False)
     if cfg.policy.get("max_grad_norm") is not None:
@@ -155,7 +163,7 @@ DEFAULTS: dict[str, Any] = {
             "name": "torch.optim.AdamW",
             "kwargs": {"lr": 5.0e-4, "weight_decay": 0.0, "betas": [0.9, 0.999], "eps": 1.0e-8},
         },
-        "generation": {"temperature": 1.0},
+        "generation": {"temperature": 1.0, "val_temperature": 0.0},
     },
     "checkpointing": {
         "enabled": True,

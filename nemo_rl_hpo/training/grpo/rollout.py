@@ -1,4 +1,4 @@
-"""Rollouts of the policy: sample answers, score their log-probs, validate greedily.
+"""Rollouts of the policy: sample answers, score their log-probs, validate (greedy by default).
 
 Shared by the warm start, every GRPO step and validation; log-probs are of temperature-scaled
 logits, as NeMo RL's policy workers compute them.
@@ -67,14 +67,31 @@ def answer_logprobs(
 
 @torch.no_grad()
 def validate_policy(
-    policy: nn.Module, task: DigitsTask, device: torch.device, precision: Precision
+    policy: nn.Module,
+    task: DigitsTask,
+    device: torch.device,
+    precision: Precision,
+    temperature: float = 0.0,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """Greedy answers to the fixed validation prompts: mean reward, exact accuracy, length."""
+    """Answers to the fixed validation prompts: mean reward, exact accuracy, length.
+
+    ``temperature`` 0 answers greedily (the same decoding for every trial); above 0 it samples,
+    as NeMo RL validates (``policy.generation.val_temperature``, by default the training
+    temperature), from a generator seeded with ``seed`` afresh at every validation, so every
+    validation and every trial draws the same noise and the run's own streams are untouched.
+    """
     prompts, operands = task.validation()
+    generator = torch.Generator().manual_seed(seed) if temperature > 0 else None
     rewards, lengths = [], []
     for i in range(0, len(prompts), VAL_BATCH):
         answers = generate(
-            policy, prompts[i : i + VAL_BATCH].to(device), task.answer_len, 0.0, None, precision
+            policy,
+            prompts[i : i + VAL_BATCH].to(device),
+            task.answer_len,
+            temperature,
+            generator,
+            precision,
         ).cpu()
         rewards.append(verify(task, operands[i : i + VAL_BATCH], answers))
         lengths.append(token_mask(answers).sum(dim=1))

@@ -8,7 +8,8 @@ every step samples ``grpo.num_prompts_per_step`` prompts, ``grpo.num_generations
 answers each at ``policy.generation.temperature``, scores them with the verifier, turns rewards
 into group-relative advantages and takes one optimizer step per ``policy.train_global_batch_size``
 samples on NeMo RL's clipped policy-gradient loss (:mod:`.loss`). Every ``grpo.val_period`` steps
-(and at the end) it validates greedily on the task's fixed held-out prompts.
+(and at the end) it validates on the task's fixed held-out prompts: greedily by default, or
+sampling at ``policy.generation.val_temperature`` as NeMo RL does.
 
 A checkpoint (``<checkpoint_dir>/step_N/``, NeMo RL's layout, written atomically) holds the
 policy, the reference policy, the optimizer, the prompt and sampling generators, the torch RNG,
@@ -86,7 +87,8 @@ def run_grpo(
     - ``should_stop(step)``: asked after every step (after its validation, if any); True saves
       a checkpoint and returns with ``stopped=True`` (pruning, a wall-time limit).
 
-    The returned metrics: ``val_reward`` (greedy, the objective, maximized), ``val_accuracy``
+    The returned metrics: ``val_reward`` (greedy unless ``policy.generation.val_temperature``
+    > 0; the objective, maximized), ``val_accuracy``
     (exact answers), ``val_reward_start`` (the warm-started policy's), ``best_val_reward``,
     ``train_reward``, ``generated_tokens``, ``train_time_s`` (wall time over all resumptions),
     ``step``.
@@ -100,6 +102,8 @@ def run_grpo(
     grpo, loss_cfg, policy_cfg = cfg.grpo, cfg.loss_fn, cfg.policy
     task = _task(cfg)
     ckpt_root = None if checkpoint_dir is None else Path(checkpoint_dir)
+    # validation decoding: greedy (0, the default) or NeMo RL's sampling at val_temperature
+    val_sampling = (float(policy_cfg.generation.get("val_temperature") or 0.0), int(grpo.seed) + 3)
 
     torch.manual_seed(int(grpo.seed))
     policy = _policy(cfg, task).to(device)
@@ -140,7 +144,7 @@ def run_grpo(
         sft(policy, cfg, task, device, precision)
         reference = _frozen(copy.deepcopy(policy), None)
         optimizer = _optimizer(policy_cfg, policy)  # GRPO starts with fresh moments
-        val = validate_policy(policy, task, device, precision)
+        val = validate_policy(policy, task, device, precision, *val_sampling)
         state["val_reward_start"] = val["validation/reward"]
         state["curve"][0] = val["validation/reward"]
         if on_metrics is not None:
@@ -198,7 +202,7 @@ def run_grpo(
             on_metrics(step, train_metrics)
         diverged = not math.isfinite(train_metrics["train/loss"])
         if diverged or step % int(grpo.val_period) == 0 or step == end:
-            val = validate_policy(policy, task, device, precision)
+            val = validate_policy(policy, task, device, precision, *val_sampling)
             state["curve"][step] = val["validation/reward"]
             state["metrics"] = {
                 "val_reward": val["validation/reward"],

@@ -7,7 +7,10 @@ the embedded GRPO trial (``nemo_rl_hpo.training.grpo``), for sweeping a "NeMo RL
 What it shares with the real script (NVIDIA-NeMo/RL at 7ea279ab; docs/command.md): ``--config``
 plus Hydra overrides in struct mode, the log dir ``logger.log_dir/exp_NNN`` with TensorBoard under
 ``tensorboard/`` and NeMo RL's tags (``train/loss``, ``train/reward``, ``validation/accuracy`` =
-the mean validation reward, ``validation/avg_length``), checkpoints
+the mean validation reward, ``validation/avg_length``), validation that samples at the training
+temperature (``policy.generation.val_temperature: ${.temperature}``, anything else refused as
+NeMo RL refuses it outside NeMo-Gym), validation at the last step only with
+``grpo.val_at_end``, checkpoints
 ``checkpointing.checkpoint_dir/step_N`` resumed from the highest N, and
 ``checkpointing.checkpoint_must_save_by``: save, print NeMo RL's "Timeout has been reached" line,
 exit 0. The stand-in also writes ``<exp dir>/config.yaml`` (the resolved config) and
@@ -27,9 +30,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # nrl_standin (NeM
 import nrl_standin  # noqa: E402
 
 
+def check_validation_sampling(generation: Mapping[str, object]) -> None:
+    """NeMo RL's ``grpo.py`` ``setup()`` at 7ea279ab (lines 504-516): validation must sample
+    exactly like training unless rollouts go through NeMo-Gym's vLLM path, which the stand-in
+    does not have. So ``validation/accuracy`` is measured at ``policy.generation.temperature``."""
+    differs = any(
+        generation.get(f"val_{k}") != generation.get(k) for k in ("temperature", "top_p", "top_k")
+    )
+    assert not differs, (
+        "generation.val_temperature/val_top_p/val_top_k differing from the "
+        "train sampling params is only supported for vLLM NeMo-Gym rollouts."
+    )
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # "resumed GRPO from ..."
     config = nrl_standin.parse_args_and_config("grpo_math_1B.yaml")
+    check_validation_sampling(config["policy"]["generation"])
+    nrl_standin.init_cluster(config)
     log_dir = nrl_standin.get_next_experiment_dir(str(config["logger"]["log_dir"]))
     print(f"📊 Using log directory: {log_dir}")
     ckpt = config["checkpointing"]
@@ -64,6 +82,8 @@ def main() -> int:
             print(f"step {step}: {train}", flush=True)
         if val and step == 0 and not config["grpo"].get("val_at_start"):
             val = {}  # the warm start's validation: NeMo RL logs step 0 only with val_at_start
+        if val and step > 0 and not nrl_standin.validates_at(config["grpo"], step):
+            val = {}  # the trial validates at its end; NeMo RL only with grpo.val_at_end
         if val:
             # NeMo RL's validation "accuracy" is the mean reward over validation samples.
             val = {"accuracy": val["reward"], "avg_length": val.get("avg_length", 0.0)}
