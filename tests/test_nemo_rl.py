@@ -296,6 +296,10 @@ def test_standin_keeps_nemo_rls_command_line_and_file_contract(tmp_path: Path) -
     # Rule: struct mode, as NeMo RL: a key the config lacks is refused without `+`.
     bad = _standin(tmp_path / "bad", "grpo.no_such_key=1", check_rc=False)
     assert bad.returncode != 0 and "no_such_key" in bad.stderr
+    assert "OverridesError: Failed to parse Hydra overrides" in bad.stderr
+    # Rule: validation samples like training, as NeMo RL insists outside NeMo-Gym.
+    greedy = _standin(tmp_path / "greedy", "policy.generation.val_temperature=0", check_rc=False)
+    assert greedy.returncode != 0 and "only supported for vLLM NeMo-Gym" in greedy.stderr
     short = [
         "grpo.val_period=2",
         "grpo.num_generations_per_prompt=4",
@@ -307,6 +311,7 @@ def test_standin_keeps_nemo_rls_command_line_and_file_contract(tmp_path: Path) -
     exp1 = tmp_path / "logs" / "exp_001"
     used = OmegaConf.load(exp1 / "config.yaml")
     assert used.grpo.num_generations_per_prompt == 4
+    assert used.policy.generation.val_temperature == used.policy.generation.temperature == 1.0
     # Rule: NeMo RL's resolvers work in overrides (the GRPO preset's batch size uses `mul`).
     assert used.policy.train_global_batch_size == 16 * 4
     tags = _scalars(exp1)
@@ -611,7 +616,8 @@ def test_raysub_startup_timeout_fails_the_trial_with_that_reason(tmp_path: Path)
         "hydra.sweeper.n_trials=1",
         "grpo.max_num_steps=2",
         # one GPU's worker unit never registers; ray.sub's 30-minute cap shortened to 1 s
-        "command.ray_sub.env={NRL_STANDIN_WORKER_UNITS:'3',NRL_STANDIN_WORKER_WAIT_S:'1'}",
+        "+command.ray_sub.env.NRL_STANDIN_WORKER_UNITS=3",
+        "+command.ray_sub.env.NRL_STANDIN_WORKER_WAIT_S=1",
         check=False,
     )
     (t,) = load(tmp_path, "run_command").trials

@@ -71,6 +71,7 @@ def run_grpo(
     stop_at_step: int | None = None,
     on_metrics: MetricsCallback | None = None,
     should_stop: StopHook | None = None,
+    on_train_start: Callable[[int], None] | None = None,
 ) -> GRPOResult:
     """Run GRPO as ``cfg`` says and return its final metrics.
 
@@ -86,6 +87,9 @@ def run_grpo(
       ``validation/reward``, ``validation/avg_length`` (NeMo RL's TensorBoard tags).
     - ``should_stop(step)``: asked after every step (after its validation, if any); True saves
       a checkpoint and returns with ``stopped=True`` (pruning, a wall-time limit).
+    - ``on_train_start(step)``: called once the policy is built and resumed (or warm-started),
+      right before the first GRPO step, with the step it continues from: where NeMo RL's
+      ``grpo_train`` starts its save-by clock (``TimeoutChecker``).
 
     The returned metrics: ``val_reward`` (greedy unless ``policy.generation.val_temperature``
     > 0; the objective, maximized), ``val_accuracy``
@@ -189,6 +193,8 @@ def run_grpo(
             config=OmegaConf.to_container(cfg, resolve=True),
         )
 
+    if on_train_start is not None:
+        on_train_start(step)
     while step < end:
         train_metrics = grpo_step(
             policy, reference, optimizer, loss_fn, cfg, task, device, precision,

@@ -66,10 +66,16 @@ def main() -> int:
     standin = dict(config.get("standin") or {})
     fail_at = standin.get("fail_at_step")
     sleep_s = float(standin.get("step_sleep_s") or 0.0)
-    timeout = nrl_standin.TimeoutChecker(
-        ckpt.get("checkpoint_must_save_by"), fit_last_save_time=True
-    )
-    timeout.start_iterations()
+    # NeMo RL's clock starts in grpo_train, after setup (model loading, resume): here when
+    # run_grpo's training loop starts
+    timeout = nrl_standin.TimeoutChecker(None)
+
+    def on_train_start(step: int) -> None:
+        nonlocal timeout
+        timeout = nrl_standin.TimeoutChecker(
+            ckpt.get("checkpoint_must_save_by"), fit_last_save_time=True
+        )
+        timeout.start_iterations()
 
     def on_metrics(step: int, metrics: Mapping[str, float]) -> None:
         if fail_at is not None and step >= int(fail_at):
@@ -106,6 +112,7 @@ def main() -> int:
         checkpoint_dir=ckpt["checkpoint_dir"] if ckpt["enabled"] else None,
         on_metrics=on_metrics,
         should_stop=should_stop,
+        on_train_start=on_train_start,
     )
     logger.close()
     if result.stopped:
