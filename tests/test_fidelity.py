@@ -596,3 +596,24 @@ def test_when_nothing_more_can_arrive_the_leader_runs_on_to_max_resource() -> No
     # ...but once none will, the best at the highest rung goes on, so the sweep has a result.
     assert [(p.key, p.target) for p in sched.promotions(recs, more_coming=False)] == [(1, 90)]
     assert sched.finished(recs, more_coming=False) == [0]
+
+
+def test_hyperband_brackets_start_trials_at_their_own_first_rung(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    run_app(
+        FIDELITY_APP,
+        f"hydra.sweep.dir={sweep}",
+        "hydra/sweeper/fidelity=hyperband",
+        "hydra.sweeper.n_trials=8",
+        "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.write_report=false",
+        "max_steps=9",  # brackets: rungs 3, 9 (5 of 8 configurations) and 9 alone (3 of 8)
+    )
+    trials = load(sweep, "app").trials
+    brackets = {t.number: t.user_attrs[records.FIDELITY_BRACKET] for t in trials}
+    assert sorted(brackets.values()) == [0, 0, 0, 0, 0, 1, 1, 1]
+    for t in trials:
+        first = _rungs(t)[0]
+        assert first == (3 if brackets[t.number] == 0 else 9)
+        if brackets[t.number] == 1:  # the no-stopping bracket runs straight to max_resource
+            assert t.state == TrialState.COMPLETE and len(_rungs(t)) == 1
