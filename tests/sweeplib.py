@@ -53,6 +53,18 @@ def run_app(
     return proc
 
 
+def sacct_runs(job_id: str, fields: str) -> list[list[str]]:
+    """sacct's rows for every run of a job (``--duplicates``), asked by the test itself."""
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "--duplicates", "-o", fields, "-j", job_id],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    return [line.split("|") for line in out.splitlines() if line.strip()]
+
+
 def load(sweep_dir: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
 

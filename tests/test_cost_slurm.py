@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import optuna
@@ -10,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nemo_rl_hpo.sweep import cost
-from tests.sweeplib import run_app
+from tests.sweeplib import run_app, sacct_runs
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.slow]
 
@@ -36,16 +35,8 @@ def _study(sweep: Path) -> optuna.Study:
 
 def _sacct_gpu_s(job_id: str) -> tuple[float, int]:
     """(sum over the job's runs of ElapsedRaw x gres/gpu, number of runs), asked here."""
-    out = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "--duplicates", "-o", "ElapsedRaw,AllocTRES", "-j", job_id],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
     total, n = 0.0, 0
-    for line in out.splitlines():
-        elapsed, tres = line.split("|")
+    for elapsed, tres in sacct_runs(job_id, "ElapsedRaw,AllocTRES"):
         gpus = dict(kv.split("=") for kv in tres.split(",") if "=" in kv).get("gres/gpu", "0")
         total += float(elapsed) * int(gpus)
         n += 1

@@ -35,7 +35,7 @@ from nemo_rl_hpo.command import (
     run_command,
     slurm_time_seconds,
 )
-from nemo_rl_hpo.sweep import records
+from nemo_rl_hpo.sweep import cost, records
 from tests.sweeplib import REPO, load, run_app, states
 
 APP = REPO / "examples" / "command" / "run_command.py"
@@ -504,14 +504,18 @@ def _grpo_sweep(
     )
 
 
-def _sacct(job_id: str) -> str:
-    out = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id],
+def _sacct_fields(job_id: str, fields: str) -> str:
+    return subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-o", fields, "-j", job_id],
         capture_output=True,
         text=True,
+        timeout=30,
         check=True,
-    ).stdout
-    return out.strip().split()[0]
+    ).stdout.strip()
+
+
+def _sacct(job_id: str) -> str:
+    return _sacct_fields(job_id, "State").split()[0]
 
 
 def _alive(pid: int) -> bool:
@@ -606,6 +610,14 @@ def test_crashing_driver_fails_the_trial_quoting_ray_driver_log(tmp_path: Path) 
     (job_id,) = t.user_attrs[records.COMMAND_SLURM_JOB_IDS]
     assert f"ray.sub job {job_id} ended FAILED" in reason
     assert "ray-driver.log" in reason and "loss became NaN at step 3" in reason
+    # Rule: the failed trial's ray.sub job is paid for as Slurm accounted it.
+    load_study = load(tmp_path, "run_command")
+    jobs = cost.job_records(load_study._storage.get_study_system_attrs(load_study._study_id))
+    job = jobs[t.number][job_id]
+    elapsed, tres = _sacct_fields(job_id, "ElapsedRaw,AllocTRES").split("|")
+    gpus = slurm.tres_count(tres, "gres/gpu")
+    assert job.source == "sacct" and job.gpus == gpus > 0
+    assert job.gpu_s == float(elapsed) * gpus
 
 
 @pytest.mark.slurm

@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nemo_rl_hpo.sweep import cost
-from tests.sweeplib import REPO, run_app, states, wait_for
+from tests.sweeplib import REPO, run_app, sacct_runs, states, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.slow]
 
@@ -152,16 +152,10 @@ def test_requeued_trial_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     match = re.search(r"resumed from .*last\.pt at step (\d+)", job_log)
     assert match and int(match.group(1)) > 0, job_log[-2000:]
     # Rule: the trial's cost counts each run of the requeued job once (sacct --duplicates).
-    runs = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "--duplicates", "-o", "ElapsedRaw", "-j", job_id],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout.split()
+    runs = sacct_runs(job_id, "ElapsedRaw")
     (job,) = cost.job_records(study._storage.get_study_system_attrs(study._study_id))[0].values()
     assert len(runs) >= 2 and job.source == "sacct"
-    assert job.wall_s == sum(float(r) for r in runs)
+    assert job.wall_s == sum(float(r[0]) for r in runs)
 
 
 def test_driver_restart_reattaches_to_running_jobs(tmp_path: Path) -> None:

@@ -381,12 +381,17 @@ class AsyncSweep:
             msg = str(e).strip().splitlines()
             return LaunchOutcome(ok=False, error=f"{type(e).__name__}: {msg[0] if msg else ''}")
         finally:
-            self._settle_cost(proposal.number)
+            self._settle_cost(proposal.trial._trial_id)
 
-    def _settle_cost(self, number: int) -> None:
+    def _settle_cost(self, trial_id: int) -> None:
         """Once a trial's jobs ended: their cost from Slurm's accounting (in the launch thread,
         which the sweep waits for; only jobs that were Slurm jobs of their own are asked)."""
+        number = -1
         try:
+            t = self._storage.get_trial(trial_id)
+            number = t.number
+            if records.SLURM_JOB_ID not in t.user_attrs:  # no Slurm job: nothing to ask
+                return
             cost.settle_trial(self._storage, self.study._study_id, number)
         except Exception as e:  # accounting is never worth a trial or the sweep
             log.warning("could not record the cost of trial %d: %s", number, e)
@@ -395,11 +400,11 @@ class AsyncSweep:
         """Wait for a re-attached job: the job tells the study itself when it ends."""
         while True:
             if _segment_over(self._storage.get_trial(t._trial_id)):
-                self._settle_cost(t.number)
+                self._settle_cost(t._trial_id)
                 return LaunchOutcome(ok=True)
             if self.is_job_alive is not None and not self.is_job_alive(t):
                 time.sleep(2.0)  # the job may be writing its result right now
-                self._settle_cost(t.number)
+                self._settle_cost(t._trial_id)
                 if _segment_over(self._storage.get_trial(t._trial_id)):
                     return LaunchOutcome(ok=True)
                 return LaunchOutcome(ok=False, error="the job ended without reporting a result")
