@@ -617,3 +617,55 @@ def test_hyperband_brackets_start_trials_at_their_own_first_rung(tmp_path: Path)
         assert first == (3 if brackets[t.number] == 0 else 9)
         if brackets[t.number] == 1:  # the no-stopping bracket runs straight to max_resource
             assert t.state == TrialState.COMPLETE and len(_rungs(t)) == 1
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_command_through_the_standin_paused_and_promoted_computes_the_uninterrupted_run(
+    tmp_path: Path,
+) -> None:
+    from tests.test_nemo_rl import APP, STANDIN, _exp_dirs, _scalars
+
+    sweep = tmp_path / "sweep"
+    run_app(
+        APP,
+        "nemo_rl=sft",  # its step key (sft.max_num_steps) and val period come from the preset
+        f"hydra.sweep.dir={sweep}",
+        "hydra/sweeper/fidelity=asha",
+        "hydra.sweeper.n_trials=3",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.write_report=false",
+        "sft.max_num_steps=30",  # rungs 10, then 30
+        "command.poll_interval_s=0.5",
+        cwd=REPO,
+        env={"NEMO_RL_DIR": str(STANDIN), "NEMO_RL_RUN": sys.executable},
+    )
+    study = load(sweep, "run_command")
+    (best,) = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert _rungs(best) == [10, 30]
+    exp1, exp2 = _exp_dirs(Path(best.user_attrs["job_dir"]))
+    # The promoted segment resumed from step_10: its first logged step is the rung + 1.
+    assert min(_scalars(exp2)["train/loss"]) == 11
+    assert sorted(_scalars(exp1)["train/loss"]) == list(range(1, 11))
+    # The same command in fresh dirs, uninterrupted (the config the last segment ran with).
+    alone = tmp_path / "alone"
+    subprocess.run(
+        [
+            sys.executable,
+            "examples/run_sft.py",
+            "--config",
+            str(exp2 / "config.yaml"),
+            f"logger.log_dir={alone / 'logs'}",
+            f"checkpointing.checkpoint_dir={alone / 'ckpt'}",
+        ],
+        cwd=STANDIN,
+        check=True,
+        capture_output=True,
+        env={k: v for k, v in os.environ.items() if k != trial.ENV_TRIAL},
+    )
+    (solo,) = sorted((alone / "logs").glob("exp_*"))
+    uninterrupted = _scalars(solo)["validation/val_loss"]
+    assert best.value == uninterrupted[30]
+    segmented = {**_scalars(exp1)["validation/val_loss"], **_scalars(exp2)["validation/val_loss"]}
+    assert segmented == uninterrupted

@@ -122,6 +122,12 @@ def _validation_period(config: DictConfig, step_key: str, given: Any) -> int:
             raise SweepConfigError(f"{KEY}.validation_period must be 1 or more, got {given}.")
         return given
     key = given if isinstance(given, str) else PARTNERS.get(step_key)
+    # An external command's own key, as its preset hands it over (command.overrides).
+    handed = OmegaConf.select(config, "command.overrides", default=None)
+    if key is not None and isinstance(handed, DictConfig) and key in handed:
+        value = handed[key]
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
     if key is None or OmegaConf.select(config, key, default=_MISSING) is _MISSING:
         raise SweepConfigError(
             f"{KEY}.validation_period: cannot tell how often the trial validates "
