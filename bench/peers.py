@@ -42,6 +42,7 @@ sys.path.insert(0, str(BENCH))
 # No per-result CSV/JSON/TensorBoard files: they cost more than a replayed segment.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("SYNETUNE_FOLDER", str(BENCH / "_work" / "syne-tune"))
 
 from _nearest import Nearest, active, read_records  # noqa: E402
 
@@ -216,6 +217,131 @@ def run_ray(
     return done
 
 
+def run_syne(
+    table: Table,
+    nearest: Nearest,
+    spec: list[dict[str, Any]],
+    contender: str,
+    seed: int,
+    pool: list[int],
+    n_jobs: int,
+    budget_s: float,
+) -> list[dict[str, Any]]:
+    """One Syne Tune sweep on its own simulator backend: a real simulated clock, no sleeping.
+
+    The table is a Syne Tune ``Blackbox`` (one fidelity: the validation step; metrics: the
+    objective and the cumulative CPU seconds the simulator charges); a run that ended early
+    (diverged) holds its last value.
+    """
+    import numpy as np
+    from syne_tune import StoppingCriterion, Tuner
+    from syne_tune import config_space as cs
+    from syne_tune.backend.simulator_backend.simulator_callback import SimulatorCallback
+    from syne_tune.blackbox_repository.blackbox import Blackbox
+    from syne_tune.blackbox_repository.simulated_tabular_backend import UserBlackboxBackend
+    from syne_tune.optimizer.baselines import ASHA, RandomSearch
+
+    obj = table.objective
+    steps = sorted({st for r in table.runs.values() for st in r["steps"]})
+    space: dict[str, Any] = {}
+    for p in spec:
+        if p["kind"] == "categorical":
+            space[p["key"]] = cs.choice(p["choices"])
+        elif p["kind"] == "int":
+            space[p["key"]] = cs.choice(
+                list(range(int(p["low"]), int(p["high"]) + 1, p.get("step") or 1))
+            )
+        elif p["log"]:
+            space[p["key"]] = cs.loguniform(p["low"], p["high"])
+        else:
+            space[p["key"]] = cs.uniform(p["low"], p["high"])
+
+    class TableBlackbox(Blackbox):
+        def __init__(self) -> None:
+            super().__init__(space, {"step": cs.choice(steps)}, [obj, "elapsed_s"])
+
+        @property
+        def fidelity_values(self) -> Any:
+            return np.array(steps)
+
+        def _objective_function(
+            self, configuration: Any, fidelity: Any = None, seed: Any = None
+        ) -> Any:
+            values = active(spec, {k: _text(v) for k, v in configuration.items()})
+            key, _, _ = nearest(values)
+            run = table.runs[(key, pool[0])]
+            out = np.zeros((len(steps), 2))
+            value, elapsed = (run["values"] or [math.nan])[0], 0.0
+            by_step = dict(
+                zip(run["steps"], zip(run["values"], run["cpu"], strict=True), strict=True)
+            )
+            for i, st in enumerate(steps):
+                if st in by_step:
+                    value = by_step[st][0]
+                    elapsed += by_step[st][1]
+                out[i] = (value, elapsed)
+            done_keys[json.dumps(configuration, sort_keys=True, default=str)] = key
+            return out
+
+    done_keys: dict[str, str] = {}
+    bb = TableBlackbox()
+    # tuner_sleep_time: simulated seconds per tuner loop (default 5 s); the simulator charges 0.
+    backend = UserBlackboxBackend(
+        blackbox=bb, elapsed_time_attr="elapsed_s", seed=0, tuner_sleep_time=0.01
+    )
+    common = {"metric": obj, "do_minimize": table.mode == "min", "random_seed": seed}
+    if contender == "syne_asha":
+        sched: Any = ASHA(
+            space,
+            time_attr="step",
+            max_t=table.max_step,
+            grace_period=table.first_step,
+            reduction_factor=3,
+            **common,
+        )
+    else:
+        sched = RandomSearch(
+            space, metrics=[obj], do_minimize=table.mode == "min", random_seed=seed
+        )
+    tuner = Tuner(
+        trial_backend=backend,
+        scheduler=sched,
+        n_workers=n_jobs,
+        sleep_time=0,
+        stop_criterion=StoppingCriterion(max_wallclock_time=budget_s),
+        callbacks=[SimulatorCallback()],
+        save_tuner=False,
+        suffix_tuner_name=True,
+        tuner_name=f"{contender}-{seed}",
+        results_update_interval=1e9,
+        print_update_interval=1e9,
+        metadata={},
+        start_jobs_without_delay=False,
+    )
+    tuner.run()
+    from syne_tune.experiments import load_experiment
+
+    res = load_experiment(tuner.name).results
+    reached = res.groupby("trial_id")["step"].max()
+    print(
+        f"  {contender}: {len(reached)} trials, stopped at {reached.value_counts().to_dict()}",
+        flush=True,
+    )
+    full = res[res["step"] >= table.max_step]
+    done = []
+    for _, row in full.iterrows():
+        config = {k: row[f"config_{k}"] for k in space if f"config_{k}" in row}
+        values = active(spec, {k: _text(v) for k, v in config.items()})
+        done.append(
+            {
+                "time": float(row["st_tuner_time"]),
+                "value": float(row[obj]),
+                "key": nearest(values)[0],
+            }
+        )
+    return sorted(done, key=lambda d: d["time"])
+
+
 def _text(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -259,9 +385,17 @@ def main() -> None:
             if (name, seed) in have:
                 continue
             t0 = time.time()
-            done = run_ray(
-                table, nearest, spec, name, seed, pool, args.n_jobs, budget_s, args.scale
-            )
+            if name.startswith("syne_"):
+                done = run_syne(table, nearest, spec, name, seed, pool, args.n_jobs, budget_s)
+            elif name.startswith("ray_"):
+                done = run_ray(
+                    table, nearest, spec, name, seed, pool, args.n_jobs, budget_s, args.scale
+                )
+            else:
+                raise SystemExit(
+                    f"unknown contender {name!r}: ray_random, ray_asha, "
+                    "ray_hyperband, syne_random, syne_asha"
+                )
             for b in budgets:
                 t = b * table.full_run_s / args.n_jobs
                 seen = [d for d in done if d["time"] <= t]
