@@ -16,6 +16,7 @@ from nemo_rl_hpo.report import cost_figures
 from nemo_rl_hpo.sweep import cost
 from nemo_rl_hpo.sweep.budget import Budget, BudgetError
 from nemo_rl_hpo.sweep.budget import status as budget_status
+from nemo_rl_hpo.sweep.core import AsyncSweep, LaunchOutcome, Proposal, SweepSettings
 from tests.sweeplib import load, run_app
 
 
@@ -194,3 +195,45 @@ def test_gpu_hours_can_be_an_objective_traded_against_the_loss(tmp_path: Path) -
         assert t.values[1] >= 0.3 / 3600
     results = json.loads((tmp_path / "optimization_results.json").read_text())
     assert results["objectives"] == ["loss", "gpu_hours"] and results["pareto_front"]
+
+
+class _Endless:
+    """A proposer that always has another job (as a scheduler with promotions would)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study = study
+        self.asked = 0
+
+    def adopt(self, reattached: object) -> list[Proposal]:
+        return []
+
+    def ask(self) -> Proposal | None:
+        self.asked += 1
+        return Proposal(self.study.ask(), [])
+
+    def tell(self, trial: object) -> bool:
+        return False
+
+    def pending(self) -> bool:
+        return True
+
+
+def test_the_loop_gates_every_proposer_on_the_budget(caplog: pytest.LogCaptureFixture) -> None:
+    study = optuna.create_study()
+    proposer = _Endless(study)
+
+    def launch(p: Proposal) -> LaunchOutcome:  # a job of 1 GPU for 10 s, as the job records it
+        job = cost.JobCost(gpus=1, wall_s=10.0, gpu_s=10.0, ended=True, started=time.time())
+        cost.write(study._storage, study._study_id, p.number, "job", job)
+        study.tell(p.number, 1.0)
+        return LaunchOutcome(ok=True)
+
+    settings = SweepSettings(n_trials=0, n_jobs=1, budget=Budget(gpu_hours=35 / 3600))
+    with caplog.at_level("WARNING"):
+        summary = AsyncSweep(study, proposer, launch, settings).run()
+    # Rule: a proposer that never runs out stops at the budget (4 x 10 GPU-s >= 35), once said.
+    assert proposer.asked == 4 and len(study.trials) == 4
+    assert summary.budget_reached is not None
+    assert "0.01111 GPU-hours spent + 0 in flight >= 0.009722" in summary.budget_reached
+    assert sum("budget reached" in r.getMessage() for r in caplog.records) == 1
+    assert study.user_attrs["nemo_rl_hpo:budget"] == {"gpu_hours": 35 / 3600, "cpu_hours": None}
