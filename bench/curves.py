@@ -100,7 +100,7 @@ class Composer:
         from hydra.types import HydraContext
         from omegaconf import OmegaConf
 
-        from hydra_plugins.nemo_rl_hpo._jobs import HydraJobs
+        from hydra_plugins.nemo_rl_hpo._launch import HydraJobs
         from hydra_plugins.nemo_rl_hpo._search_space import build_space
         from hydra_plugins.nemo_rl_hpo.compose_cache import CachedSweepConfigLoader
 

@@ -173,8 +173,9 @@ def space_spec(space: Any) -> list[dict[str, Any]]:
             entry.update(kind="categorical", choices=[format_value(c) for c in d.choices])
         else:
             is_int = type(d).__name__ == "IntDistribution"
-            entry.update(kind="int" if is_int else "float", low=d.low, high=d.high, log=d.log,
-                         step=d.step)  # fmt: skip
+            entry.update(
+                kind="int" if is_int else "float", low=d.low, high=d.high, log=d.log, step=d.step
+            )
         if cond is not None:
             entry["condition"] = {"group": cond.group, "options": sorted(cond.options)}
         spec.append(entry)
@@ -401,17 +402,30 @@ def simulate_one(
             if t.state.is_finished() and t.number not in {f["number"] for f in finished}:
                 value = t.value if t.state == optuna.trial.TrialState.COMPLETE else None
                 finished.append(
-                    {"time": clock, "number": t.number, "state": t.state.name, "value": value,
-                     "key": keys.get(t.number)}
-                )  # fmt: skip
+                    {
+                        "time": clock,
+                        "number": t.number,
+                        "state": t.state.name,
+                        "value": value,
+                        "key": keys.get(t.number),
+                    }
+                )
                 if value is not None and (best is None or table.sign * (value - best) < 0):
                     best = value
                     incumbents.append((clock, keys[t.number]))
     os.environ.pop(trial_api.ENV_TRIAL, None)
     return SweepResult(
-        contender, seed, test_seeds, finished, incumbents, clock, distances,
-        len(keys), n_segments, n_trials,
-    )  # fmt: skip
+        contender,
+        seed,
+        test_seeds,
+        finished,
+        incumbents,
+        clock,
+        distances,
+        len(keys),
+        n_segments,
+        n_trials,
+    )
 
 
 # --- many sweeps ------------------------------------------------------------------------------
@@ -493,6 +507,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", help="bench/results/<out>.json and .png (default: sim_<table>)")
     ap.add_argument("--list", action="store_true", help="print the contenders and exit")
+    ap.add_argument(
+        "--peers",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="bench/results/peers_*.json of bench/peers.py: their rows join the table",
+    )
     ap.add_argument("--dump-space", metavar="PATH", help="write the space spec (for the peers)")
     args = ap.parse_args(argv)
     contenders = dict(CONTENDERS)
@@ -596,18 +617,48 @@ def report(
         f"full run {table.full_run_s:.1f} CPU s, {args.n_jobs} workers, {args.seeds} seeds"
     )
     unit = "trials" if by_trials else "full runs"
-    print(f"| contender | budget ({unit}) | median regret | IQR | trials (median) |")
-    print("|---|---:|---:|---|---:|")
+    if args.peers:  # Ray Tune / Syne Tune rows from bench/peers.py, same seeds and budgets
+        for path in args.peers:
+            for r in json.loads(Path(path).read_text())["rows"]:
+                if r["seed"] < args.seeds:
+                    rows.append(r)
+                    per.setdefault((r["contender"], r["budget"]), []).append(r["regret"])
+    # Paired by seed: in how many seeds a contender's regret is below random's (ties apart).
+    by_seed = {(r["contender"], r["budget"], r["seed"]): r["regret"] for r in rows}
+    reach = time_to_reach(table, results, args, budgets) if not by_trials else {}
+    print(
+        f"| contender | budget ({unit}) | median regret | IQR | trials (median) "
+        "| seeds better / worse than random | full runs to random's final quality |"
+    )
+    print("|---|---:|---:|---|---:|---|---|")
     summary = {}
     for (name, b), regs in per.items():
         lo, hi = c.iqr(regs)
         n_tr = [r["trials"] for r in rows if r["contender"] == name and r["budget"] == b]
+        seeds = [r["seed"] for r in rows if r["contender"] == name and r["budget"] == b]
+        pairs = [
+            (by_seed[(name, b, sd)], by_seed[("random", b, sd)])
+            for sd in seeds
+            if ("random", b, sd) in by_seed
+        ]
+        better = sum(1 for x, y in pairs if x < y)
+        worse = sum(1 for x, y in pairs if x > y)
+        r_med, r_never = reach.get(name, (math.nan, 0))
         summary[f"{name}@{b}"] = {
             "median": c.median(regs),
             "iqr": [lo, hi],
             "trials": c.median(n_tr),
+            "better_than_random": better,
+            "worse_than_random": worse,
+            "seeds": len(regs),
+            "full_runs_to_random_final": r_med,
+            "never_reached": r_never,
         }
-        print(f"| {name} | {b} | {c.median(regs):.4f} | {lo:.4f}–{hi:.4f} | {c.median(n_tr):.0f} |")
+        reach_txt = f"{r_med:.1f} ({r_never} never)" if reach else ""
+        print(
+            f"| {name} | {b:g} | {c.median(regs):.4f} | {lo:.4f}–{hi:.4f} | "
+            f"{c.median(n_tr):.0f} | {better} / {worse} of {len(pairs)} | {reach_txt} |"
+        )
     dists = [d for r in results for d in r.distances]
     mism = [m for m, _ in dists]
     num = [d for _, d in dists]
@@ -636,6 +687,40 @@ def report(
         "nearest": nn,
         "landscape": spread,
     }
+
+
+def time_to_reach(
+    table: Table, results: Sequence[SweepResult], args: argparse.Namespace, budgets: Sequence[float]
+) -> dict[str, tuple[float, int]]:
+    """Full runs' worth of time until the incumbent's true quality reaches random search's
+    final one (the median over seeds at the largest budget): median over seeds, and how many
+    seeds never got there within that budget."""
+    unit = table.full_run_s / args.n_jobs
+    top = max(budgets) * unit
+    finals = [anytime(table, r, [top], r.test_seeds)[0] for r in results if r.contender == "random"]
+    finals = [q for q in finals if not math.isnan(q)]
+    if not finals:
+        return {}
+    target = statistics.median(finals)
+    out: dict[str, tuple[float, int]] = {}
+    for name in sorted({r.contender for r in results}):
+        times, never = [], 0
+        for r in (x for x in results if x.contender == name):
+            hit = next(
+                (
+                    t
+                    for t, k in r.incumbents
+                    if t <= top and table.sign * (table.true_quality(k, r.test_seeds) - target) <= 0
+                ),
+                None,
+            )
+            if hit is None:
+                never += 1
+                times.append(math.inf)
+            else:
+                times.append(hit / unit)
+        out[name] = (statistics.median(times), never)
+    return out
 
 
 def landscape(table: Table, keys: Sequence[str]) -> dict[str, float]:
