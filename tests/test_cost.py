@@ -128,6 +128,7 @@ def test_pool_trials_cost_wall_time_per_gpu_under_a_budget_and_the_report_plots_
     assert len(load(tmp_path, "app").trials) < 4
     said = [ln for ln in (first.stdout + first.stderr).splitlines() if "budget reached" in ln]
     assert len(said) == 1 and "GPU-hours spent" in said[0] and ">= 0.0001" in said[0]
+    assert "(stopped at the compute budget)" in first.stdout.strip().splitlines()[-1]
     # Rule: the same command with a raised budget tops the study up to n_trials.
     run_app("toy", *args, "hydra.sweeper.budget.gpu_hours=1")
     study = load(tmp_path, "app")
@@ -152,6 +153,8 @@ def test_pool_trials_cost_wall_time_per_gpu_under_a_budget_and_the_report_plots_
     a = cost_figures.anytime(study.trials, costs, study.direction)
     assert a.cost[-1] == pytest.approx(total, abs=1e-6)
     assert "GPU-hours" in (tmp_path / "report" / "index.html").read_text()
+    summary = (tmp_path / "summary.txt").read_text()
+    assert f"cost: {total:.4g} GPU-hours" in summary and "GPU-hour budget 1" in summary
     # `status` shows spent, in flight and remaining of the budget.
     from nemo_rl_hpo.cli import main
 

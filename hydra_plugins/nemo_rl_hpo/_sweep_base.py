@@ -102,8 +102,9 @@ class HydraSweep:
         return self.jobs.launch(proposal.trial, proposal.overrides, context)
 
     def done_line(self, summary: SweepSummary, opened: OpenStudy) -> str:
+        stopped = " (stopped at the compute budget)" if summary.budget_reached else ""
         return (
-            f"Sweep done: {records.counts_line(summary.counts) or 'no trials'}. "
+            f"Sweep done: {records.counts_line(summary.counts) or 'no trials'}{stopped}. "
             f"Results in {opened.sweep_dir}"
         )
 

@@ -25,7 +25,7 @@ from nemo_rl_hpo.report.trials import (
     reproduce_command,
     trial_overrides,
 )
-from nemo_rl_hpo.sweep import records
+from nemo_rl_hpo.sweep import cost, records
 
 SUMMARY_NAME = "summary.txt"
 RULE = "=" * 72
@@ -82,12 +82,30 @@ def summary_lines(
                 f"    configuration: {_configuration(info, t)}",
                 f"    reproduce: {reproduce_command(info, t)}",
             ]
+    lines += _cost_lines(study)
     if where:
         report = Path(where) / "report" / "index.html"
         plots = f"; plots: {report}" if report.exists() else ""
         lines.append(f"every trial: {Path(where) / 'optimization_results.json'}{plots}")
     lines.append(RULE)
     return lines
+
+
+def _cost_lines(study: optuna.Study) -> list[str]:
+    """What the sweep cost (sweep/cost.py), and what is left of its budget; none before cost
+    records existed."""
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    t = cost.study_totals(attrs)
+    if not t.jobs and not t.running_jobs:
+        return []
+    text = f"cost: {t.gpu_hours:.4g} GPU-hours, {t.cpu_hours:.4g} CPU-hours over {t.jobs} job(s)"
+    if t.local_jobs:
+        text += f" ({t.local_jobs} measured locally: `nemo-rl-hpo status --refresh-cost`)"
+    limits = study.user_attrs.get(records.STUDY_BUDGET) or {}
+    for kind, key in (("GPU", "gpu_hours"), ("CPU", "cpu_hours")):
+        if limits.get(key) is not None:
+            text += f"; {kind}-hour budget {limits[key]:g}"
+    return [text]
 
 
 def _pbt_lines(study: optuna.Study, info: SweepInfo, trials: Sequence[FrozenTrial]) -> list[str]:
