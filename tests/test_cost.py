@@ -240,3 +240,29 @@ def test_the_loop_gates_every_proposer_on_the_budget(caplog: pytest.LogCaptureFi
     assert "0.01111 GPU-hours spent + 0 in flight >= 0.009722" in summary.budget_reached
     assert sum("budget reached" in r.getMessage() for r in caplog.records) == 1
     assert study.user_attrs["nemo_rl_hpo:budget"] == {"gpu_hours": 35 / 3600, "cpu_hours": None}
+
+
+@pytest.mark.e2e
+def test_with_seed_repeats_gpu_hours_is_one_runs_cost(tmp_path: Path) -> None:
+    run_app(
+        "seeded",
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra/launcher=basic",
+        "hydra/sweeper/sampler=nsgaii",
+        "hydra.sweeper.direction=[minimize,minimize]",
+        "hydra.sweeper.objectives=[loss,gpu_hours]",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.repeats=2",
+        "hydra.sweeper.write_report=false",
+        "steps=3",
+        "step_sleep=0.1",
+        env={"CUDA_VISIBLE_DEVICES": "0"},
+    )
+    study = load(tmp_path, "app")
+    jobs = cost.job_records(study._storage.get_study_system_attrs(study._study_id))
+    for t in study.trials:
+        seeds = [j.gpu_s / 3600 for j in jobs[t.number].values()]
+        # Rule: each seed is its own job; the value is the seeds' mean cost (one run's), and
+        # the trial's cost (report, budget) is their sum.
+        assert t.state == TrialState.COMPLETE and len(seeds) == 2
+        assert t.values[1] == pytest.approx(sum(seeds) / 2)

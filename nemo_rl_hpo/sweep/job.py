@@ -82,21 +82,23 @@ def on_job_end(completed: bool, value: Any) -> TrialState | None:
     if handle is None:
         return None
     study, trial_id = handle
-    _write_cost(study, trial_id, ended=True)
+    job_key = _write_cost(study, trial_id, ended=True)
     storage = study._storage
     frozen = storage.get_trial(trial_id)
     if frozen.state.is_finished():
         return frozen.state
     ctx = trial_api.context()
     seed = repeats.seed_of(ctx)
+    objectives = ctx.get("objectives") or None
+    if completed:  # a seed's cost is its own job's: the aggregate is one run's cost
+        own = job_key if seed is not None else None
+        value = _with_cost_metrics(study, frozen.number, value, objectives, own)
     if seed is not None:  # the seed ending last tells the aggregate (sweep/repeats.py)
         return repeats.on_seed_end(study, trial_id, seed, completed, value, ctx)
-    objectives = ctx.get("objectives") or None
     weights = ctx.get("weights")
     state: TrialState
     values: list[float] | None = None
     if completed:
-        value = _with_cost_metrics(study, frozen.number, value, objectives)
         for name, metric in numeric_metrics(value).items():
             storage.set_trial_user_attr(trial_id, records.METRIC_PREFIX + name, metric)
         if records.PRUNED_AT_STEP in frozen.user_attrs:
@@ -133,11 +135,12 @@ def _fail(study: optuna.Study, frozen: optuna.trial.FrozenTrial, reason: str) ->
     return TrialState.FAIL
 
 
-def _write_cost(study: optuna.Study, trial_id: int, *, ended: bool) -> None:
-    """This job's cost record, measured here (a Slurm job's is replaced from sacct later)."""
+def _write_cost(study: optuna.Study, trial_id: int, *, ended: bool) -> str | None:
+    """This job's cost record, measured here (a Slurm job's is replaced from sacct later);
+    returns the job's key."""
     found = _clocks.get(trial_id)
     if found is None:
-        return
+        return None
     job_key, clock = found
     if ended:
         del _clocks[trial_id]
@@ -146,11 +149,15 @@ def _write_cost(study: optuna.Study, trial_id: int, *, ended: bool) -> None:
         cost.write(study._storage, study._study_id, number, job_key, clock.record(ended))
     except Exception as e:  # storage down: the sweeper's budget misses this job, nothing else
         log.warning("could not record the cost of trial %d's job: %s", trial_id, e)
+    return job_key
 
 
-def _with_cost_metrics(study: optuna.Study, number: int, value: Any, objectives: Any) -> Any:
+def _with_cost_metrics(
+    study: optuna.Study, number: int, value: Any, objectives: Any, job_key: str | None = None
+) -> Any:
     """A mapping return with ``gpu_hours``/``cpu_hours`` added where an objective names them
-    and the task did not return them: the trial's cost so far (all its jobs, this one ended)."""
+    and the task did not return them: the trial's cost so far (all its jobs, this one ended),
+    or only job ``job_key``'s (a seed of a repeated configuration)."""
     wanted = [n for n in (objectives or []) if n in cost.METRICS]
     if not wanted or not isinstance(value, Mapping):
         return value
@@ -158,5 +165,6 @@ def _with_cost_metrics(study: optuna.Study, number: int, value: Any, objectives:
     if not missing:
         return value
     jobs = cost.job_records(study._storage.get_study_system_attrs(study._study_id))
-    spent = cost.totals(jobs.get(number, {}).values())
+    mine = jobs.get(number, {})
+    spent = cost.totals([mine[job_key]] if job_key in mine else mine.values())
     return {**value, **{n: cost.metric(spent, n) for n in missing}}
