@@ -397,16 +397,18 @@ def test_kill9_while_trials_are_paused_resumes_the_schedule(tmp_path: Path) -> N
     assert all(t.state != TrialState.RUNNING for t in trials)  # nothing left hanging
     by_number = {t.number: t for t in trials}
     for n in paused_at_kill:
-        # Still promotable after the restart: each went on, or was retired by the schedule
-        # (never failed as an orphan: it had no job to lose).
+        # Still promotable after the restart: each went on, or was retired by the schedule.
+        # (One the sweeper promoted just before the kill lost its segment with it: paused
+        # again at its rung, not failed.)
         t = by_number[n]
         assert t.state in (TrialState.COMPLETE, TrialState.PRUNED), t.user_attrs
         end = t.user_attrs[records.FIDELITY_END]
         assert end == "max_resource" or end.startswith("not promoted at")
-    # The segment the kill interrupted: failed as an orphan, its configuration run again.
+    # A first segment the kill interrupted: failed as an orphan, its configuration run again.
     failed = [t for t in trials if t.state == TrialState.FAIL]
     for f in failed:
         assert "orphaned" in f.user_attrs["fail_reason"]
+        assert not _rungs(f)  # a trial that had reached a rung is never failed for the kill
         assert [t.params for t in trials if t.user_attrs.get("retry_of") == f.number] == [f.params]
     # Nothing ran twice: each rung recorded once per trial, each completed trial trained every
     # step once, and 9 configurations were decided.
@@ -669,3 +671,50 @@ def test_command_through_the_standin_paused_and_promoted_computes_the_uninterrup
     assert best.value == uninterrupted[30]
     segmented = {**_scalars(exp1)["validation/val_loss"], **_scalars(exp2)["validation/val_loss"]}
     assert segmented == uninterrupted
+
+
+def test_a_promoted_segment_orphaned_with_its_sweeper_is_paused_again_not_failed(
+    tmp_path: Path,
+) -> None:
+    from nemo_rl_hpo.fidelity import FidelityProposer
+    from nemo_rl_hpo.fidelity._segment import end
+    from nemo_rl_hpo.search.grammar import parse_params
+    from nemo_rl_hpo.search.space import SearchSpace
+    from nemo_rl_hpo.sweep.core import AsyncSweep, LaunchOutcome, SweepSettings
+    from nemo_rl_hpo.sweep.proposer import OptunaProposer
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db.sqlite'}", study_name="s")
+    space = SearchSpace(
+        parse_params({"x": "interval(0.0, 1.0)"}, []), {}, {}, lambda k: True, ["x"]
+    )
+
+    def sweeper() -> FidelityProposer:  # a sweeper's proposer, as a (re)started sweep builds it
+        sched = Scheduler(FidelitySettings(3, 9, 3))
+        return FidelityProposer(OptunaProposer(study, space, 1), sched, tmp_path / "ckpt")
+
+    first = sweeper()
+    p = first.ask()
+    assert p is not None and p.context["steps"] == 3
+    end(study, study._storage.get_trial(p.trial._trial_id), 0.5, p.context[CONTEXT_KEY])
+    promoted = first.ask()  # the only configuration: the leader goes on to max_resource
+    assert promoted is not None and promoted.context["steps"] == 9
+    # The sweeper dies while that segment runs; its job dies with it (basic or local launcher).
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    owner = {"host": os.uname().nodename, "pid": dead.pid, "token": "gone"}
+    study._storage.set_trial_system_attr(p.trial._trial_id, records.SYS_OWNER, owner)
+    study._storage.set_trial_user_attr(p.trial._trial_id, records.OVERRIDES, p.overrides)
+
+    def launch(_: object) -> LaunchOutcome:
+        return LaunchOutcome(ok=True)
+
+    restarted = sweeper()
+    loop = AsyncSweep(study, restarted, launch, SweepSettings(n_trials=1), lambda t: False)
+    assert loop.recover() == []
+    t = study._storage.get_trial(p.trial._trial_id)
+    assert t.state == TrialState.RUNNING and records.is_paused(t)  # paused at 3 again
+    assert t.system_attrs[records.SYS_PAUSED]["step"] == 3
+    assert not sweeper().rescue(t)  # a second sweeper cannot take it back twice
+    again = restarted.ask()
+    assert again is not None and again.number == p.number and again.context["steps"] == 9
+    assert sweeper().ask() is None  # ...nor promote it a second time

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 SUFFIX = ":fidelity"
 _TRIAL = "trial"
 _STEP = "step"
+_ROUND = "round"
 
 
 def study_name(main: str) -> str:
@@ -48,14 +49,20 @@ class Claims:
             self.study = optuna.load_study(storage=storage, study_name=name)
         self.storage = self.study._storage
 
-    def offer(self, number: int, step: int) -> None:
-        """One claim for trial ``number`` paused at ``step`` (a requeued job offers it once)."""
-        if self._find(number, step) is None:
-            self.study.enqueue_trial({}, user_attrs={_TRIAL: number, _STEP: step})
+    def offer(self, number: int, step: int, round_: int = 0) -> None:
+        """One claim for trial ``number`` paused at ``step`` (a requeued job offers it once).
 
-    def take(self, number: int, step: int, why: str) -> bool:
+        ``round_`` numbers the decisions about one pause: 0 is the pause itself; the sweeper
+        that takes claim ``k`` to promote the trial offers ``k + 1``, which a sweeper takes to
+        re-pause the trial when that promoted segment is orphaned, and so on. Each claim has one
+        writer (the holder of the claim before it), so no claim is ever offered twice.
+        """
+        if self._find(number, step, round_) is None:
+            self.study.enqueue_trial({}, user_attrs={_TRIAL: number, _STEP: step, _ROUND: round_})
+
+    def take(self, number: int, step: int, why: str, round_: int = 0) -> bool:
         """True for exactly one caller per offer, whatever process or host it runs on."""
-        found = self._find(number, step)
+        found = self._find(number, step, round_)
         if found is None or found.state != TrialState.WAITING:
             return False
         if not self.storage.set_trial_state_values(found._trial_id, state=TrialState.RUNNING):
@@ -73,8 +80,9 @@ class Claims:
             )
         }
 
-    def _find(self, number: int, step: int) -> Any:
+    def _find(self, number: int, step: int, round_: int = 0) -> Any:
         for t in self.storage.get_all_trials(self.study._study_id, deepcopy=False):
-            if t.user_attrs.get(_TRIAL) == number and t.user_attrs.get(_STEP) == step:
+            a = t.user_attrs
+            if a.get(_TRIAL) == number and a.get(_STEP) == step and a.get(_ROUND, 0) == round_:
                 return t
         return None

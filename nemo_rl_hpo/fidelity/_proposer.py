@@ -64,7 +64,10 @@ class FidelityProposer:
     def ask(self) -> Proposal | None:
         recs = self.records()
         for promo in self.scheduler.promotions(recs, self._more_coming()):
-            if self.claims.take(promo.key, promo.rung, "promote"):
+            round_ = _pause_round(self._trial(promo.key))
+            if self.claims.take(promo.key, promo.rung, "promote", round_):
+                # The next decision about this pause: re-pausing it if the segment is orphaned.
+                self.claims.offer(promo.key, promo.rung, round_ + 1)
                 return self._promote(promo.key, promo.target)
         self.retire(recs)
         proposal = self.base.ask()
@@ -132,7 +135,7 @@ class FidelityProposer:
         ended = []
         for number in self.scheduler.finished(recs, more_coming=more):
             rec = next(r for r in recs if r.key == number)
-            if not self.claims.take(number, rec.step, "retire"):
+            if not self.claims.take(number, rec.step, "retire", _pause_round(self._trial(number))):
                 continue  # a peer decided it
             t = self._trial(number)
             why = "stopped" if self.scheduler.s.mode == "stopping" else "not promoted"
@@ -145,11 +148,41 @@ class FidelityProposer:
             ended.append(number)
         return ended
 
+    def rescue(self, t: FrozenTrial) -> bool:
+        """Take back a promoted segment whose job died with its sweeper: pause it again.
+
+        Called by the loop for an orphan before failing it. The trial's checkpoints are intact
+        (exact resume from any of them), so instead of failing the configuration it is paused
+        again at its last rung and stays promotable. True when this sweeper did so.
+        """
+        segs = t.user_attrs.get(records.FIDELITY_RUNGS) or []
+        if records.FIDELITY_BRACKET not in t.user_attrs or not segs:
+            return False  # a first segment: nothing to go back to (the loop fails it)
+        step = int(segs[-1]["step"])
+        round_ = int(t.user_attrs.get(records.FIDELITY_ROUND, 0)) + 1
+        if not self.claims.take(t.number, step, "re-pause", round_):
+            return False  # a peer took it back, or it was never promoted from there
+        storage = self.study._storage
+        self.claims.offer(t.number, step, round_ + 1)
+        storage.set_trial_system_attr(
+            t._trial_id,
+            records.SYS_PAUSED,
+            {"step": step, "since": time.time(), "round": round_ + 1},
+        )
+        log.warning(
+            "trial %d: its segment to step %s died with its sweeper; paused again at step %d",
+            t.number,
+            t.user_attrs.get(records.FIDELITY_TARGET),
+            step,
+        )
+        return True
+
     def _promote(self, number: int, target: int) -> Proposal:
         t = self._trial(number)
         storage = self.study._storage
         self._add_paused_time(t)
         self._start_segment(t._trial_id, number, target)
+        storage.set_trial_user_attr(t._trial_id, records.FIDELITY_ROUND, _pause_round(t))
         # A fresh heartbeat first: a peer must not take the resumed trial for an orphan.
         storage.set_trial_system_attr(t._trial_id, records.SYS_HEARTBEAT, time.time())
         storage.set_trial_system_attr(t._trial_id, records.SYS_PAUSED, None)
@@ -197,6 +230,12 @@ class FidelityProposer:
         storage = self.study._storage
         trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
         return storage.get_trial(trial_id)  # type: ignore[no-any-return]
+
+
+def _pause_round(t: FrozenTrial) -> int:
+    """Which claim decides the trial's current pause (see ``Claims.offer``)."""
+    paused = t.system_attrs.get(records.SYS_PAUSED)
+    return int(paused.get("round", 0)) if isinstance(paused, dict) else 0
 
 
 def _paused_step(t: FrozenTrial) -> Any:

@@ -193,6 +193,9 @@ class AsyncSweep:
                 )
                 reattach.append(t)
                 continue
+            rescue = getattr(self.proposer, "rescue", None)  # optional: see sweep/proposer.py
+            if rescue is not None and records.OVERRIDES in t.user_attrs and rescue(t):
+                continue  # taken back (a promoted segment paused again), not failed
             if records.OVERRIDES in t.user_attrs:  # written just before its launch
                 reason = "its sweeper stopped while it ran (orphaned RUNNING trial)"
             else:

@@ -23,6 +23,10 @@ contract, also in docs/architecture.md:
   still come without a launch of ours (trials of a peer sweeper still hold budget). False ends
   the loop.
 
+- ``rescue(trial)`` (optional): an orphan whose job is gone, before the loop fails it. True
+  when the proposer took the trial back without failing it (the fidelity proposer pauses a
+  promoted trial again at its last rung: its checkpoints survive the job).
+
 A proposer is called from the loop's thread only; the launches run in other threads.
 """
 

@@ -141,6 +141,9 @@ FIDELITY_RUNGS = "fidelity:rungs"
 FIDELITY_PAUSED_S = "fidelity:paused_s"
 FIDELITY_END = "fidelity:end"
 FIDELITY_CHECKPOINT = "fidelity:checkpoint_dir"  # where the trial's segments checkpoint
+# Written by the fidelity proposer when it promotes: the claim round of the pause it promoted
+# from (fidelity/_claims.py); read when an orphaned segment is paused again.
+FIDELITY_ROUND = "fidelity:round"
 # Written by the PBT proposer (from pbt.Job.user_attrs); read by PBT's resume
 # (RoundRecord.from_user_attrs), the report's PBT pages, `nemo-rl-hpo export`.
 PBT_PREFIX = "pbt:"

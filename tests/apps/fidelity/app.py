@@ -1,9 +1,10 @@
 """A checkpointing Hydra app for multi-fidelity tests: it runs to ``trial.target_steps()`` and
-resumes from its own checkpoint, as real trainers do.
+resumes from its own checkpoint, as real trainers do (it saves one at the end of each job).
 
 Its state after step ``s`` is a running value that depends on every earlier step, so a segment
-that restarted from step 0, or skipped steps, would end with a different value. Each step it
-trains is appended to ``steps.log`` in its checkpoint dir (one line per step, over all segments).
+that restarted from step 0, or skipped steps, would end with a different value. The steps a job
+trained are appended to ``steps.log`` in its checkpoint dir when it saves (one line per step,
+over all segments).
 The curve: ``(x - 1)^2 + 1 / (1 + step · rate)``, so a larger ``rate`` starts worse or better
 depending on ``slow``: trials with slow=1 start badly and end best (a late bloomer).
 """
@@ -31,17 +32,19 @@ def main(cfg: DictConfig) -> dict[str, float]:
     target = trial.target_steps()
     end = int(cfg.max_steps) if target is None else min(int(target), int(cfg.max_steps))
     value = float("nan")
+    trained: list[int] = []
     while state["step"] < end:
         step = state["step"] + 1
         state["acc"] = 0.5 * state["acc"] + _point(cfg, step)  # depends on all earlier steps
         state["step"] = step
-        with open(ckpt / "steps.log", "a") as f:
-            f.write(f"{step}\n")
+        trained.append(step)
         if cfg.step_sleep:
             time.sleep(float(cfg.step_sleep))
         if step % int(cfg.eval_interval) == 0 or step == end:
             value = state["acc"]
             trial.report(step, {"loss": value})
+    with open(ckpt / "steps.log", "a") as f:  # with the checkpoint: a killed job leaves none
+        f.write("".join(f"{s}\n" for s in trained))
     tmp = state_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(state))
     os.replace(tmp, state_file)
