@@ -37,6 +37,15 @@ def _job(gpus: int, wall: float, *, ended: bool = True, started: float = 0.0) ->
     )
 
 
+def test_a_cluster_that_does_not_account_gpus_uses_the_gpus_the_job_saw() -> None:
+    sacct = cost.JobCost(gpus=0, wall_s=100.0, source="sacct", ended=True, job_id="7")
+    local = cost.JobCost(gpus=2, wall_s=99.0, gpu_s=198.0, cpu_s=50.0, started=5.0, ended=True)
+    cost.merge_local(sacct, local)
+    # Rule: Slurm's elapsed time, the job's GPUs and CPU seconds, the job's start.
+    assert (sacct.gpus, sacct.gpu_s, sacct.cpu_s, sacct.started) == (2, 200.0, 50.0, 5.0)
+    assert sacct.source == "sacct"
+
+
 def test_running_jobs_count_as_in_flight_at_their_elapsed_time() -> None:
     now = 1000.0
     t = cost.totals([_job(2, 100.0), _job(1, 50.0), _job(4, 0, ended=False, started=now - 30)], now)

@@ -97,14 +97,15 @@ class _Attempt:
         if self.spec.ray_sub is None or job_id is None or self._cost_recorded:
             return
         self._cost_recorded = True
+        wall = time.time() - self._submitted_at
+        gpus = self._gpus()
+        asked = cost.JobCost(gpus=gpus, wall_s=wall, gpu_s=wall * gpus, ended=True, job_id=job_id)
+        asked.started = self._submitted_at
         found = cost.from_sacct(job_id)
         if found is None:
-            wall = time.time() - self._submitted_at
-            gpus = self._gpus()
-            found = cost.JobCost(
-                gpus=gpus, wall_s=wall, gpu_s=wall * gpus, ended=True, job_id=job_id
-            )
-        found.started = self._submitted_at
+            found = asked
+        else:
+            cost.merge_local(found, asked)
         trial.record_job_cost(job_id, found.to_attr())
 
     def start(self) -> None:

@@ -243,11 +243,34 @@ def settle_slurm_job(
         )
         found.gpu_s = found.wall_s * found.gpus
     elif old is not None:
-        found.started = old.started
-        if found.cpu_s is None:  # the cluster gathers no CPU time: keep the job's own
-            found.cpu_s = old.cpu_s
+        merge_local(found, old)
     write(storage, study_id, trial_number, job_id, found)
     return found
+
+
+_said_no_gres = False
+
+
+def merge_local(found: JobCost, local: JobCost) -> None:
+    """Complete sacct's record with what only the job saw: its start, its CPU seconds where
+    the cluster gathers none, and its GPUs where AllocTRES has no gres/gpu (a cluster whose
+    ``AccountingStorageTRES`` does not track it: Elapsed × the GPUs the job saw, said once)."""
+    global _said_no_gres
+    found.started = local.started
+    if found.cpu_s is None:
+        found.cpu_s = local.cpu_s
+    if found.gpus == 0 and local.gpus > 0:
+        if not _said_no_gres:
+            _said_no_gres = True
+            log.warning(
+                "Slurm's accounting has no gres/gpu for job %s although it saw %d GPU(s) "
+                "(add gres/gpu to AccountingStorageTRES in slurm.conf); GPU-hours use the "
+                "GPUs the jobs saw",
+                found.job_id,
+                local.gpus,
+            )
+        found.gpus = local.gpus
+        found.gpu_s = found.wall_s * local.gpus
 
 
 def settle_trial(storage: BaseStorage, study_id: int, trial_number: int) -> None:
@@ -285,8 +308,7 @@ def refresh(study: optuna.Study) -> int:
             if found is None:
                 continue
             if old is not None:
-                found.started = old.started
-                found.cpu_s = found.cpu_s if found.cpu_s is not None else old.cpu_s
+                merge_local(found, old)
             write(storage, study_id, t.number, job_id, found)
             changed += 1
     return changed
