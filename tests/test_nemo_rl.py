@@ -226,29 +226,36 @@ def test_pbt_round_starts_from_the_latest_step_of_its_start_checkpoint(
 def test_pbt_round_is_judged_at_its_last_step(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # A command that logs its objective at the given steps (JSONL), then exits 0.
+    # A command that logs a training loss at steps 1..N and its objective at the given steps
+    # (JSONL), then exits 0.
     script = (
         "import json, sys; f = open(sys.argv[1] + '/metrics.jsonl', 'a'); "
+        "[f.write(json.dumps(dict(step=s, loss=1 / s)) + '\\n') "
+        "for s in range(1, int(sys.argv[3]) + 1)]; "
         "[f.write(json.dumps(dict(step=int(s), acc=int(s) / 10)) + '\\n') "
         "for s in sys.argv[2].split(',')]"
     )
 
-    def round_logging(steps: str) -> dict[str, Any]:
+    def round_logging(val_steps: str, last_step: int) -> dict[str, Any]:
         return {
-            "command": [sys.executable, "-c", script, "{log_dir}", steps],
-            "metrics": {"source": "jsonl", "tags": {"acc": "acc"}},
+            "command": [sys.executable, "-c", script, "{log_dir}", val_steps, str(last_step)],
+            "metrics": {"source": "jsonl", "tags": {"acc": "acc", "loss": "loss"}},
             "max_steps_key": "grpo.max_num_steps",
             "poll_interval_s": 0.05,
         }
 
     study = _in_trial(monkeypatch, tmp_path, steps=4)
     # Rule: the value PBT ranks a round by is the objective at the round's last step.
-    assert run_command(round_logging("2,4"), tmp_path / "a") == {"acc": 0.4}
+    assert run_command(round_logging("2,4", 4), tmp_path / "a") == {"acc": 0.4, "loss": 0.25}
     assert study.trials[1].intermediate_values == {2: 0.2, 4: 0.4}
-    # Rule: a round whose last validation is older than its last step is not ranked on it
-    # (NeMo RL with val_at_end false and a round length off its val_period).
-    with pytest.raises(CommandFailed, match=r"trains to step 4, but the command's last 'acc' is"):
-        run_command(round_logging("3"), tmp_path / "b")
+    # Rule: a round whose last validation is older than its last trained step is not ranked
+    # on it (NeMo RL with val_at_end false and a round length off its val_period)...
+    with pytest.raises(CommandFailed, match=r"logged up to step 4, but its last 'acc' is from"):
+        run_command(round_logging("3", 4), tmp_path / "b")
+    # ...while a run that stopped early (NeMo RL's own early stop) is judged where it stopped.
+    (tmp_path / "c").mkdir()
+    _in_trial(monkeypatch, tmp_path / "c", steps=4)  # a fresh trial
+    assert run_command(round_logging("3", 3), tmp_path / "c")["acc"] == 0.3
 
 
 # ------------------------------------------------------------------- the stand-in trainer

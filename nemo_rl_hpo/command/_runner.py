@@ -227,19 +227,21 @@ def _check_rung_checkpoint(ckpt_dir: Path) -> None:
 
 def _check_round_end(spec: CommandSpec, history: History) -> None:
     """A PBT round (or a rung's segment) is ranked on the objective at its last step; a value
-    from an earlier step (a run that does not validate at its end) would rank it on stale
-    numbers."""
+    from an earlier step, with training logged past it (a run that does not validate at its
+    end), would rank it on stale numbers. A run that ended early (NeMo RL's own early stop) is
+    judged at the step it ended."""
     end = trial.target_steps()
     objective = spec.objective_name
     last = max(history.get(objective, {}), default=None)
-    if end is None or last is None or last >= end:
+    last_logged = max((s for series in history.values() for s in series), default=None)
+    if end is None or last is None or last_logged is None or last >= last_logged:
         return
     raise CommandFailed(
-        f"this PBT round (or rung) trains to step {end}, but the command's last {objective!r} "
-        f"is from step {last}, so the sweeper would rank it on a stale value; make the command "
-        "validate at its last step (NeMo RL: grpo.val_at_end=true, sft.val_at_end, "
-        "dpo.val_at_end; the nemo_rl presets set it) or make "
-        "hydra.sweeper.perturbation_interval a multiple of its validation period."
+        f"this PBT round (or rung) trains to step {end} and the command logged up to step "
+        f"{last_logged}, but its last {objective!r} is from step {last}, so the sweeper would "
+        "rank it on a stale value; make the command validate at its last step (NeMo RL: "
+        "grpo.val_at_end=true, sft.val_at_end, dpo.val_at_end; the nemo_rl presets set it) or "
+        "make hydra.sweeper.perturbation_interval a multiple of its validation period."
     )
 
 
