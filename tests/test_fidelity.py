@@ -718,3 +718,51 @@ def test_a_promoted_segment_orphaned_with_its_sweeper_is_paused_again_not_failed
     again = restarted.ask()
     assert again is not None and again.number == p.number and again.context["steps"] == 9
     assert sweeper().ask() is None  # ...nor promote it a second time
+
+
+def test_two_sweepers_on_one_journal_study_promote_each_pause_once(tmp_path: Path) -> None:
+    journal = tmp_path / "study.journal"
+    args = [
+        sys.executable,
+        str(FIDELITY_APP / "app.py"),
+        "-m",
+        "hydra/sweeper/fidelity=asha",
+        f"hydra.sweeper.storage=journal://{journal}",
+        "hydra.sweeper.study_name=shared",
+        "hydra.sweeper.n_trials=9",
+        "hydra.sweeper.write_report=false",
+        "step_sleep=0.02",
+    ]
+    procs = [
+        subprocess.Popen(
+            [*args, f"hydra.sweep.dir={tmp_path / f'sweeper{i}'}"],
+            cwd=FIDELITY_APP,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))
+    )
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    decided = [t for t in trials if t.state != TrialState.FAIL]
+    assert len(decided) == 9  # the budget is shared, each configuration one trial
+    assert any(len(_rungs(t)) > 1 for t in decided)  # some were paused and promoted
+    for t in decided:
+        assert _rungs(t) == sorted(set(_rungs(t)))  # no rung ran twice
+        if t.state == TrialState.COMPLETE:
+            ckpt = Path(t.user_attrs[records.FIDELITY_CHECKPOINT])
+            steps = (ckpt / "steps.log").read_text()
+            assert [int(s) for s in steps.split()] == list(range(1, 28))
+            # whichever sweeper promoted it, each segment resumed where the last one ended
+            chain = [0, *_rungs(t)]
+            assert (ckpt / "segments.log").read_text().split("\n")[:-1] == [
+                f"{a} {b}" for a, b in zip(chain, chain[1:], strict=False)
+            ]
+    # Both sweepers promoted: the promotions were shared, each taken by one of them only.
+    promoted_by = [o.count("promoted: resumes at step") for o in outs]
+    assert sum(promoted_by) == sum(len(_rungs(t)) - 1 for t in decided)

@@ -205,7 +205,10 @@ class FidelityProposer:
         }
 
     def _ckpt(self, number: int) -> Path:
-        return self.checkpoints / str(number)
+        """The trial's checkpoint dir: the one its first segment got, whichever sweeper (and
+        sweep dir) promotes it later."""
+        recorded = self._trial(number).user_attrs.get(records.FIDELITY_CHECKPOINT)
+        return Path(recorded) if recorded else self.checkpoints / str(number)
 
     def _add_paused_time(self, t: FrozenTrial) -> None:
         paused = t.system_attrs.get(records.SYS_PAUSED)

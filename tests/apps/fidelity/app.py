@@ -45,6 +45,8 @@ def main(cfg: DictConfig) -> dict[str, float]:
             trial.report(step, {"loss": value})
     with open(ckpt / "steps.log", "a") as f:  # with the checkpoint: a killed job leaves none
         f.write("".join(f"{s}\n" for s in trained))
+    with open(ckpt / "segments.log", "a") as f:  # where each job started and ended
+        f.write(f"{state['step'] - len(trained)} {state['step']}\n")
     tmp = state_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(state))
     os.replace(tmp, state_file)
