@@ -451,6 +451,9 @@ def test_dedicated_ray_head_through_the_standin(
     used = OmegaConf.load(exp / "config.yaml")
     assert (used.cluster.num_nodes, used.cluster.gpus_per_node) == (1, 4)
     assert _raysub.startup_failure(dedicated.job, "11") is None
+    # Rule: the job's start-up time (outside NeMo RL's save-by clock) is read from ray.sub.
+    startup = _raysub.startup_seconds(dedicated.job, "11")
+    assert startup is not None and 0 <= startup < 120
     # What happens when cluster.num_nodes is the allocation (the runner before dedicated_head,
     # with DEDICATED_RAY_HEAD=1 exported in the shell): NeMo RL asks Ray for 8 GPUs and fails.
     whole = _rendered(monkeypatch, tmp_path / "b", "command.ray_sub.nodes=2")
@@ -617,6 +620,9 @@ def test_crashing_driver_fails_the_trial_quoting_ray_driver_log(tmp_path: Path) 
     (job_id,) = t.user_attrs[records.COMMAND_SLURM_JOB_IDS]
     assert f"ray.sub job {job_id} ended FAILED" in reason
     assert "ray-driver.log" in reason and "loss became NaN at step 3" in reason
+    # Rule: the job's start-up time is recorded on the trial (to size save_margin_s).
+    (startup,) = t.user_attrs[records.COMMAND_STARTUP]
+    assert startup["job_id"] == job_id and startup["startup_s"] >= 0
     # Rule: the failed trial's ray.sub job is paid for as Slurm accounted it.
     load_study = load(tmp_path, "run_command")
     jobs = cost.job_records(load_study._storage.get_study_system_attrs(load_study._study_id))
@@ -756,6 +762,18 @@ def test_pbt_over_the_standin_exploit_continues_the_donors_step(tmp_path: Path) 
             t.params["policy.optimizer.kwargs.lr"]
         )
         assert used.grpo.max_num_steps == 2 * interval
+
+
+def test_startup_seconds_come_from_ray_subs_phase_line(tmp_path: Path) -> None:
+    head = tmp_path / "5-logs" / "ray-head.log"
+    head.parent.mkdir()
+    head.write_text(
+        "+ log_phase 'head: cluster ready, launching driver'\n"  # bash -x trace: not the line
+        "[NRL_PHASE][2026-08-04T10:00:00+0000][+1234s] head: cluster ready, launching driver\n"
+    )
+    # Rule: seconds from the job's start to the driver's launch, as ray.sub prints them.
+    assert _raysub.startup_seconds(tmp_path, "5") == 1234
+    assert _raysub.startup_seconds(tmp_path, "6") is None
 
 
 @pytest.mark.parametrize(

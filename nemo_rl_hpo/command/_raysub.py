@@ -174,6 +174,22 @@ def tail(path: Path, lines: int, max_chars: int) -> str:
     return "..." + out[-max_chars:] if len(out) > max_chars else out
 
 
+# ray.sub's phase line in the head's log when the driver is launched: seconds since job start
+_DRIVER_LAUNCH = re.compile(
+    r"^\[NRL_PHASE\]\[[^\]]*\]\[\+(\d+)s\] head: cluster ready, launching driver", re.M
+)
+
+
+def startup_seconds(job_dir: Path, job_id: str) -> int | None:
+    """Seconds from the job's start to its driver's launch, from ray.sub's ``[NRL_PHASE]`` line
+    in the head's log (container start, Ray, the wait for every worker); None if not found."""
+    for head in sorted(job_dir.glob(f"{job_id}-*logs/{HEAD_LOG}")):
+        found = _DRIVER_LAUNCH.findall(tail(head, 400, 1 << 17))
+        if found:
+            return int(found[-1])
+    return None
+
+
 def startup_failure(job_dir: Path, job_id: str) -> str | None:
     """Why the job's driver never started, when ray.sub says so; None otherwise.
 

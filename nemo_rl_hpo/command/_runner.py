@@ -36,7 +36,7 @@ from nemo_rl_hpo.command._metrics import (
     last_values,
 )
 from nemo_rl_hpo.command._overrides import render_override, render_overrides
-from nemo_rl_hpo.command._spec import CommandConfigError, CommandSpec
+from nemo_rl_hpo.command._spec import CommandConfigError, CommandSpec, RaySubSpec
 from nemo_rl_hpo.fidelity._segment import segment_of
 from nemo_rl_hpo.sweep import records
 
@@ -134,6 +134,7 @@ def run_command(
     watcher.step = latest_step(ckpt_dir)  # steps up to a checkpoint it resumes from: told before
     started = time.monotonic()
     restarts: list[dict[str, Any]] = []
+    startups: list[dict[str, Any]] = []
     job_ids: list[str] = []
     while True:
         attempt = _Attempt(spec, job, argv, cwd, env, values, job_ids)
@@ -159,6 +160,8 @@ def run_command(
         finally:
             attempt.cleanup()  # an exception (or Ctrl-C) while it runs: leave nothing behind
         watcher.update(reader.read(), running=False)  # whatever it flushed on exit
+        if rs is not None and attempt.job_id is not None:
+            _record_startup(rs, job, attempt.job_id, startups)
         stop = attempt.wall_time_stop(rc)
         if stop is None:
             break
@@ -222,6 +225,25 @@ def _check_rung_checkpoint(ckpt_dir: Path) -> None:
             f"{'no step_N' if found is None else f'step_{found}'} in {ckpt_dir}; a paused trial "
             "resumes from step_<rung>: enable the command's checkpointing (NeMo RL: "
             "checkpointing.enabled=true saves at the last step) and set command.checkpoint_dir_key."
+        )
+
+
+def _record_startup(rs: RaySubSpec, job: Path, job_id: str, startups: list[dict[str, Any]]) -> None:
+    """Record how long the ray.sub job took to launch its driver; warn when that alone used the
+    margin ``checkpoint_must_save_by`` leaves (NeMo RL's clock starts only after it)."""
+    seconds = _raysub.startup_seconds(job, job_id)
+    if seconds is None:
+        return
+    startups.append({"job_id": job_id, "startup_s": seconds})
+    trial.set_user_attr(records.COMMAND_STARTUP, startups)
+    if rs.time_limit is not None and rs.must_save_by_key and seconds >= rs.save_margin_s:
+        log.warning(
+            "ray.sub job %s launched its driver %d s after it started, but "
+            "command.ray_sub.save_margin_s=%g must also cover model loading and the last save: "
+            "the job may be killed at its wall time before NeMo RL saves; raise the margin.",
+            job_id,
+            seconds,
+            rs.save_margin_s,
         )
 
 

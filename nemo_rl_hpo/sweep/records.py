@@ -128,6 +128,10 @@ COMMAND_DRIVER = "command_driver"  # ray.sub: the driver line handed over as $CO
 COMMAND_SLURM_JOB_IDS = "command_slurm_job_ids"  # ray.sub: every job the trial submitted
 # ray.sub: one {job_id, reason, step, time} per resubmission after the job hit its wall time
 COMMAND_RESTARTS = "command_restarts"
+# ray.sub: one {job_id, startup_s} per job whose driver started: seconds from the job's start to
+# the driver's launch (ray.sub's "[NRL_PHASE][...][+Ns] head: cluster ready" line), outside NeMo
+# RL's save-by clock; what command.ray_sub.save_margin_s must cover (with loading and the save)
+COMMAND_STARTUP = "command_startup"
 # Multi-fidelity trials (hydra/sweeper/fidelity=asha|hyperband, nemo_rl_hpo/fidelity/):
 # FIDELITY_BRACKET (int) and FIDELITY_TARGET (the step the running segment stops at) written by
 # the fidelity proposer at launch, read by its re-attach and the scheduler; FIDELITY_RUNGS, one
