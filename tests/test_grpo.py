@@ -174,8 +174,9 @@ def test_validation_decoding_is_greedy_by_default_or_nemo_rls_sampling() -> None
     assert (explicit_train, explicit_val) == (greedy_train, greedy_val)
     sampled_train, sampled_val = run("policy.generation.val_temperature=1.3")
     again_train, again_val = run("policy.generation.val_temperature=1.3")
-    # Rule: NeMo RL's validation (sampling at the training temperature) changes only what
-    # validation measures: training is the same run, step for step...
+    # Rule: NeMo RL's validation (sampling at the training temperature: grpo_math_1B.yaml's
+    # val_temperature: ${.temperature}, grpo.py:504-524 and 3895-3935 at 7ea279ab) changes only
+    # what validation measures: training is the same run, step for step...
     assert sampled_train == greedy_train
     assert sampled_val != greedy_val and sorted(sampled_val) == sorted(greedy_val)
     # ...and its draws are fixed by the seed, so a rerun (and every trial) validates alike.

@@ -115,8 +115,9 @@ def test_dedicated_head_gives_the_command_one_node_less(tmp_path: Path) -> None:
     rs = RaySubSpec(container="img", gpus_per_node=4, nodes=3, dedicated_head=True)
     rs.validate()
     env = _raysub.environment(rs, "python run.py", tmp_path, "/a:/a")
-    # Rule: with a GPU-free head node ray.sub's Ray has GPUs on nodes - 1 nodes, and NeMo RL
-    # must be told so (NeMo RL's docs/cluster.md): --nodes stays the allocation.
+    # Rule: with a GPU-free head node ray.sub's Ray has GPUs on nodes - 1 nodes (ray.sub:381-393
+    # at 7ea279ab), and NeMo RL must be told so (its docs/cluster.md:153-168): --nodes stays the
+    # allocation.
     assert env["DEDICATED_RAY_HEAD"] == "1"
     assert _raysub.overrides(rs)["cluster.num_nodes"] == 2
     assert "--nodes=3" in _raysub.sbatch_argv(rs, tmp_path, tmp_path, "j")
@@ -245,7 +246,8 @@ def test_pbt_round_is_judged_at_its_last_step(
         }
 
     study = _in_trial(monkeypatch, tmp_path, steps=4)
-    # Rule: the value PBT ranks a round by is the objective at the round's last step.
+    # Rule: the value PBT ranks a round by is the objective at the round's last step (NeMo RL
+    # validates there with val_at_end: grpo.py:3360-3364 at 7ea279ab).
     assert run_command(round_logging("2,4", 4), tmp_path / "a") == {"acc": 0.4, "loss": 0.25}
     assert study.trials[1].intermediate_values == {2: 0.2, 4: 0.4}
     # Rule: a round whose last validation is older than its last trained step is not ranked
@@ -378,8 +380,8 @@ def test_standin_config_loader_follows_nemo_rls_rules(tmp_path: Path) -> None:
         "cluster: ???\n"
     )
     cfg = nrl.load_config(tmp_path / "child.yaml")
-    # Rule: a top-level section marked `_override_` replaces the parents' section (the marker
-    # is dropped) instead of merging into it.
+    # Rule (NeMo RL 7ea279ab nemo_rl/utils/config.py:30-48, merge_with_override): a top-level
+    # section marked `_override_` replaces the parents' section (the marker is dropped).
     assert OmegaConf.to_container(cfg.logger) == {"log_dir": "mine"}
     # Rule: only top-level sections are looked at: a deeper marker is an ordinary key.
     assert OmegaConf.to_container(cfg.policy.inner) == {"_override_": True, "x": 1}
@@ -388,7 +390,8 @@ def test_standin_config_loader_follows_nemo_rls_rules(tmp_path: Path) -> None:
     assert OmegaConf.is_missing(cfg, "cluster")
     cfg = nrl.parse_hydra_overrides(cfg, ["cluster={num_nodes:1}", "+policy.new=2"])
     assert cfg.cluster.num_nodes == 1 and cfg.policy.new == 2
-    # Rule: a refused override is NeMo RL's OverridesError with its message, not RuntimeError.
+    # Rule (config.py:166-192): a refused override is NeMo RL's OverridesError with its
+    # message, not RuntimeError.
     with pytest.raises(nrl.OverridesError, match="Failed to parse Hydra overrides") as err:
         nrl.parse_hydra_overrides(cfg, ["policy.no_such_key=1"])
     assert not isinstance(err.value, RuntimeError)
@@ -475,7 +478,8 @@ def test_raysub_startup_timeout_is_the_failure_reason(
     )
     assert proc.returncode == 1
     assert not (prepared.job / "21-logs" / "ray-driver.log").exists()
-    # Rule: the reason is ray.sub's start-up timeout, read from the head's log.
+    # Rule: the reason is ray.sub's start-up timeout (ray.sub:779-813 at 7ea279ab: 30 min, then
+    # exit 1 before the driver), read from the head's log.
     detail = _raysub.failure_detail(prepared.job, "21", 20, 1500)
     assert detail.startswith("the driver never started")
     assert "Timed out waiting for all workers to connect (3/4" in detail
