@@ -253,6 +253,7 @@ def _rungs(t: optuna.trial.FrozenTrial) -> list[int]:
     return [int(r["step"]) for r in t.user_attrs.get(records.FIDELITY_RUNGS, [])]
 
 
+@pytest.mark.e2e
 def test_a_rung_off_the_validation_steps_is_one_line_before_any_job(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     out = run_app(
@@ -272,6 +273,8 @@ def test_a_rung_off_the_validation_steps_is_one_line_before_any_job(tmp_path: Pa
     assert not (sweep / "optuna.db").exists()
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_asha_pauses_promotes_from_the_checkpoint_and_best_reached_max(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     run_app(
@@ -323,6 +326,31 @@ def test_asha_pauses_promotes_from_the_checkpoint_and_best_reached_max(tmp_path:
             assert not Path(t.user_attrs[records.FIDELITY_CHECKPOINT]).exists()
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_local_launcher_runs_each_segment_as_its_own_process(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    run_app(
+        FIDELITY_APP,
+        f"hydra.sweep.dir={sweep}",
+        "hydra/launcher=local",  # submitit_local: a new process per segment
+        "hydra.sweeper.n_jobs=2",
+        "hydra/sweeper/fidelity=asha",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.write_report=false",
+        "max_steps=9",  # rungs 3, then 9
+    )
+    trials = load(sweep, "app").trials
+    (best,) = [t for t in trials if t.state == TrialState.COMPLETE]
+    jobs = [s["job"] for s in best.user_attrs[records.FIDELITY_RUNGS]]
+    assert len(jobs) == 2 and jobs[0] != jobs[1]  # two processes (host:pid), one per segment
+    ckpt = Path(best.user_attrs[records.FIDELITY_CHECKPOINT])
+    assert (ckpt / "segments.log").read_text().split("\n")[:-1] == ["0 3", "3 9"]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_with_repeats_a_rung_value_aggregates_the_seeds(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     run_app(
@@ -353,6 +381,8 @@ def test_with_repeats_a_rung_value_aggregates_the_seeds(tmp_path: Path) -> None:
             assert [int(s) for s in steps] == list(range(1, _rungs(t)[-1] + 1))
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_kill9_while_trials_are_paused_resumes_the_schedule(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     args = [
@@ -600,6 +630,7 @@ def test_when_nothing_more_can_arrive_the_leader_runs_on_to_max_resource() -> No
     assert sched.finished(recs, more_coming=False) == [0]
 
 
+@pytest.mark.e2e
 def test_hyperband_brackets_start_trials_at_their_own_first_rung(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     run_app(
@@ -720,6 +751,8 @@ def test_a_promoted_segment_orphaned_with_its_sweeper_is_paused_again_not_failed
     assert sweeper().ask() is None  # ...nor promote it a second time
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_two_sweepers_on_one_journal_study_promote_each_pause_once(tmp_path: Path) -> None:
     journal = tmp_path / "study.journal"
     args = [
