@@ -318,6 +318,14 @@ def test_asha_pauses_promotes_from_the_checkpoint_and_best_reached_max(tmp_path:
         assert [r["step"] for r in fid["rungs"]] == _rungs(by_number[rec["number"]])
         assert all({"step", "value", "job"} <= set(r) for r in fid["rungs"])
         assert fid["paused_s"] >= 0
+    # The report's summary shows the schedule and every trial's segments.
+    from nemo_rl_hpo.report.context import Ctx
+    from nemo_rl_hpo.report.page import _summary_html
+    from nemo_rl_hpo.report.trials import SweepInfo, complete_trials
+
+    page = _summary_html(Ctx(study, trials, complete_trials(trials), SweepInfo.from_study(study)))
+    assert "Pause and promote (asha)" in page and "rungs [3, 9, 27] of max_steps" in page
+    assert f"<tr><td>{best.number}</td><td>3: " in page and "max_resource</td>" in page
     # Retired trials ended PRUNED at their rung, their checkpoints freed.
     for t in trials:
         assert t.state in (TrialState.COMPLETE, TrialState.PRUNED)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nemo_rl_hpo.fidelity import _history as history
 from nemo_rl_hpo.report import cost_figures, files
 from nemo_rl_hpo.report.context import Ctx, PlotEntry
 from nemo_rl_hpo.report.importance import EVALUATORS, LABELS, agreement
@@ -27,7 +28,7 @@ from nemo_rl_hpo.report.trials import (
     reproduce_command,
     trial_params,
 )
-from nemo_rl_hpo.sweep import cost, repeats
+from nemo_rl_hpo.sweep import cost, records, repeats
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -157,6 +158,8 @@ def _summary_html(ctx: Ctx) -> str:
                     ["round", "member", "exploited from", "params", "value"],
                 )
             )
+    if ctx.info.fidelity:
+        parts.append(_fidelity_html(ctx, ctx.info.fidelity))
     if ctx.costs:
         total = cost.combined(ctx.costs.values())
         unit = cost_figures.unit_of(ctx.costs)
@@ -210,6 +213,35 @@ def _agreement_html(ctx: Ctx) -> str:
     out = [_table(rows, head)]
     out += [f'<p class="note importance-warning">{_e(n)}</p>' for n in notes]
     return "\n".join(out)
+
+
+MAX_FIDELITY_ROWS = 200
+
+
+def _fidelity_html(ctx: Ctx, fid: dict[str, Any]) -> str:
+    """Pause and promote: the schedule, and each trial's segments (docs/fidelity.md)."""
+    kind = "hyperband" if fid.get("brackets", 1) > 1 else "asha"
+    n_paused, held = history.held_by_paused(ctx.trials)
+    rows = []
+    for t in sorted(ctx.trials, key=lambda t: -len(history.segments(t))):
+        segs = history.segments(t)
+        if not segs:
+            continue
+        path = " → ".join(f"{s['step']}: {_fmt(s['value'])} (job {s.get('job')})" for s in segs)
+        end = t.user_attrs.get(records.FIDELITY_END) or (
+            f"paused at {history.paused_step(t)}" if records.is_paused(t) else t.state.name
+        )
+        rows.append((t.number, path, round(history.paused_s(t), 1), end))
+    parts = [
+        f"<h2>Pause and promote ({_e(kind)})</h2>",
+        f"<p>rungs {_e(fid.get('rungs'))} of {_e(fid.get('step_key'))}, η="
+        f"{_e(fid.get('reduction_factor'))}, {_e(fid.get('mode'))}; {n_paused} paused now, "
+        f"their checkpoints hold {_e(history.human(held))}</p>",
+        _table(rows[:MAX_FIDELITY_ROWS], ["trial", "segments (step: value)", "paused s", "end"]),
+    ]
+    if len(rows) > MAX_FIDELITY_ROWS:
+        parts.append(f'<p class="note">{len(rows) - MAX_FIDELITY_ROWS} more in the JSON.</p>')
+    return "\n".join(parts)
 
 
 def index_html(ctx: Ctx, entries: list[PlotEntry]) -> str:

@@ -40,6 +40,7 @@ class SweepInfo:
     sweep_dir: str | None
     storage: str | None
     cwd: str | None = None  # where the sweep was started: the command's paths are relative to it
+    fidelity: dict[str, Any] | None = None  # hydra/sweeper/fidelity's schedule (STUDY_FIDELITY)
 
     @property
     def multi_objective(self) -> bool:
@@ -60,6 +61,7 @@ class SweepInfo:
             sweep_dir=_opt_str(attrs.get(records.STUDY_SWEEP_DIR)),
             storage=mask(_opt_str(attrs.get(records.STUDY_STORAGE))),
             cwd=_opt_str(attrs.get(records.STUDY_CWD)),
+            fidelity=attrs.get(records.STUDY_FIDELITY) or None,
         )
 
 
