@@ -21,7 +21,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nemo_rl_hpo.sweep.records import SYS_OVERFLOW
+from nemo_rl_hpo.sweep.records import SYS_OVERFLOW, SYS_PAUSED
 from tests.sweeplib import APPS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -171,3 +171,65 @@ def test_journal_drops_a_torn_tail_left_by_a_killed_writer(tmp_path: Path) -> No
         json.loads(line)
     reopened = optuna.load_study(study_name="j", storage=open_storage(f"journal://{journal}"))
     assert len(reopened.trials) == 3
+
+
+def test_full_disk_while_trials_are_paused_stops_with_one_line_and_resumes(
+    small_fs: Path,
+) -> None:
+    """hydra/sweeper/fidelity: the disk fills while trials are paused at rungs (docs/fidelity.md).
+
+    The same one-line stop; after the resume the paused trials are still promoted and every
+    configuration is decided.
+    """
+    sweep = small_fs / "sweep"
+    app = APPS / "fidelity"
+    args = [
+        sys.executable,
+        str(app / "app.py"),
+        "-m",
+        f"hydra.sweep.dir={sweep}",
+        "hydra/sweeper/fidelity=asha",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.retry_failed=2",
+        "hydra.sweeper.write_report=false",
+        "hydra/launcher=local",
+        "hydra.launcher.timeout_min=10",
+        "max_steps=9",  # rungs 3, then 9
+        "step_sleep=0.1",
+    ]
+    proc = subprocess.Popen(
+        args, cwd=app, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        end = time.time() + 240
+        paused: list[int] = []
+        while time.time() < end and proc.poll() is None and len(paused) < 2:
+            with contextlib.suppress(Exception):
+                paused = [t.number for t in _trials(sweep) if t.system_attrs.get(SYS_PAUSED)]
+            time.sleep(0.2)
+        assert len(paused) >= 2, "two trials should pause before the disk fills"
+        filler = _fill(small_fs)
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, out[-3000:]
+    lines = [ln for ln in out.splitlines() if "no space left on device" in ln.lower()]
+    assert len(lines) == 1 and "resume with: " in lines[0], out[-3000:]
+    assert "Traceback" not in out
+    filler.unlink()
+    again = subprocess.run(
+        lines[0].split("resume with: ", 1)[1],
+        shell=True,
+        cwd=app,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    trials = {t.number: t for t in _trials(sweep) if not t.system_attrs.get(SYS_OVERFLOW)}
+    assert not [t for t in trials.values() if t.state == TrialState.RUNNING]
+    for n in paused:  # paused when the disk filled: decided by the schedule, not failed
+        assert trials[n].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert any(t.state == TrialState.COMPLETE for t in trials.values())
