@@ -807,3 +807,28 @@ def test_two_sweepers_on_one_journal_study_promote_each_pause_once(tmp_path: Pat
     # Both sweepers promoted: the promotions were shared, each taken by one of them only.
     promoted_by = [o.count("promoted: resumes at step") for o in outs]
     assert sum(promoted_by) == sum(len(_rungs(t)) - 1 for t in decided)
+
+
+@pytest.mark.e2e
+def test_stopping_mode_stops_a_trial_for_good_when_it_arrives_behind(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    run_app(
+        FIDELITY_APP,
+        f"hydra.sweep.dir={sweep}",
+        "hydra/sweeper/fidelity=asha",
+        "hydra.sweeper.fidelity.mode=stopping",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.write_report=false",
+        "max_steps=9",  # rungs 3, then 9
+    )
+    trials = load(sweep, "app").trials
+    for t in trials:
+        end = t.user_attrs[records.FIDELITY_END]
+        if t.state == TrialState.PRUNED:  # judged once on arrival, never promoted later
+            assert end == "stopped at 3" and _rungs(t) == [3]
+        else:
+            assert t.state == TrialState.COMPLETE and _rungs(t) == [3, 9]
+    # The first trial leads its rung on arrival, so it goes on (as Optuna's SHA pruner).
+    assert min(trials, key=lambda t: t.number).state == TrialState.COMPLETE
+    assert any(t.state == TrialState.PRUNED for t in trials)
