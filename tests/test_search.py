@@ -168,7 +168,10 @@ def test_objective_values(
         ({"a": 1.0, "b": 2.0}, 1, None, "set hydra.sweeper.objectives"),
         ([1.0, 2.0], 1, None, "1 direction"),
         (math.nan, 1, None, "diverged"),
-        ("abc", 1, None, "float-castable"),
+        ("abc", 1, None, "must be a number, got the str 'abc'"),
+        ("1.5", 1, None, "must be a number, got the str"),
+        (None, 1, None, "float-castable, got None"),
+        (10**400, 1, None, "float-castable"),
     ],
 )
 def test_objective_errors(ret: object, n: int, objectives: list[str] | None, message: str) -> None:

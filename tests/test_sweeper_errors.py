@@ -22,6 +22,11 @@ CASES = [
     ("unknown pruner", ["hydra/sweeper/pruner=medain"], "hydra/sweeper/pruner"),
     ("n_jobs < 1", ["hydra.sweeper.n_jobs=0"], "n_jobs must be at least 1"),
     ("n_trials < 1", ["hydra.sweeper.n_trials=0"], "n_trials must be at least 1"),
+    ("negative n_trials", ["hydra.sweeper.n_trials=-3"], "n_trials must be at least 1, but got -3"),
+    ("n_trials not a number", ["hydra.sweeper.n_trials=abc"], "could not be converted to Integer"),
+    # Hydra's own errors for the command line (before the sweeper runs): the key line first.
+    ("unknown launcher", ["hydra/launcher=slrum"], "Could not find 'hydra/launcher/slrum'"),
+    ("typo'd group", ["optt=b"], "Key 'optt' is not in struct"),
     ("negative timeout", ["hydra.sweeper.timeout=-5"], "timeout must be a positive"),
     ("failure rate > 1", ["hydra.sweeper.max_failure_rate=1.5"], "max_failure_rate must be in"),
     ("bad direction", ["hydra.sweeper.direction=minimise"], "'minimise' is not a direction"),

@@ -271,6 +271,33 @@ def test_trial_orphaned_before_its_launch_never_ran_and_uses_no_budget() -> None
     assert _states(study) == {"COMPLETE": 3, "FAIL": 1}
 
 
+def test_trial_a_peer_failed_before_its_claim_is_skipped_not_a_crash() -> None:
+    """Under load a peer took a trial between its ask and its claim for an orphan and failed it
+    (seen in bench/load.py: 4 sweepers on PostgreSQL); the claim then met a finished trial."""
+    study = _study()
+    proposer = OptunaProposer(study, _space(), 3, 0)
+    ask = proposer.ask
+    first = [True]
+
+    def ask_raced() -> Proposal | None:
+        p = ask()
+        if p is not None and first[0]:
+            first[0] = False
+            study._storage.set_trial_system_attr(p.trial._trial_id, records.SYS_OVERFLOW, True)
+            records.fail_trial(study, p.trial, "its sweeper stopped before launching it")
+        return p
+
+    proposer.ask = ask_raced  # type: ignore[method-assign]
+
+    def launch(p: Proposal) -> LaunchOutcome:
+        _tell(study, p.trial, 0.0)
+        return LaunchOutcome(ok=True)
+
+    AsyncSweep(study, proposer, launch, _settings(n_trials=3)).run()
+    # Rule: the loop goes on; the budget is spent on runs (the skipped trial is not counted).
+    assert _states(study) == {"COMPLETE": 3}
+
+
 def test_live_job_of_a_dead_sweeper_is_reattached_not_rerun() -> None:
     study = _study()
     orphan = _orphan(study)

@@ -61,7 +61,7 @@ def parse_params(
         except Exception as e:  # hydra raises OverrideParseException with a long message
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise SearchSpaceError(
-                f"hydra.sweeper.params: cannot parse '{line}' ({first}); write e.g. "
+                f"hydra.sweeper.params: cannot parse {_shown(line)} ({_shown(first)}); write e.g. "
                 "'interval(0.0, 1.0)', 'tag(log, interval(1e-5, 1e-2))', 'int(interval(1, 8))', "
                 "'range(1, 10)' or 'choice(a, b)'."
             ) from None
@@ -100,9 +100,13 @@ def distribution_from_override(override: Any) -> BaseDistribution:
     if override.is_range_sweep():
         assert isinstance(value, RangeSweep)
         if value.shuffle:
-            return CategoricalDistribution(
-                list(override.sweep_iterator(transformer=Transformer.encode))
-            )
+            shuffled = list(override.sweep_iterator(transformer=Transformer.encode))
+            if not shuffled:
+                raise SearchSpaceError(
+                    f"hydra.sweeper.params.{key}: shuffle(range(...)) gives no values; give a "
+                    "range with at least one, e.g. range(1, 10)."
+                )
+            return CategoricalDistribution(shuffled)
         start, stop, step = value.start, value.stop, value.step
         if start is None or stop is None:
             raise SearchSpaceError(f"hydra.sweeper.params.{key}: range() needs a start and stop.")
@@ -126,8 +130,17 @@ def distribution_from_override(override: Any) -> BaseDistribution:
             return IntDistribution(int(start), int(end), log=log)
         return FloatDistribution(float(start), float(end), log=log)
     raise SearchSpaceError(
-        f"hydra.sweeper.params.{key}: '{override.input_line}' is not supported by the Optuna "
+        f"hydra.sweeper.params.{key}: {_shown(override.input_line)} is not supported by the Optuna "
         "sweeper; use choice(), range(), interval() or tag(log, interval())."
+    )
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for a one-line message (a newline in it would split the line)."""
+    return (
+        repr(text)
+        if any(c in text for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+        else f"'{text}'"
     )
 
 

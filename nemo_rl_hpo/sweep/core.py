@@ -50,7 +50,10 @@ __all__ = [
     "retried_numbers",
 ]
 
-OWNERLESS_GRACE_S = 10.0
+# A trial asked but never claimed is an orphan only after this long: between its ask and its
+# claim a live sweeper samples it (storage reads, the sampler), which took over 10 s on a loaded
+# machine with a PostgreSQL study, and a peer then failed a trial that was about to run.
+OWNERLESS_GRACE_S = 60.0
 POLL_S = 0.2  # how often running trials are checked for a result their job already told
 RECOVER_EVERY_S = 5.0
 
@@ -202,7 +205,10 @@ class AsyncSweep:
                 # Killed between ask and launch: no job ran, and its params may be half-sampled.
                 # Not a failed configuration: it uses no budget and is not retried.
                 reason = "its sweeper stopped before launching it (orphaned, never ran)"
-                self._storage.set_trial_system_attr(t._trial_id, records.SYS_OVERFLOW, True)
+                try:
+                    self._storage.set_trial_system_attr(t._trial_id, records.SYS_OVERFLOW, True)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    continue  # it finished since the list was read: not an orphan after all
             self._fail(t, reason, orphaned=True)
             self.proposer.tell(self._storage.get_trial(t._trial_id))
         return reattach
@@ -304,10 +310,16 @@ class AsyncSweep:
 
     def _launch(self, pool: ThreadPoolExecutor, proposal: Proposal) -> None:
         trial_id = proposal.trial._trial_id
-        self._claim(trial_id)
-        self._storage.set_trial_user_attr(
-            trial_id, records.OVERRIDES, hydra_free(proposal.overrides)
-        )
+        try:
+            self._claim(trial_id)
+            self._storage.set_trial_user_attr(
+                trial_id, records.OVERRIDES, hydra_free(proposal.overrides)
+            )
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # A peer took it for an orphan and failed it before we claimed it: nothing ran.
+            log.warning("trial %d was failed by another sweeper before its launch", proposal.number)
+            self.proposer.tell(self._storage.get_trial(trial_id))
+            return
         fut = pool.submit(self._launch_guarded, proposal)
         self._running[proposal.number] = _Running(proposal, time.time(), fut)
 

@@ -81,9 +81,52 @@ def is_disk_full(e: BaseException) -> bool:
     return False
 
 
+# A store whose bytes are damaged (a truncated or partly copied SQLite file, a torn journal
+# line): every read fails the same way, so it is neither retried nor reported as a bad URL.
+_DAMAGED_TEXT = re.compile(
+    r"database disk image is malformed|file is not a database|file is encrypted|"
+    r"the JSON object must be str",
+    re.I,
+)
+_OLD_SCHEMA_TEXT = re.compile(r"no longer compatible with the table schema", re.I)
+
+
+class StorageDamaged(StorageError):
+    """The storage's data cannot be read (damaged file); the message is one line."""
+
+
+def is_damaged(e: BaseException) -> bool:
+    """Whether ``e`` means the stored bytes are damaged (not an outage, not a bad request)."""
+    import json
+
+    for c in _chain(e):
+        if isinstance(c, (json.JSONDecodeError, UnicodeDecodeError)):
+            return True
+        if _DAMAGED_TEXT.search(str(c)):
+            return True
+    return False
+
+
+def unreadable_message(e: BaseException, shown: str) -> str | None:
+    """One line for a storage that opens but cannot be read: damaged, or an older Optuna's
+    schema (hydra-optuna-sweeper 1.3.0 writes Optuna 2.10's). None for any other error."""
+    if any(_OLD_SCHEMA_TEXT.search(str(c)) for c in _chain(e)):
+        return (
+            f"storage {shown} was written by an older Optuna ({_first_line(e)}); nothing was "
+            "changed: back it up, then run `optuna storage upgrade --storage URL`, or read it "
+            "with that Optuna version."
+        )
+    if is_damaged(e):
+        return (
+            f"storage {shown} is damaged and cannot be read ({_first_line(e)}); restore it from "
+            "a copy (a truncated or partly written file)."
+        )
+    return None
+
+
 def is_transient(e: BaseException) -> bool:
     """Whether ``e`` means "the storage is away for now" (worth retrying), not a bad request."""
-    if is_disk_full(e) or isinstance(e, StorageUnavailable):
+    if is_disk_full(e) or isinstance(e, StorageUnavailable) or is_damaged(e):
         return False
     if any(_PERMANENT_TEXT.search(str(c)) for c in _chain(e)):
         return False

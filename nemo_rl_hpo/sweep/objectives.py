@@ -95,7 +95,7 @@ def objective_values(
                 raw = [sum(w * float(v) for w, v in zip(weights, raw, strict=True))]
             except (TypeError, ValueError):
                 raise ObjectiveError(f"weighted objectives need numbers, got {raw!r}.") from None
-    elif isinstance(ret, Sequence) and not isinstance(ret, str):
+    elif isinstance(ret, Sequence) and not isinstance(ret, (str, bytes)):
         raw = list(ret)
     else:
         raw = [ret]
@@ -106,10 +106,14 @@ def objective_values(
         )
     values: list[float] = []
     for v in raw:
+        if isinstance(v, (str, bytes)):  # float("1.5") would take text for a number
+            kind = type(v).__name__
+            raise ObjectiveError(f"return value must be a number, got the {kind} {v!r}.")
         try:
             f = float(v)
-        except (TypeError, ValueError):
-            raise ObjectiveError(f"return value must be float-castable, got {v!r}.") from None
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float range
+            shown = repr(v) if len(repr(v)) <= 80 else f"{repr(v)[:77]}..."
+            raise ObjectiveError(f"return value must be float-castable, got {shown}.") from None
         if not math.isfinite(f):
             raise ObjectiveError(f"the objective value is {f}; the trial diverged.")
         values.append(f)

@@ -18,9 +18,11 @@ from nemo_rl_hpo.outage import Outage, backoff
 from nemo_rl_hpo.sweep.faults import (
     _TRANSIENT_TEXT,
     CREATE_TOKEN,
+    StorageDamaged,
     StorageUnavailable,
     _first_line,
     is_transient,
+    unreadable_message,
 )
 
 if TYPE_CHECKING:
@@ -127,6 +129,9 @@ class RetryingStorage(BaseStorage):
                 result = fn(*args)
             except Exception as e:
                 if not is_transient(e):
+                    damaged = unreadable_message(e, self._name)
+                    if damaged is not None:
+                        raise StorageDamaged(damaged) from None
                     raise
                 failed = True
                 wait = self._down(what, e)

@@ -27,10 +27,12 @@ from optuna.storages.journal import JournalFileBackend
 from nemo_rl_hpo.sweep.faults import (
     CREATE_TOKEN,
     DEFAULT_RETRY_S,
+    StorageDamaged,
     StorageUnavailable,
     disk_full_message,
     is_disk_full,
     is_transient,
+    unreadable_message,
 )
 from nemo_rl_hpo.sweep.retrying import RetryingStorage
 from nemo_rl_hpo.sweep.urls import (
@@ -56,6 +58,7 @@ __all__ = [
     "MEMORY_URL",
     "RetryingStorage",
     "StorageError",
+    "StorageDamaged",
     "StorageUnavailable",
     "disk_full_message",
     "env_password_var",
@@ -112,9 +115,14 @@ def open_storage(
         from optuna.storages.journal import JournalStorage
 
         jpath.parent.mkdir(parents=True, exist_ok=True)
-        return RetryingStorage(
-            JournalStorage(_JournalBackend(str(jpath))), name=mask(url) or "", retry_s=retry
-        )
+        try:
+            journal = JournalStorage(_JournalBackend(str(jpath)))  # replays the file
+        except Exception as e:
+            damaged = unreadable_message(e, mask(url) or "")
+            if damaged is None:
+                raise
+            raise StorageDamaged(damaged) from None
+        return RetryingStorage(journal, name=mask(url) or "", retry_s=retry)
     spath = sqlite_path(url)
     if spath is not None:
         spath.parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +142,9 @@ def open_storage(
         if url.startswith("sqlite"):
             _fast_sqlite(rdb)
     except Exception as e:  # sqlalchemy raises many types; all mean "cannot open"
+        damaged = unreadable_message(e, mask(url) or "")
+        if damaged is not None:
+            raise StorageDamaged(damaged) from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StorageError(
             f"hydra.sweeper.storage={mask(url)!r} cannot be opened ({mask(first)}); check the "
