@@ -51,13 +51,13 @@ def _lost(job_id: str) -> Exception:
 
 
 def test_job_slurm_ended_before_it_started_is_submitted_again_within_a_bound() -> None:
-    from hydra_plugins.nemo_rl_hpo import _jobs
+    from hydra_plugins.nemo_rl_hpo import _launch
     from hydra_plugins.nemo_rl_hpo._slurm import JobDied
 
     study = optuna.create_study()
     # Rule: a job Slurm ended before it started is submitted again; the trial records each lost
     # job (id, state, Slurm's words) and its outcome is that of the job that ran.
-    jobs = _jobs.HydraJobs()
+    jobs = _launch.HydraJobs()
     jobs.launcher = _ScriptedLauncher(_lost("5"), _lost("7"))  # type: ignore[assignment]
     trial = study.ask()
     outcome = jobs.launch(trial, ["x=1"], {})
@@ -68,7 +68,7 @@ def test_job_slurm_ended_before_it_started_is_submitted_again_within_a_bound() -
 
     # Rule: the resubmissions are bounded: past LOST_JOB_RESUBMITS the trial fails with a reason
     # that says how many jobs were lost and Slurm's last verdict.
-    n = _jobs.LOST_JOB_RESUBMITS + 1
+    n = _launch.LOST_JOB_RESUBMITS + 1
     jobs.launcher = _ScriptedLauncher(*[_lost(str(i)) for i in range(n + 5)])  # type: ignore[assignment]
     trial = study.ask()
     outcome = jobs.launch(trial, ["x=1"], {})

@@ -18,7 +18,7 @@ class JobDied(RuntimeError):
     state when the job ran under Slurm and it is known, ``detail`` the launcher's own words.
     ``never_started``: Slurm ended the job before its batch script ran (a final state of
     ``slurm.NEVER_STARTED`` and no output file at all): lost infrastructure, not a failure of
-    the trial, so the sweeper submits it again (``_jobs.py``).
+    the trial, so the sweeper submits it again (``_launch.py``).
     """
 
     def __init__(
