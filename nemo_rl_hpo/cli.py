@@ -16,6 +16,7 @@ import argparse
 import csv
 import datetime as dt
 import io
+import json
 import math
 import os
 import sys
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from nemo_rl_hpo.fidelity import _history as history
-from nemo_rl_hpo.sweep import cost, records, repeats
+from nemo_rl_hpo.sweep import confirm, cost, records, repeats
 from nemo_rl_hpo.sweep.budget import Budget
 from nemo_rl_hpo.sweep.budget import status as budget_status
 
@@ -121,6 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(p)
     p.add_argument("--objective", metavar="NAME", help="multi-objective: best on this objective")
     p = sub.add_parser(
+        "confirm",
+        help="re-run the best configurations on test seeds (resumable)",
+        description="Run the confirmation stage on a sweep (also one made without it): the "
+        "top-k configurations that completed the full length re-run on test seeds through the "
+        "sweep's own command and launcher (its resume command, with no new search trial); "
+        "confirmations already done are not re-run. The pick is the best test mean.",
+    )
+    _add_target(p)
+    p.add_argument("--top-k", type=_count, metavar="K", help="configurations (default: 3)")
+    p.add_argument("--seeds", type=_count, metavar="N", help="test seeds each (default: 5)")
+    p.add_argument("--first-seed", type=int, metavar="S", help="first test seed (default: 1000)")
+    p.add_argument("--seed-key", metavar="KEY", help="config key of the seed (default: seed_key)")
+    p.add_argument(
+        "--override",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a test-only setting (repeatable), e.g. --override task.split=test",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
+    p = sub.add_parser(
         "export",
         help="write every trial as CSV",
         description="Write one CSV row per trial: state, values, params, metrics, durations, "
@@ -212,6 +233,9 @@ def _status_view(study: optuna.Study) -> RenderableType:
         line = f"trial {best.number}: {info.objectives[0]}={_fmt(best.value)}" if best else "-"
         spread = repeats.spread(best) if best else None
         head.add_row("best", f"{line}; seeds {spread}" if spread else line)
+        confirmed = confirm.read_confirmation(study, trials)
+        if confirmed is not None:
+            head.add_row("confirmed", "\n".join(_confirmation_lines(confirmed, info.objectives[0])))
     system_attrs = study._storage.get_study_system_attrs(study._study_id)
     budget = Budget.from_mapping(study.user_attrs.get(records.STUDY_BUDGET) or {})
     for st in budget_status(system_attrs, budget):
@@ -329,6 +353,10 @@ def cmd_best(args: argparse.Namespace) -> int:
         chosen = list(pareto_trials(trials, study.directions))
     else:
         chosen = [best_trial(trials, study.directions)]
+        confirmed = confirm.read_confirmation(study, trials)
+        if confirmed is not None and confirmed.pick is not None:  # the test mean decides
+            _say_confirmation(confirmed, info.objectives[0], sys.stderr)
+            chosen = [confirmed.pick.trial]
     for t in chosen:
         if t is None:
             continue
@@ -357,6 +385,30 @@ def cmd_best(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _confirmation_lines(confirmed: confirm.Confirmation, objective: str) -> list[str]:
+    """Per confirmed configuration: tuning value, test mean ± 95 % interval, ranks; the pick."""
+    lines = [f"confirmation on test seeds {confirmed.settings.get('test_seeds')}:"]
+    for r in confirmed.rows:
+        mark = " <- pick" if confirmed.pick is r else ""
+        lines.append(
+            f"  trial {r.trial.number}: tuning {objective}={_fmt(r.tuning_value)}, test mean "
+            f"{r.mean_text()} ({r.n} seeds), rank {r.rank_before} -> "
+            f"{_fmt(r.rank_after)}{mark}"
+        )
+    if confirmed.optimism is not None:
+        lines.append(f"  winner's optimism (tuning - test mean): {_fmt(confirmed.optimism)}")
+    if confirmed.note:
+        lines.append(f"  note: {confirmed.note}")
+    if confirmed.missing:
+        lines.append(f"  {confirmed.missing} test job(s) without a result (nemo-rl-hpo confirm)")
+    return lines
+
+
+def _say_confirmation(confirmed: confirm.Confirmation, objective: str, out: IO[str]) -> None:
+    for line in _confirmation_lines(confirmed, objective):
+        print(f"# {line}", file=out)
 
 
 def export_csv(study: optuna.Study, out: IO[str]) -> int:
@@ -466,8 +518,75 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def confirm_command(study: optuna.Study, args: argparse.Namespace) -> str:
+    """The sweep's own command (its resume line), continued to no new search trial, with the
+    confirmation stage's settings: earlier settings of this study unless flags replace them."""
+    import shlex
+
+    from nemo_rl_hpo.report.trials import SweepInfo
+    from nemo_rl_hpo.sweep.proposer import counted_trials
+
+    info = SweepInfo.from_study(study)
+    attrs = study.user_attrs
+    line = attrs.get(records.STUDY_RESUME_COMMAND)
+    if isinstance(line, str) and line:
+        argv = shlex.split(line)
+    elif info.command and info.sweep_dir:  # recorded before the resume command was
+        argv = [*info.command, "-m", *info.base_overrides, f"hydra.sweep.dir={info.sweep_dir}"]
+        argv.append(f"hydra.sweeper.study_name={info.study_name}")
+    else:
+        raise CliError(
+            f"study {info.study_name!r} records no app command (not made by nemo-rl-hpo's "
+            "sweeper): rerun its app with -m hydra.sweeper.confirm.top_k=K and its "
+            "hydra.sweep.dir / hydra.sweeper.study_name / hydra.sweeper.storage."
+        )
+    if len(study.directions) != 1:
+        raise CliError("confirmation ranks configurations by one objective; this has several.")
+    if info.kind == records.KIND_PBT:
+        raise CliError("a PBT study's configurations are schedules; confirmation needs fixed ones.")
+    earlier = attrs.get(records.STUDY_CONFIRM)
+    earlier = earlier if isinstance(earlier, dict) else {}
+    settings: dict[str, Any] = {
+        "top_k": args.top_k or earlier.get("top_k") or 3,
+        "seeds": args.seeds or earlier.get("seeds") or 5,
+        "first_seed": args.first_seed if args.first_seed is not None else earlier.get("first_seed"),
+        "seed_key": args.seed_key or earlier.get("seed_key"),
+        "overrides": args.override if args.override is not None else earlier.get("overrides"),
+    }
+    n = counted_trials(study.get_trials(deepcopy=False))
+    extra = [f"hydra.sweeper.n_trials={max(1, n)}"]  # the search is over: no new trial
+    for k, v in settings.items():
+        if v is None:
+            continue
+        if k == "overrides":
+            v = "[" + ",".join(json.dumps(str(o)) for o in v) + "]"
+        extra.append(f"hydra.sweeper.confirm.{k}={v}")
+    keys = {e.split("=", 1)[0] for e in extra}
+    argv = [a for a in argv if a.split("=", 1)[0] not in keys]
+    if argv and argv[0] in ("python", "python3"):  # the Python this package is installed in
+        argv[0] = sys.executable
+    return " ".join(shlex.quote(a) for a in [*argv, *extra])
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from nemo_rl_hpo.report.trials import SweepInfo
+
+    study = _load(args)
+    line = confirm_command(study, args)
+    info = SweepInfo.from_study(study)
+    print(f"# {line}", file=sys.stderr)
+    if args.dry_run:
+        print(line)
+        return 0
+    cwd = info.cwd if info.cwd and os.path.isdir(info.cwd) else None
+    import subprocess
+
+    return subprocess.run(line, shell=True, cwd=cwd).returncode
+
+
 COMMANDS = {
     "report": cmd_report,
+    "confirm": cmd_confirm,
     "status": cmd_status,
     "best": cmd_best,
     "export": cmd_export,

@@ -83,13 +83,26 @@ class HydraJobs:
         self, trial: optuna.Trial, overrides: list[str], context: Mapping[str, Any]
     ) -> LaunchOutcome:
         """Launch one job for ``trial``; the job learns its trial from ``hydra.job.env_set``."""
+        ctx = {**context, "number": trial.number}
+        return self.launch_job(overrides, ctx, trial.number, trial)
+
+    def launch_job(
+        self,
+        overrides: list[str],
+        context: Mapping[str, Any],
+        job_idx: int,
+        trial: optuna.Trial | None = None,
+    ) -> LaunchOutcome:
+        """Launch one job with ``context``: a trial's, or a confirmation's (no trial of its own,
+        ``nemo_rl_hpo/sweep/confirm.py``); a job Slurm ended before it started is resubmitted."""
         assert self.launcher is not None
-        ctx = json.dumps({**context, "number": trial.number}, separators=(",", ":"))
+        what = f"trial {trial.number}" if trial is not None else f"job {job_idx}"
+        ctx = json.dumps(dict(context), separators=(",", ":"))
         env_ov = f"++hydra.job.env_set.{trial_api.ENV_TRIAL}={hydra_quote(ctx)}"
         lost: list[dict[str, Any]] = []
         while True:
             try:
-                (ret,) = self.launcher.launch([[*overrides, env_ov]], initial_job_idx=trial.number)
+                (ret,) = self.launcher.launch([[*overrides, env_ov]], initial_job_idx=job_idx)
                 break
             except JobDied as e:  # the job died without a result: the launcher says why
                 if st.is_disk_full(e):
@@ -98,16 +111,17 @@ class HydraJobs:
                     return LaunchOutcome(ok=False, error=e.reason)
                 # Slurm ended the job before the app ran: the trial was never tried.
                 lost.append({"job_id": e.job_id, "state": e.state, "reason": e.reason})
-                trial.set_user_attr(records.LOST_JOBS, lost)
+                if trial is not None:
+                    trial.set_user_attr(records.LOST_JOBS, lost)
                 if len(lost) > LOST_JOB_RESUBMITS:
                     return LaunchOutcome(
                         ok=False,
-                        error=f"{len(lost)} Slurm jobs of this trial ended before it started; "
+                        error=f"{len(lost)} Slurm jobs of this {what} ended before it started; "
                         f"last: {e.reason}",
                     )
                 log.warning(
-                    "trial %d: %s; submitting it again (%d of %d)",
-                    trial.number,
+                    "%s: %s; submitting it again (%d of %d)",
+                    what,
                     e.reason,
                     len(lost),
                     LOST_JOB_RESUBMITS,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,15 @@ from nemo_rl_hpo.fidelity import Scheduler
 from nemo_rl_hpo.fidelity._proposer import FidelityProposer
 from nemo_rl_hpo.fidelity._sampler import RungSampler
 from nemo_rl_hpo.search.space import SearchSpace
-from nemo_rl_hpo.sweep import records, repeats
+from nemo_rl_hpo.sweep import confirm, records, repeats
 from nemo_rl_hpo.sweep.core import LaunchOutcome, SweepSettings
+from nemo_rl_hpo.sweep.liveness import job_alive
 from nemo_rl_hpo.sweep.proposer import OptunaProposer, Proposal, Proposer, counted_trials
 
 log = logging.getLogger(__name__)
 
 _MISSING = object()
+_CONFIRM_JOB_IDX = 1_000_000  # Hydra job numbers of confirmation jobs: past any trial's
 
 
 class OptunaSweeperImpl(HydraSweep):
@@ -71,6 +73,7 @@ class OptunaSweeperImpl(HydraSweep):
         study = opened.study
         if self._reps.active:
             study.set_user_attr(records.STUDY_REPEATS, self._reps.as_dict())
+        tuning_seeds = self._check_confirm(s, self._reps, study)
         log.info(
             "Study %r in %s: %d/%d trials so far; sampler %s, pruner %s, %d in parallel",
             opened.name,
@@ -91,7 +94,16 @@ class OptunaSweeperImpl(HydraSweep):
             proposer = self._fidelity_proposer(
                 self._fidelity, optuna_proposer, study, opened.sweep_dir
             )
-        return SweepRun(proposer, on_trial_end=Progress(loop, study))
+        in_process = self.jobs.in_process
+        return SweepRun(
+            proposer,
+            on_trial_end=Progress(loop, study),
+            after_search=(
+                (lambda ctx: self._confirm(s, study, ctx, tuning_seeds, in_process))
+                if s.confirm.active
+                else None
+            ),
+        )
 
     def launch_job(self, proposal: Proposal, context: dict[str, Any]) -> LaunchOutcome:
         if self._reps.active:  # n seed jobs, one trial (nemo_rl_hpo/sweep/repeats.py)
@@ -189,6 +201,95 @@ class OptunaSweeperImpl(HydraSweep):
             loop.n_jobs,
         )
         return reps
+
+    def _check_confirm(
+        self, s: OptunaSettings, reps: repeats.Repeats, study: optuna.Study
+    ) -> list[int]:
+        """Check hydra.sweeper.confirm before any job; return the tuning seeds it must avoid."""
+        conf = s.confirm
+        if not conf.active:
+            return []
+        config = self.jobs.config
+        assert config is not None
+        value = OmegaConf.select(config, conf.seed_key, default=_MISSING)
+        if value is _MISSING:
+            raise SweepConfigError(
+                f"hydra.sweeper.confirm.seed_key={conf.seed_key}: the app's config has no key "
+                f"{conf.seed_key!r} to take each test seed; name the key that seeds a run."
+            )
+        if any(o.split("=")[0].lstrip("+~") == conf.seed_key for o in s.params):
+            raise SweepConfigError(
+                f"hydra.sweeper.confirm.seed_key={conf.seed_key} is searched in "
+                "hydra.sweeper.params; a searched seed cannot be held out for testing."
+            )
+        seeds = set(reps.seeds()) if reps.active and reps.seed_key == conf.seed_key else set()
+        if isinstance(value, int) and not isinstance(value, bool):
+            seeds.add(value)
+        for t in study.get_trials(deepcopy=False):  # seeds a trial set itself (earlier runs)
+            for o in t.user_attrs.get(records.OVERRIDES) or []:
+                k, _, v = str(o).partition("=")
+                if k.lstrip("+~") == conf.seed_key and v.lstrip("-").isdigit():
+                    seeds.add(int(v))
+        try:
+            conf.check_disjoint(sorted(seeds))
+        except confirm.ConfirmConfigError as e:
+            raise SweepConfigError(str(e)) from None
+        return sorted(seeds)
+
+    def _confirm(
+        self,
+        s: OptunaSettings,
+        study: optuna.Study,
+        context: Mapping[str, Any],
+        tuning_seeds: list[int],
+        in_process: bool,
+    ) -> None:
+        """Re-run the top configurations on the test seeds (nemo_rl_hpo/sweep/confirm.py)."""
+        from optuna.study import StudyDirection
+
+        from nemo_rl_hpo.report.trials import trial_overrides
+
+        conf = s.confirm
+        maximize = study.directions[0] == StudyDirection.MAXIMIZE
+        chosen, note = confirm.candidates(study.get_trials(deepcopy=False), maximize, conf.top_k)
+        if not chosen:
+            log.warning("confirmation: no configuration completed the full length; none to test")
+            return
+        if note:
+            log.info("confirmation: %s", note)
+        confirm.record_plan(study, conf, chosen, note, tuning_seeds)
+        job_ctx = {k: v for k, v in context.items() if k not in ("prune_metric", "pruner")}
+
+        def launch(job: confirm.ConfirmJob, ctx: dict[str, Any]) -> tuple[bool, str | None]:
+            ovs = [*job.overrides, f"hydra.sweep.subdir=confirm/{job.number}/seed_{job.seed}"]
+            idx = _CONFIRM_JOB_IDX + job.number * 1000 + job.index
+            out = self.jobs.launch_job(ovs, {**job_ctx, **ctx}, idx)
+            return out.ok, out.error
+
+        done = confirm.run_stage(
+            study,
+            conf,
+            chosen,
+            trial_overrides,
+            launch,
+            1 if in_process else s.n_jobs,
+            job_alive,
+        )
+        for line in done.failed:
+            log.warning("confirmation FAIL: %s", line)
+        result = confirm.read_confirmation(study)
+        if result is not None and result.pick is not None:
+            log.info(
+                "confirmation done (%d run, %d done before): pick trial %d, test mean %s "
+                "(tuning value %.6g, rank %d -> %s)",
+                done.launched + done.waited,
+                done.skipped,
+                result.pick.trial.number,
+                result.pick.mean_text(),
+                result.pick.tuning_value,
+                result.pick.rank_before,
+                result.pick.rank_after,
+            )
 
     def _launch_seeds(
         self,

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from hydra_plugins.nemo_rl_hpo.config import OptunaSweeperConf, PBTSweeperConf
 from nemo_rl_hpo.pbt import PBTConfig
 from nemo_rl_hpo.sweep.budget import Budget, BudgetError
+from nemo_rl_hpo.sweep.confirm import Confirm, ConfirmConfigError
 from nemo_rl_hpo.sweep.core import SweepSettings
 from nemo_rl_hpo.sweep.objectives import ObjectiveError, parse_objectives
 
@@ -111,6 +112,7 @@ class OptunaSettings(CommonSettings):
     repeats: Any  # seeds per configuration (checked by sweep/repeats.Repeats.from_config)
     seed_key: Any
     aggregate: Any
+    confirm: Confirm  # the confirmation stage on test seeds (sweep/confirm.py)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> OptunaSettings:
@@ -138,8 +140,10 @@ class OptunaSettings(CommonSettings):
                 "write the space in hydra.sweeper.params with choice()/interval()/range()."
             )
         common["objectives"] = objectives
+        confirm = _confirm(get, common["directions"])
         return cls(
             **common,
+            confirm=confirm,
             n_trials=n_trials,
             max_failure_rate=float(rate),
             retry_failed=retry,
@@ -298,6 +302,27 @@ def _common(get: _Reader) -> dict[str, Any]:
         "budget": budget,
         "raw": {k: get(k) for k in get.cfg if k != "_target_"},
     }
+
+
+def _confirm(get: _Reader, directions: list[str]) -> Confirm:
+    raw = get("confirm")
+    if dataclasses.is_dataclass(raw) and not isinstance(raw, type):
+        raw = dataclasses.asdict(raw)
+    if not isinstance(raw, Mapping):
+        raise SweepConfigError(
+            f"hydra.sweeper.confirm must be a mapping (top_k, seeds, ...), got {raw!r}."
+        )
+    seed_key = get("seed_key")
+    try:
+        confirm = Confirm.from_config(raw, seed_key if isinstance(seed_key, str) else "seed")
+    except ConfirmConfigError as e:
+        raise SweepConfigError(str(e)) from None
+    if confirm.active and len(directions) != 1:
+        raise SweepConfigError(
+            f"hydra.sweeper.confirm.top_k={confirm.top_k}: confirmation ranks configurations by "
+            "one objective, but this sweep has several; set confirm.top_k=0."
+        )
+    return confirm
 
 
 def _directions(raw: Any) -> list[str]:

@@ -68,6 +68,9 @@ class SweepRun:
     start: Callable[[], None] | None = None
     # Called when the loop stopped (also on an abort), before the outputs are written.
     finish: Callable[[], None] | None = None
+    # Called with the jobs' context once the search ended normally (budget, timeout; not on an
+    # abort), before finish: the Optuna sweeper's confirmation stage (sweep/confirm.py).
+    after_search: Callable[[dict[str, Any]], None] | None = None
 
 
 class HydraSweep:
@@ -149,7 +152,16 @@ class HydraSweep:
         if sweep.start is not None:
             sweep.start()
         log.info("Resume this sweep with: %s", opened.resume)
-        self._run(core, reattached, s, opened, started_at, sweep.finish)
+        after = sweep.after_search
+        self._run(
+            core,
+            reattached,
+            s,
+            opened,
+            started_at,
+            sweep.finish,
+            (lambda: after(context)) if after is not None else None,
+        )
 
     def _start_study(self, s: CommonSettings, config: DictConfig, plan: SweepPlan) -> OpenStudy:
         """Open the sweep's study and record the sweep on it."""
@@ -174,6 +186,7 @@ class HydraSweep:
         opened: OpenStudy,
         started_at: datetime,
         finish: Callable[[], None] | None,
+        after_search: Callable[[], None] | None = None,
     ) -> None:
         """Run the loop; what stops it early becomes one line, with the resume command.
 
@@ -187,6 +200,8 @@ class HydraSweep:
         summary = SweepSummary(started=time.time())
         try:
             summary = core.run(reattached)
+            if after_search is not None:
+                after_search()
         except SweepAborted as e:
             error = e
             summary.counts = records.count_states(study.get_trials(deepcopy=False))

@@ -256,6 +256,22 @@ class BudgetConfig:
 
 
 @dataclass
+class ConfirmConfig:
+    """Confirmation on test seeds when the search ends (nemo_rl_hpo/sweep/confirm.py).
+
+    Off by default: it costs top_k x seeds full-length runs on top of n_trials (15 more runs on
+    the 20-trial default sweep with top_k=3, seeds=5), a cost a user must choose; the benchmark
+    of confirmed against unconfirmed picks at equal cost decides whether a default pays.
+    """
+
+    top_k: int = 0  # best configurations re-run on test seeds when the search ends; 0: off
+    seeds: int = 5  # test seeds per configuration
+    seed_key: str | None = None  # the config key that takes the seed; null: hydra.sweeper.seed_key
+    first_seed: int = 1000  # test seeds first_seed, first_seed+1, ...; disjoint from tuning seeds
+    overrides: list[str] = field(default_factory=list)  # test-only settings, e.g. [data.split=test]
+
+
+@dataclass
 class OptunaSweeperConf:
     """hydra-optuna-sweeper's schema, plus pruner/timeout/objectives/retry_failed/warm_start."""
 
@@ -293,6 +309,7 @@ class OptunaSweeperConf:
     aggregate: str = "mean"  # mean | median | min | max of the seeds' values (and reports)
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)  # study_name: enable
     budget: BudgetConfig = field(default_factory=BudgetConfig)  # GPU-/CPU-hours of the study
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)  # top_k > 0: test-seed re-runs
     heartbeat_interval: float = 10.0  # seconds between the driver's signs of life per trial
     storage_retry_s: float = 600.0  # seconds sweeper and jobs retry through a storage outage
     write_report: bool = True  # write report/ (plots, importance) at the end of the sweep

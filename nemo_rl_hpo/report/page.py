@@ -28,7 +28,7 @@ from nemo_rl_hpo.report.trials import (
     reproduce_command,
     trial_params,
 )
-from nemo_rl_hpo.sweep import cost, records, repeats
+from nemo_rl_hpo.sweep import confirm, cost, records, repeats
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -124,6 +124,7 @@ def _summary_html(ctx: Ctx) -> str:
             parts.append(_table(head))
             parts.append(_table(list(trial_params(best).items()), ["parameter", "value"]))
             parts.append(f"<p>Reproduce:</p><pre>{_e(reproduce_command(info, best))}</pre>")
+        parts.append(_confirmation_html(ctx))
     else:
         front = pareto_trials(ctx.trials, ctx.study.directions)
         parts.append(f"<h2>Pareto front ({len(front)} trials)</h2>")
@@ -190,6 +191,45 @@ def _summary_html(ctx: Ctx) -> str:
                 )
         if note:
             parts.append(f'<p class="note">{_e(label)}: {_e(note)}</p>')
+    return "\n".join(parts)
+
+
+def _confirmation_html(ctx: Ctx) -> str:
+    """The test-seed re-runs of the top configurations and the pick they make (if any ran)."""
+    confirmed = confirm.read_confirmation(ctx.study, ctx.trials)
+    if confirmed is None:
+        return ""
+    obj = ctx.info.objectives[0]
+    seeds = confirmed.settings.get("test_seeds")
+    parts = [f"<h2>Confirmation on test seeds {_e(seeds)}</h2>"]
+    rows = [
+        (
+            r.trial.number,
+            r.tuning_value,
+            r.mean_text(),
+            r.n,
+            r.rank_before,
+            r.rank_after if r.rank_after is not None else "-",
+            "pick" if confirmed.pick is r else "",
+        )
+        for r in confirmed.rows
+    ]
+    head = ["trial", f"tuning {obj}", f"test mean ± 95 % ({obj})", "test seeds",
+            "rank before", "rank after", ""]  # fmt: skip
+    parts.append(_table(rows, head))
+    if confirmed.optimism is not None:
+        parts.append(
+            f"<p>Winner's optimism (tuning value − test mean): {_fmt(confirmed.optimism)}</p>"
+        )
+    if confirmed.pick is not None:
+        cmd = reproduce_command(ctx.info, confirmed.pick.trial)
+        parts.append(f"<p>Reproduce the confirmed pick:</p><pre>{_e(cmd)}</pre>")
+    for note in (
+        confirmed.note,
+        f"{confirmed.missing} test job(s) without a result" if confirmed.missing else None,
+    ):
+        if note:
+            parts.append(f'<p class="note">{_e(note)}</p>')
     return "\n".join(parts)
 
 

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial
 
 from nemo_rl_hpo.fidelity._history import record as fidelity_record
 from nemo_rl_hpo.report import files
+from nemo_rl_hpo.report.reproducibility import reproducibility
 from nemo_rl_hpo.report.trials import (
     SweepInfo,
     best_trial,
@@ -33,7 +34,7 @@ from nemo_rl_hpo.report.trials import (
     trial_metrics,
     trial_params,
 )
-from nemo_rl_hpo.sweep import cost, records, repeats
+from nemo_rl_hpo.sweep import confirm, cost, records, repeats
 from nemo_rl_hpo.sweep.storage import mask
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,12 @@ def results_dict(
         ]
     if info.kind == records.KIND_PBT:
         out["pbt"] = pbt_summary(trials, study.directions[0])
+    confirmed = confirm.read_confirmation(study, trials)
+    if confirmed is not None:  # test-seed re-runs of the top configurations (sweep/confirm.py)
+        out["confirmation"] = confirmed.as_dict()
+        if confirmed.pick is not None:
+            out["confirmation"]["command"] = reproduce_command(info, confirmed.pick.trial)
+    out["reproducibility"] = reproducibility(study, trials, sweep_config, info.cwd)
     out["command"] = info.command
     out["cwd"] = info.cwd
     out["base_overrides"] = info.base_overrides

@@ -49,13 +49,16 @@ def summary_lines(
     counts = records.counts_line(counts_by_state(trials)) or "no trials"
     where = sweep_dir or info.sweep_dir
     lines = [RULE, f"Sweep summary: study {info.study_name!r}  ({counts})"]
-    confirmed: list[str] = []
+    confirmed = _confirmed_lines(study, info, trials)
+    lines += confirmed
     if info.kind == records.KIND_PBT:
         lines += _pbt_lines(study, info, trials)
     elif not info.multi_objective:
         best = best_trial(trials, study.directions)
         if best is None:
             lines.append("best: no complete trial yet")
+        elif confirmed and f"trial {best.number}," in confirmed[0]:
+            lines.append(f"best by tuning value: the same trial ({_g(best.value)})")
         else:
             label = "best by tuning value" if confirmed else "best"
             lines += [
@@ -122,6 +125,33 @@ def _pbt_lines(study: optuna.Study, info: SweepInfo, trials: Sequence[FrozenTria
         f"  its schedule ({len(summary['schedule'])} rounds): optimization_results.json "
         "(pbt.schedule)",
     ]
+
+
+def _confirmed_lines(
+    study: optuna.Study, info: SweepInfo, trials: Sequence[FrozenTrial]
+) -> list[str]:
+    """The confirmed pick (best test mean), when the sweep ran its confirmation stage."""
+    from nemo_rl_hpo.sweep import confirm
+
+    result = confirm.read_confirmation(study, trials)
+    if result is None or result.pick is None:
+        return []
+    pick = result.pick
+    t = pick.trial
+    lines = [
+        f"confirmed pick: trial {t.number}, test {info.objectives[0]}={pick.mean_text()} "
+        f"(mean ± 95 % interval over {pick.n} test seed(s); tuning value "
+        f"{_g(pick.tuning_value)}, rank {pick.rank_before} -> {pick.rank_after})",
+        f"  configuration: {_configuration(info, t)}",
+        f"  reproduce: {reproduce_command(info, t)}",
+    ]
+    if result.optimism is not None:
+        lines.append(f"  optimism (tuning value - test mean): {_g(result.optimism)}")
+    if result.note:
+        lines.append(f"  note: {result.note}")
+    if result.missing:
+        lines.append(f"  {result.missing} test job(s) without a result: nemo-rl-hpo confirm DIR")
+    return lines
 
 
 def write_summary(study: optuna.Study, sweep_dir: str | Path) -> list[str]:

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from nemo_rl_hpo import trial as trial_api
 from nemo_rl_hpo.fidelity import _segment
-from nemo_rl_hpo.sweep import cost, devices, records, repeats
+from nemo_rl_hpo.sweep import confirm, cost, devices, records, repeats
 from nemo_rl_hpo.sweep.objectives import ObjectiveError, numeric_metrics, objective_values
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ def slurm_job_id() -> str | None:
 # This process's running jobs: trial id -> (job key, its clock). A pool worker or the basic
 # launcher runs several trials one after the other in one process.
 _clocks: dict[int, tuple[str, cost.LocalClock]] = {}
+_confirm_clock: list[tuple[str, cost.LocalClock]] = []  # this process's confirmation job
 
 
 def _study() -> tuple[optuna.Study, int] | None:
@@ -46,12 +47,50 @@ def _study() -> tuple[optuna.Study, int] | None:
     return t.study, t._trial_id
 
 
+def _confirm_study() -> tuple[optuna.Study, dict[str, Any]] | None:
+    """The study and the confirmation of a confirmation job (sweep/confirm.py), else None."""
+    ctx = trial_api.context()
+    job = confirm.job_of(ctx)
+    if job is None or not ctx.get("storage") or not ctx.get("study"):
+        return None
+    url = trial_api._with_password(
+        str(ctx["storage"]), os.environ.get(trial_api.ENV_STORAGE_PASSWORD)
+    )
+    return trial_api._study_cached(url, str(ctx["study"])), job
+
+
 def on_job_start(job_dir: str | None) -> None:
     """Record where this trial runs (host, pid, SLURM id, restarts) on the trial."""
+    conf = _confirm_study()
+    if conf is not None:  # a confirmation job: no trial of its own (sweep/confirm.py)
+        attrs = _where(job_dir)
+        confirm.on_job_start(conf[0], conf[1], attrs)
+        sid = attrs.get(records.SLURM_JOB_ID)
+        own_id = sid if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" else None
+        clock = cost.LocalClock(gpus=len(attrs.get(records.DEVICES) or []), job_id=own_id)
+        _confirm_clock[:] = [(f"confirm-{conf[1]['seed']}-{own_id or cost.local_job_key()}", clock)]
+        return
     handle = _study()
     if handle is None:
         return
     study, trial_id = handle
+    attrs = _where(job_dir)
+    for k, v in attrs.items():
+        study._storage.set_trial_user_attr(trial_id, k, v)
+    # Slurm's accounting knows the job only when it is a Slurm job of its own (submitit_slurm);
+    # a pool worker or local job inside an allocation shares the allocation's id.
+    sid = attrs.get(records.SLURM_JOB_ID)
+    own_id = sid if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" else None
+    clock = cost.LocalClock(gpus=len(attrs.get(records.DEVICES) or []), job_id=own_id)
+    _clocks[trial_id] = (own_id or cost.local_job_key(), clock)
+    _write_cost(study, trial_id, ended=False)
+    seed = repeats.seed_of(trial_api.context())
+    if seed is not None:  # one of a repeated configuration's seeds: also under its own key
+        repeats.on_seed_start(study._storage, trial_id, seed, attrs)
+
+
+def _where(job_dir: str | None) -> dict[str, Any]:
+    """Host, pid, job dir, SLURM id and node, devices: what says where a job runs."""
     attrs: dict[str, Any] = {records.JOB_HOST: socket.gethostname(), records.JOB_PID: os.getpid()}
     if job_dir:
         attrs[records.JOB_DIR] = job_dir
@@ -63,21 +102,16 @@ def on_job_start(job_dir: str | None) -> None:
     gpus = devices.job_devices()  # its GPU slot (or SLURM's GPUs): [] when they are hidden
     if gpus is not None:
         attrs[records.DEVICES] = gpus
-    for k, v in attrs.items():
-        study._storage.set_trial_user_attr(trial_id, k, v)
-    # Slurm's accounting knows the job only when it is a Slurm job of its own (submitit_slurm);
-    # a pool worker or local job inside an allocation shares the allocation's id.
-    own_id = sid if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" else None
-    clock = cost.LocalClock(gpus=len(gpus or []), job_id=own_id)
-    _clocks[trial_id] = (own_id or cost.local_job_key(), clock)
-    _write_cost(study, trial_id, ended=False)
-    seed = repeats.seed_of(trial_api.context())
-    if seed is not None:  # one of a repeated configuration's seeds: also under its own key
-        repeats.on_seed_start(study._storage, trial_id, seed, attrs)
+    return attrs
 
 
 def on_job_end(completed: bool, value: Any) -> TrialState | None:
     """Tell the study how this job ended. ``value``: the return, or the exception raised."""
+    conf = _confirm_study()
+    if conf is not None:  # recorded as a study attribute, never a trial (sweep/confirm.py)
+        confirm.on_job_end(conf[0], conf[1], completed, value, trial_api.context())
+        _write_confirm_cost(conf[0], int(conf[1]["trial"]))
+        return None
     handle = _study()
     if handle is None:
         return None
@@ -133,6 +167,18 @@ def _fail(study: optuna.Study, frozen: optuna.trial.FrozenTrial, reason: str) ->
     except Exception as e:  # e.g. storage down: keep the job's exit clean, the driver fails it
         log.warning("could not record trial %d as FAIL: %s", frozen.number, e)
     return TrialState.FAIL
+
+
+def _write_confirm_cost(study: optuna.Study, number: int) -> None:
+    """A confirmation job's cost, under its configuration's trial with a ``confirm-`` job key:
+    the study's totals and GPU-hour budget count it; it never changes a trial's value."""
+    if not _confirm_clock:
+        return
+    job_key, clock = _confirm_clock.pop()
+    try:
+        cost.write(study._storage, study._study_id, number, job_key, clock.record(True))
+    except Exception as e:  # storage down: the totals miss this job, nothing else
+        log.warning("could not record the cost of a confirmation job: %s", e)
 
 
 def _write_cost(study: optuna.Study, trial_id: int, *, ended: bool) -> str | None:

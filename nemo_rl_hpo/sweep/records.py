@@ -37,6 +37,15 @@ STUDY_REPEATS = "nemo_rl_hpo:repeats"
 # Written by the sweeper with hydra/sweeper/fidelity (settings, step_key, rungs); read by the
 # report, `best` and `status`.
 STUDY_FIDELITY = "nemo_rl_hpo:fidelity"
+# Written by the confirmation stage (sweep/confirm.py) when it starts: its settings, the candidate
+# trial numbers and a note (fewer candidates than top_k, ties); read by confirm.read_confirmation
+# (best, status, the results JSON, the report, the end-of-sweep summary).
+STUDY_CONFIRM = "nemo_rl_hpo:confirm"
+# Written by each confirmation job (sweep/confirm.py, called from sweep/job.py) as a *study* user
+# attribute, never on a trial (no sampler, pruner or budget reads study attributes):
+# confirm:<trial>:<seed>:job where it runs (job_host, job_pid, slurm_job_id; read by the stage's
+# resume, liveness.job_alive), confirm:<trial>:<seed> = {seed, state, value, metrics, reason}.
+CONFIRM_PREFIX = "confirm:"
 # Written and read by sweep/warm_start.py: a study already warm-started from <name>.
 STUDY_WARM_STARTED_PREFIX = "nemo_rl_hpo:warm_started:"
 # Written and read by the PBT proposer (pbt/_proposer.py): the seed resumes repeat decisions.

@@ -123,7 +123,13 @@ def default_config() -> DictConfig:
 
 
 DEFAULTS: dict[str, Any] = {
-    "task": {"name": "sort", "num_digits": 8, "seed": 1234, "validation_size": 256},
+    "task": {
+        "name": "sort",
+        "num_digits": 8,
+        "seed": 1234,
+        "validation_size": 256,
+        "split": "validation",
+    },
     "model": {
         "_target_": "nemo_rl_hpo.training.models.Llama",
         "vocab_size": 13,

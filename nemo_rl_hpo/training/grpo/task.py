@@ -28,6 +28,7 @@ import torch
 PLUS, EQUALS, EOS = 10, 11, 12  # token ids; 0..9 are the digits; EOS also pads after the end
 VOCAB_SIZE = 13
 NAMES = ("sort", "addition")
+SPLITS = ("validation", "test")
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,18 @@ class DigitsTask:
     num_digits: int = 8
     seed: int = 1234  # the data's own seed: the validation prompts
     validation_size: int = 256
+    # Which held-out prompts every validation answers: "validation" (what the sweep tunes on) or
+    # "test" (as many other prompts, none equal to a validation one; the confirmation stage's
+    # hydra.sweeper.confirm.overrides=[task.split=test] scores the pick on them).
+    split: str = "validation"
 
     def __post_init__(self) -> None:
         if self.name not in NAMES:
             raise ValueError(f"task.name must be one of {', '.join(NAMES)}, got {self.name!r}.")
         if self.num_digits < 1:
             raise ValueError(f"task.num_digits must be at least 1, got {self.num_digits}.")
+        if self.split not in SPLITS:
+            raise ValueError(f"task.split must be one of {', '.join(SPLITS)}, got {self.split!r}.")
         if self.validation_size < 1:
             raise ValueError(
                 f"task.validation_size must be at least 1, got {self.validation_size}."
@@ -77,8 +84,26 @@ class DigitsTask:
         return self.encode(operands), operands
 
     def validation(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fixed validation prompts and operands."""
-        return self.sample(self.validation_size, torch.Generator().manual_seed(self.seed))
+        """The fixed held-out prompts and operands of ``split``.
+
+        Both splits come from one generator seeded by ``seed``: the validation prompts first,
+        then the test prompts, skipping any equal to a validation prompt (so a test score is on
+        problems the sweep never chose a configuration by).
+        """
+        gen = torch.Generator().manual_seed(self.seed)
+        prompts, operands = self.sample(self.validation_size, gen)
+        if self.split == "validation":
+            return prompts, operands
+        seen = {tuple(p.tolist()) for p in prompts}
+        keep_p: list[torch.Tensor] = []
+        keep_o: list[torch.Tensor] = []
+        while len(keep_p) < self.validation_size:
+            more_p, more_o = self.sample(self.validation_size, gen)
+            for p, o in zip(more_p, more_o, strict=True):
+                if tuple(p.tolist()) not in seen and len(keep_p) < self.validation_size:
+                    keep_p.append(p)
+                    keep_o.append(o)
+        return torch.stack(keep_p), torch.stack(keep_o)
 
     def encode(self, operands: torch.Tensor) -> torch.Tensor:
         """Prompt tokens of ``operands``."""

@@ -12,6 +12,11 @@ from nemo_rl_hpo import trial
 
 @hydra.main(version_base="1.3", config_path=".", config_name="config")
 def main(cfg: DictConfig) -> object:
+    from hydra.core.hydra_config import HydraConfig
+
+    out = HydraConfig.get().runtime.output_dir  # the job's own dir: seeds must not share one
+    with open(os.path.join(out, "runs.log"), "a") as f:  # one line per start of this job
+        f.write(f"{os.getpid()} {cfg.seed}\n")
     rng = random.Random(f"{cfg.seed}-{cfg.x}")
     noise = cfg.noise * rng.uniform(-1.0, 1.0)
     loss = (cfg.x - 1.0) ** 2 + noise
@@ -23,13 +28,10 @@ def main(cfg: DictConfig) -> object:
     for step in range(cfg.steps):
         steps = step + 1
         # Seeds run at different speeds: the aggregate at a step covers those that got there.
-        time.sleep(cfg.step_sleep * (1.0 + 0.5 * cfg.seed))
+        time.sleep(cfg.step_sleep * (1.0 + 0.5 * (cfg.seed % 3)))
         trial.report(step, {"loss": loss + 1.0 / (step + 1), "seed": float(cfg.seed)})
         if trial.should_prune():
             break
-    from hydra.core.hydra_config import HydraConfig
-
-    out = HydraConfig.get().runtime.output_dir  # the job's own dir: seeds must not share one
     with open(os.path.join(out, "seed.txt"), "w") as f:
         f.write(f"{cfg.seed} {steps}\n")
     return {"loss": loss, "steps": float(steps)}
