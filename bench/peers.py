@@ -52,8 +52,10 @@ OBJECTIVE = {"supervised": ("val_loss", "min"), "grpo": ("val_reward", "max")}
 class Table:
     """The records as the simulator reads them: steps, values, CPU seconds per segment."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, limit: int = 0) -> None:
         recs = read_records(path)
+        if limit:
+            recs = recs[:limit]
         self.trial = recs[0]["trial"]
         self.objective, self.mode = OBJECTIVE[self.trial]
         self.sign = 1.0 if self.mode == "min" else -1.0
@@ -351,6 +353,7 @@ def _text(v: Any) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--table", required=True)
+    ap.add_argument("--records", type=int, default=0, help="use the table's first N records")
     ap.add_argument("--space", required=True, help="simulate.py --dump-space output")
     ap.add_argument("--contenders", default="ray_random,ray_asha,ray_hyperband")
     ap.add_argument("--seeds", type=int, default=20)
@@ -361,7 +364,7 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=0.01, help="wall s slept per recorded s")
     ap.add_argument("--out", help="bench/results/<out>.json (default: peers_<table>)")
     args = ap.parse_args()
-    table = Table(Path(args.table))
+    table = Table(Path(args.table), args.records)
     spec = json.loads(Path(args.space).read_text())
     nearest = Nearest(spec, {k: table.configs[k] for k in table.keys})
     budgets = [float(b) for b in args.budgets.split(",")]

@@ -120,8 +120,12 @@ class Table:
         return statistics.fmean(self.final(key, s) for s in test_seeds)
 
 
-def load_table(path: Path) -> Table:
+def load_table(path: Path, limit: int = 0) -> Table:
+    """The table's records (only its first ``limit`` when given: a table that grew since a
+    result was made still reproduces it)."""
     records = curves.read_table(path)
+    if limit:
+        records = records[:limit]
     if not records:
         raise SystemExit(f"{path}: no records")
     kind = curves.TRIALS[records[0]["trial"]]
@@ -433,7 +437,7 @@ def simulate_one(
 _WORKER: dict[str, Any] = {}
 
 
-def _init(table_path: str) -> None:
+def _init(table_path: str, limit: int = 0) -> None:
     logging.getLogger("optuna").setLevel(logging.ERROR)
     logging.getLogger("nemo_rl_hpo").setLevel(logging.ERROR)
     logging.getLogger("hydra_plugins").setLevel(logging.ERROR)
@@ -443,7 +447,7 @@ def _init(table_path: str) -> None:
     import warnings
 
     warnings.simplefilter("ignore")
-    table = load_table(Path(table_path))
+    table = load_table(Path(table_path), limit)
     composer = curves.Composer()
     space = composer.space(table.kind)
     configs = {k: table.overrides[k] for k in table.keys()}
@@ -537,7 +541,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         ap.error(f"unknown contender {unknown[0]!r}; --list shows them, --contender adds one")
     t0 = time.perf_counter()
-    table = load_table(Path(args.table))
+    table = load_table(Path(args.table), args.records)
     keys = table.keys()
     by_trials = [int(x) for x in args.trials.split(",") if x]
     budgets = [float(x) for x in args.budgets.split(",") if x]
@@ -555,10 +559,12 @@ def main(argv: list[str] | None = None) -> None:
                 budget_s = max_budget * table.full_run_s / args.n_jobs
                 jobs.append((name, contenders[name], seed, args.n_jobs, budget_s, 100000, test))
     if args.workers > 1:
-        with ProcessPoolExecutor(args.workers, initializer=_init, initargs=(args.table,)) as ex:
+        with ProcessPoolExecutor(
+            args.workers, initializer=_init, initargs=(args.table, args.records)
+        ) as ex:
             results = list(ex.map(_task, jobs, chunksize=1))
     else:
-        _init(args.table)
+        _init(args.table, args.records)
         results = [_task(j) for j in jobs]
     payload = report(table, keys, names, results, args, by_trials, budgets)
     payload["elapsed_s"] = round(time.perf_counter() - t0, 1)
@@ -676,6 +682,7 @@ def report(
         "machine": c.machine(),
         "command": " ".join(sys.argv),
         "table": args.table,
+        "records": args.records or len(table.runs),
         "configurations": len(keys),
         "table_seeds": table.seeds,
         "full_run_cpu_s": table.full_run_s,
