@@ -511,6 +511,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", help="bench/results/<out>.json and .png (default: sim_<table>)")
     ap.add_argument("--list", action="store_true", help="print the contenders and exit")
+    ap.add_argument("--records", type=int, default=0, help="use the table's first N records")
     ap.add_argument(
         "--peers",
         action="append",
@@ -531,7 +532,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.table:
         ap.error("--table is required")
     if args.dump_space:
-        table = load_table(Path(args.table))
+        table = load_table(Path(args.table), args.records)
         with curves.Composer() as composer:
             spec = space_spec(composer.space(table.kind))
         Path(args.dump_space).write_text(json.dumps(spec, indent=1))
