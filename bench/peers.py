@@ -318,7 +318,7 @@ def run_syne(
         results_update_interval=1e9,
         print_update_interval=1e9,
         metadata={},
-        start_jobs_without_delay=False,
+        start_jobs_without_delay=True,
     )
     tuner.run()
     from syne_tune.experiments import load_experiment
