@@ -544,6 +544,12 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     table = load_table(Path(args.table), args.records)
     keys = table.keys()
+    if len(table.seeds) < 2 or len(keys) < 2:
+        raise SystemExit(
+            f"{args.table}: {len(table.runs)} records, {len(keys)} configurations with every "
+            f"seed of {table.seeds}; a replay needs 2+ seeds (tuning and test) and 2+ complete "
+            "configurations: build more (bench/curves.py build, it resumes)."
+        )
     by_trials = [int(x) for x in args.trials.split(",") if x]
     budgets = [float(x) for x in args.budgets.split(",") if x]
     max_budget = max(budgets) if budgets else 0
