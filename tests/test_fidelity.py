@@ -136,7 +136,7 @@ def test_two_sweepers_never_take_the_same_paused_trial(
 
     optuna.create_study(study_name=name, storage=storage())
     Claims(storage(), name, create=True)
-    for n in range(20):
+    for n in range(12):
         Claims(storage(), name).offer(n, 10)
     Claims(storage(), name).offer(0, 10)  # a requeued job offers again: still one claim
     won: list[tuple[int, int]] = []
@@ -144,7 +144,7 @@ def test_two_sweepers_never_take_the_same_paused_trial(
 
     def sweeper(i: int) -> None:
         claims = Claims(storage(), name)  # each its own connection, like another process
-        for n in range(20):
+        for n in range(12):
             if claims.take(n, 10, f"sweeper {i}"):
                 with lock:
                     won.append((i, n))
@@ -154,7 +154,7 @@ def test_two_sweepers_never_take_the_same_paused_trial(
         t.start()
     for t in threads:
         t.join()
-    assert sorted(n for _, n in won) == list(range(20))  # each exactly once
+    assert sorted(n for _, n in won) == list(range(12))  # each exactly once
     assert Claims(storage(), name).open_offers() == set()
     for st in opened:  # each sweeper's connections, closed as a process's would be
         st.engine.dispose()  # type: ignore[attr-defined]
@@ -561,13 +561,13 @@ def test_supervised_trial_on_pool_pauses_and_promotes(tmp_path: Path) -> None:
         f"hydra.sweep.dir={tmp_path}",
         "hydra/launcher=pool",
         "hydra/sweeper/fidelity=asha",
-        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_trials=4",
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.sampler.seed=0",
         "hydra.sweeper.write_report=false",
         "~search",
         "learning_rate=tag(log, interval(1e-3, 3e-2))",
-        "max_steps=90",  # rungs 10, 30, then 90
+        "max_steps=30",  # rungs 10, then 30
         "eval_interval=10",
         "checkpoint_interval=0",
         "precision=fp32",
@@ -580,12 +580,12 @@ def test_supervised_trial_on_pool_pauses_and_promotes(tmp_path: Path) -> None:
     for t in promoted:
         _promoted_curve_continues(t, "val_loss", 10)
     best = study.best_trial
-    assert _rungs(best) == [10, 30, 90]
+    assert _rungs(best) == [10, 30]
     assert best.user_attrs[records.FIDELITY_END] == "max_resource"
     saved = torch.load(
         Path(best.user_attrs[records.FIDELITY_CHECKPOINT]) / "last.pt", weights_only=True
     )
-    assert saved["step"] == 90
+    assert saved["step"] == 30
 
 
 @pytest.mark.e2e
@@ -603,8 +603,9 @@ def test_grpo_trial_pauses_and_promotes(tmp_path: Path) -> None:
         "hydra.sweeper.write_report=false",
         "grpo.max_num_steps=12",  # rungs 4, then 12
         "grpo.val_period=4",
-        "grpo.num_prompts_per_step=8",
-        "task.validation_size=64",
+        "grpo.num_prompts_per_step=4",
+        "sft.max_num_steps=5",
+        "task.validation_size=32",
         cwd=REPO,
         timeout=900,
     )
