@@ -20,7 +20,7 @@ own code (``_search_space.build_space``, ``_samplers.make_sampler``/``make_prune
   ``nemo_rl_hpo.trial.report`` and ``should_prune`` (so pruners, and seed repeats'
   aggregate-and-prune in ``sweep/repeats.py``, run as in a live job), and at its end the real
   ``sweep/job.on_job_end``. The one seam: the job finds its trial in the in-memory study
-  (``nemo_rl_hpo.trial._trial`` returns it) instead of opening the storage URL.
+  (``nemo_rl_hpo.sweep.context.open_trial`` returns it) instead of opening the storage URL.
 
 A sampled configuration maps to the nearest configuration of the table: fewest categorical
 mismatches first (group options and choices compared exactly), then the Euclidean distance of
@@ -252,6 +252,7 @@ def simulate_one(
     from nemo_rl_hpo.fidelity import Scheduler
     from nemo_rl_hpo.fidelity._proposer import FidelityProposer
     from nemo_rl_hpo.fidelity._sampler import RungSampler
+    from nemo_rl_hpo.sweep import context as trial_context
     from nemo_rl_hpo.sweep import job as job_api
     from nemo_rl_hpo.sweep import records, repeats
     from nemo_rl_hpo.sweep.proposer import OptunaProposer, Proposer
@@ -303,7 +304,7 @@ def simulate_one(
     def in_memory_trial(storage_url: str, study_name: str, number: int, pruner: str = "") -> Any:
         return optuna.Trial(study, ids[number])
 
-    trial_api._trial = in_memory_trial  # type: ignore[assignment]  # the one seam (see top)
+    trial_context.open_trial = in_memory_trial  # type: ignore[assignment]  # the seam (see top)
 
     rng = random.Random(seed * 7919 + 17)
     pool = [x for x in table.seeds if x not in test_seeds]

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
+from nemo_rl_hpo.errors import named
 from nemo_rl_hpo.fidelity import _history as history
 from nemo_rl_hpo.sweep import confirm, cost, records, repeats
 from nemo_rl_hpo.sweep.budget import Budget
@@ -609,8 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code
     except BrokenPipeError:  # `nemo-rl-hpo export DIR | head`
         return 0
-    except StorageError as e:  # already one masked sentence
-        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+    except StorageError as e:  # already one masked sentence; its parameter is --storage
+        print(f"{PROG} {args.command}: error: {named(e, '--')}", file=sys.stderr)
         return 2
 
 

@@ -22,6 +22,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from nemo_rl_hpo.errors import named
 from nemo_rl_hpo.sweep import storage as st
 from nemo_rl_hpo.sweep.records import SYS_OVERFLOW
 from tests.sweeplib import APPS, REPO
@@ -373,7 +374,7 @@ def test_unreachable_server_gives_up_after_the_limit_in_one_masked_line(
     took = t1 - t0
     assert 2 <= took < 8, took
     assert time.monotonic() - t1 < 1.5
-    message = str(err.value)
+    message = named(err.value, "hydra.sweeper.")  # as the sweeper shows it
     # Rule: one line naming the limit's key and the storage, password masked.
     assert "\n" not in message and "hydra.sweeper.storage_retry_s=2" in message
     assert "nemo:***@" in message and "s3cret" not in message

@@ -25,10 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 from hydra_plugins.nemo_rl_hpo._slurm import JobDied
 from hydra_plugins.nemo_rl_hpo._task import TrialTask
 from hydra_plugins.nemo_rl_hpo.compose_cache import CachedSweepConfigLoader
-from nemo_rl_hpo import trial as trial_api
 from nemo_rl_hpo.search.grammar import hydra_quote
 from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep import storage as st
+from nemo_rl_hpo.sweep.context import ENV_TRIAL
 from nemo_rl_hpo.sweep.core import LaunchOutcome
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class HydraJobs:
         assert self.launcher is not None
         what = f"trial {trial.number}" if trial is not None else f"job {job_idx}"
         ctx = json.dumps(dict(context), separators=(",", ":"))
-        env_ov = f"++hydra.job.env_set.{trial_api.ENV_TRIAL}={hydra_quote(ctx)}"
+        env_ov = f"++hydra.job.env_set.{ENV_TRIAL}={hydra_quote(ctx)}"
         lost: list[dict[str, Any]] = []
         while True:
             try:
@@ -158,11 +158,11 @@ class _HideTrialContext(logging.Filter):
     """
 
     _PATTERN = re.compile(
-        r"\s*\+\+hydra\.job\.env_set\." + trial_api.ENV_TRIAL + r"=(?:'(?:[^'\\]|\\.)*'|\S+)"
+        r"\s*\+\+hydra\.job\.env_set\." + ENV_TRIAL + r"=(?:'(?:[^'\\]|\\.)*'|\S+)"
     )
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and trial_api.ENV_TRIAL in record.msg and not record.args:
+        if isinstance(record.msg, str) and ENV_TRIAL in record.msg and not record.args:
             record.msg = self._PATTERN.sub("", record.msg)
         return True
 

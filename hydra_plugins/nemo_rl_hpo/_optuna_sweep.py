@@ -22,7 +22,12 @@ from hydra_plugins.nemo_rl_hpo import _fidelity
 from hydra_plugins.nemo_rl_hpo._progress import Progress
 from hydra_plugins.nemo_rl_hpo._samplers import make_pruner, make_sampler
 from hydra_plugins.nemo_rl_hpo._search_space import check_space
-from hydra_plugins.nemo_rl_hpo._settings import OptunaSettings, SweepConfigError
+from hydra_plugins.nemo_rl_hpo._settings import (
+    SWEEPER_KEYS,
+    OptunaSettings,
+    SweepConfigError,
+    config_error,
+)
 from hydra_plugins.nemo_rl_hpo._study import OpenStudy
 from hydra_plugins.nemo_rl_hpo._sweep_base import HydraSweep, SweepPlan, SweepRun
 from nemo_rl_hpo.fidelity import Scheduler
@@ -30,9 +35,9 @@ from nemo_rl_hpo.fidelity._proposer import FidelityProposer
 from nemo_rl_hpo.fidelity._sampler import RungSampler
 from nemo_rl_hpo.search.space import SearchSpace
 from nemo_rl_hpo.sweep import confirm, records, repeats
-from nemo_rl_hpo.sweep.core import LaunchOutcome, SweepSettings
+from nemo_rl_hpo.sweep.core import SweepSettings
 from nemo_rl_hpo.sweep.liveness import job_alive
-from nemo_rl_hpo.sweep.proposer import OptunaProposer, Proposal, Proposer, counted_trials
+from nemo_rl_hpo.sweep.proposer import OptunaProposer, Proposer, counted_trials
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +99,13 @@ class OptunaSweeperImpl(HydraSweep):
             proposer = self._fidelity_proposer(
                 self._fidelity, optuna_proposer, study, opened.sweep_dir
             )
+        if self._reps.active:  # each configuration runs as n seed jobs of one trial
+            proposer = repeats.SeedRepeats(
+                proposer,
+                self._reps,
+                self._reps.configurations_in_flight(loop.n_jobs),
+                self._subdir(),
+            )
         in_process = self.jobs.in_process
         return SweepRun(
             proposer,
@@ -104,13 +116,6 @@ class OptunaSweeperImpl(HydraSweep):
                 else None
             ),
         )
-
-    def launch_job(self, proposal: Proposal, context: dict[str, Any]) -> LaunchOutcome:
-        if self._reps.active:  # n seed jobs, one trial (nemo_rl_hpo/sweep/repeats.py)
-            return self._launch_seeds(
-                self._reps, proposal, context, parallel=not self.jobs.in_process
-            )
-        return super().launch_job(proposal, context)
 
     # -------------------------------------------------------------------- helpers
     @staticmethod
@@ -153,9 +158,9 @@ class OptunaSweeperImpl(HydraSweep):
     @staticmethod
     def _warm_start(s: OptunaSettings, study: optuna.Study, space: SearchSpace) -> None:
         ws = s.warm_start  # read before secrets were masked in the config
-        if not ws or not ws.get("study_name"):
+        if not ws.get("study_name"):
             return
-        from nemo_rl_hpo.sweep.warm_start import warm_start
+        from nemo_rl_hpo.sweep.warm_start import WarmStartError, warm_start
 
         try:
             warm_start(
@@ -163,21 +168,22 @@ class OptunaSweeperImpl(HydraSweep):
                 space,
                 storage=ws.get("storage"),
                 study_name=str(ws["study_name"]),
-                top_k=int(ws.get("top_k", 5)),
-                mode=str(ws.get("mode", "enqueue")),
+                top_k=int(ws["top_k"]),
+                mode=str(ws["mode"]),
             )
-        except ValueError as e:
-            raise SweepConfigError(str(e)) from None
+        except WarmStartError as e:  # its parameters are hydra.sweeper.warm_start.*
+            if e.params:
+                raise config_error(e, f"{SWEEPER_KEYS}warm_start.") from None
+            raise SweepConfigError(f"{SWEEPER_KEYS}warm_start: {e}") from None
 
     def _repeats(self, s: OptunaSettings, loop: SweepSettings) -> repeats.Repeats:
-        """hydra.sweeper.repeats/seed_key/aggregate, checked; fewer configurations in flight so
-        that about n_jobs seed jobs run at once."""
+        """hydra.sweeper.repeats/seed_key/aggregate, checked against the app's config."""
         config = self.jobs.config
         assert config is not None
         try:
             reps = repeats.Repeats.from_config(s.repeats, s.seed_key, s.aggregate)
         except repeats.RepeatConfigError as e:
-            raise SweepConfigError(str(e)) from None
+            raise config_error(e) from None
         if not reps.active:
             return reps
         if OmegaConf.select(config, reps.seed_key, default=_MISSING) is _MISSING:
@@ -190,17 +196,24 @@ class OptunaSweeperImpl(HydraSweep):
                 f"hydra.sweeper.seed_key={reps.seed_key} is also searched in hydra.sweeper.params;"
                 " repeats set it, so leave it out of the search space."
             )
-        loop.n_jobs = reps.configurations_in_flight(loop.n_jobs)
         log.info(
-            "repeats: %d seeds per configuration (%s=0..%d), value = their %s; %d "
-            "configuration(s) in flight",
+            "repeats: %d seeds per configuration (%s=0..%d), value = their %s; %d seed jobs, "
+            "%d configuration(s) in flight",
             reps.n,
             reps.seed_key,
             reps.n - 1,
             reps.aggregate,
             loop.n_jobs,
+            reps.configurations_in_flight(loop.n_jobs),
         )
         return reps
+
+    def _subdir(self) -> str | None:
+        """The app's ``hydra.sweep.subdir`` as written (seeds get a folder below it)."""
+        config = self.jobs.config
+        assert config is not None
+        node = config.hydra.sweep._get_node("subdir")
+        return str(node._value()) if node is not None else None
 
     def _check_confirm(
         self, s: OptunaSettings, reps: repeats.Repeats, study: optuna.Study
@@ -233,7 +246,7 @@ class OptunaSweeperImpl(HydraSweep):
         try:
             conf.check_disjoint(sorted(seeds))
         except confirm.ConfirmConfigError as e:
-            raise SweepConfigError(str(e)) from None
+            raise config_error(e) from None
         return sorted(seeds)
 
     def _confirm(
@@ -290,27 +303,3 @@ class OptunaSweeperImpl(HydraSweep):
                 result.pick.rank_before,
                 result.pick.rank_after,
             )
-
-    def _launch_seeds(
-        self,
-        reps: repeats.Repeats,
-        proposal: Proposal,
-        context: dict[str, Any],
-        parallel: bool,
-    ) -> LaunchOutcome:
-        config = self.jobs.config
-        assert config is not None
-        node = config.hydra.sweep._get_node("subdir")
-        subdir = str(node._value()) if node is not None else None
-
-        def one(ovs: list[str], ctx: dict[str, Any], index: int) -> tuple[bool, str | None]:
-            ctx = {**context, **ctx}
-            if context.get("checkpoint_dir"):  # seeds never share checkpoints
-                ctx["checkpoint_dir"] = f"{context['checkpoint_dir']}/seed_{index}"
-            out = self.jobs.launch(proposal.trial, ovs, ctx)
-            return out.ok, out.error
-
-        ok, error = repeats.launch_seeds(
-            reps, proposal.trial.study, proposal.trial, proposal.overrides, one, subdir, parallel
-        )
-        return LaunchOutcome(ok=ok, error=error)

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-SWEEPER_DEFAULT_N_JOBS = 2  # hydra_plugins/nemo_rl_hpo/config.py's n_jobs default
+from hydra_plugins.nemo_rl_hpo.config import N_JOBS
 
 
 def default_n_jobs(threads_per_trial: Any, launcher: Any) -> int:
@@ -28,7 +28,7 @@ def default_n_jobs(threads_per_trial: Any, launcher: Any) -> int:
         )
     if name == "BasicLauncher":
         return 1
-    return SWEEPER_DEFAULT_N_JOBS
+    return N_JOBS
 
 
 if not OmegaConf.has_resolver("nemo_rl_hpo.n_jobs"):

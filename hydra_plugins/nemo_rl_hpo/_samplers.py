@@ -19,6 +19,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from hydra_plugins.nemo_rl_hpo._settings import SweepConfigError
 from nemo_rl_hpo.search.space import SearchSpace
+from nemo_rl_hpo.sweep import context as trial_context
 
 log = logging.getLogger(__name__)
 
@@ -104,18 +105,13 @@ def make_sampler(
 
 
 def make_pruner(cfg: Any) -> optuna.pruners.BasePruner:
-    if cfg is None:
-        return optuna.pruners.NopPruner()
+    """The study's pruner (the jobs rebuild the same one from the trial context)."""
     try:
-        pruner = instantiate(cfg)
-    except Exception as e:
-        msg = str(e).strip().splitlines()
+        return trial_context.pruner_from_config(cfg)
+    except ValueError as e:
         raise SweepConfigError(
-            f"hydra.sweeper.pruner ({cfg.get('_target_')}) cannot be created: "
-            f"{msg[-1] if msg else e}"
+            f"hydra.sweeper.pruner ({cfg.get('_target_')}) cannot be created: {e}"
         ) from None
-    assert isinstance(pruner, optuna.pruners.BasePruner)
-    return pruner
 
 
 def grid_space(space: SearchSpace) -> dict[str, list[Any]]:

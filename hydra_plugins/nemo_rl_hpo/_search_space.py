@@ -16,7 +16,7 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.nemo_rl_hpo._launch import HydraJobs
-from hydra_plugins.nemo_rl_hpo._settings import SweepConfigError
+from hydra_plugins.nemo_rl_hpo._settings import SweepConfigError, config_error
 from nemo_rl_hpo.search.grammar import ParsedParam, SearchSpaceError, format_value, parse_params
 from nemo_rl_hpo.search.space import Probe, SearchSpace
 
@@ -32,7 +32,7 @@ def build_space(jobs: HydraJobs, params: Mapping[str, Any], arguments: list[str]
     try:
         parsed = parse_params(params, arguments)
     except SearchSpaceError as e:
-        raise SweepConfigError(str(e)) from None
+        raise config_error(e) from None
     groups = group_keys(jobs, parsed)
     choices = {
         str(k): (None if v is None else str(v))
@@ -46,7 +46,7 @@ def build_space(jobs: HydraJobs, params: Mapping[str, Any], arguments: list[str]
     try:
         return SearchSpace(parsed, groups, choices, has_key, known)
     except SearchSpaceError as e:
-        raise SweepConfigError(str(e)) from None
+        raise config_error(e) from None
 
 
 def group_keys(jobs: HydraJobs, parsed: list[ParsedParam]) -> dict[str, dict[str, frozenset[str]]]:

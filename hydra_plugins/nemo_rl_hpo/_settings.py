@@ -17,7 +17,8 @@ from typing import Any
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from hydra_plugins.nemo_rl_hpo.config import OptunaSweeperConf, PBTSweeperConf
+from hydra_plugins.nemo_rl_hpo.config import OptunaSweeperConf, PBTSweeperConf, WarmStartConfig
+from nemo_rl_hpo.errors import named
 from nemo_rl_hpo.pbt import PBTConfig
 from nemo_rl_hpo.sweep.budget import Budget, BudgetError
 from nemo_rl_hpo.sweep.confirm import Confirm, ConfirmConfigError
@@ -29,6 +30,15 @@ log = logging.getLogger(__name__)
 
 class SweepConfigError(CompactHydraException):
     """Bad sweeper input: Hydra prints just this one line, before any job starts."""
+
+
+SWEEPER_KEYS = "hydra.sweeper."  # where the library's parameters live in a Hydra config
+
+
+def config_error(error: BaseException, prefix: str = SWEEPER_KEYS) -> SweepConfigError:
+    """A library error as the one line a Hydra user sees: the same sentence, with the
+    ``hydra.sweeper.*`` keys its parameters came from (``nemo_rl_hpo/errors.py``)."""
+    return SweepConfigError(named(error, prefix))
 
 
 def schema_defaults(schema: type) -> dict[str, Any]:
@@ -55,6 +65,8 @@ class _Reader:
         value = self.cfg.get(key, self.defaults.get(key))
         if isinstance(value, (DictConfig, ListConfig)):
             return OmegaConf.to_container(value, resolve=True)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)  # a nested schema's defaults (warm_start)
         return value
 
     def node(self, key: str) -> Any:
@@ -107,7 +119,7 @@ class OptunaSettings(CommonSettings):
     pruner: Any
     pruner_config: Any  # the pruner's config as plain values (the jobs rebuild it)
     custom_search_space: str | None
-    warm_start: dict[str, Any] | None
+    warm_start: dict[str, Any]  # storage, study_name (None: no warm start), top_k, mode
     fidelity: dict[str, Any] | None  # hydra/sweeper/fidelity as plain values (_fidelity.py)
     repeats: Any  # seeds per configuration (checked by sweep/repeats.Repeats.from_config)
     seed_key: Any
@@ -152,7 +164,7 @@ class OptunaSettings(CommonSettings):
             pruner=get.node("pruner"),
             pruner_config=get("pruner"),
             custom_search_space=get("custom_search_space") or None,
-            warm_start=get("warm_start"),
+            warm_start={**schema_defaults(WarmStartConfig), **(get("warm_start") or {})},
             fidelity=get("fidelity"),
             repeats=get("repeats"),
             seed_key=get("seed_key"),
@@ -316,7 +328,7 @@ def _confirm(get: _Reader, directions: list[str]) -> Confirm:
     try:
         confirm = Confirm.from_config(raw, seed_key if isinstance(seed_key, str) else "seed")
     except ConfirmConfigError as e:
-        raise SweepConfigError(str(e)) from None
+        raise config_error(e) from None
     if confirm.active and len(directions) != 1:
         raise SweepConfigError(
             f"hydra.sweeper.confirm.top_k={confirm.top_k}: confirmation ranks configurations by "
@@ -345,7 +357,7 @@ def _objectives(get: _Reader, directions: list[str]) -> tuple[list[str], list[fl
     try:
         names, weights = parse_objectives(get("objectives"))
     except ObjectiveError as e:
-        raise SweepConfigError(str(e)) from None
+        raise config_error(e) from None
     expected = 1 if weights is not None else len(directions)
     if weights is not None and len(directions) != 1:
         raise SweepConfigError(

@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 from omegaconf import DictConfig, read_write
 
-from hydra_plugins.nemo_rl_hpo._settings import CommonSettings, SweepConfigError
+from hydra_plugins.nemo_rl_hpo._settings import CommonSettings, SweepConfigError, config_error
 from nemo_rl_hpo.sweep import storage as st
 
 
@@ -51,7 +51,7 @@ def open_study(
     try:
         storage = st.open_storage(url, retry_s=settings.storage_retry_s)
     except st.StorageError as e:
-        raise SweepConfigError(str(e)) from None
+        raise config_error(e) from None
     st.register_live(bare_url, storage)
     study_name = str(settings.study_name or config.hydra.job.name)
     try:

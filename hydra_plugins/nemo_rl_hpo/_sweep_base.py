@@ -27,9 +27,15 @@ from omegaconf import DictConfig
 from hydra_plugins.nemo_rl_hpo._launch import HydraJobs
 from hydra_plugins.nemo_rl_hpo._outputs import write_outputs
 from hydra_plugins.nemo_rl_hpo._search_space import build_space
-from hydra_plugins.nemo_rl_hpo._settings import CommonSettings, SweepConfigError
+from hydra_plugins.nemo_rl_hpo._settings import (
+    SWEEPER_KEYS,
+    CommonSettings,
+    SweepConfigError,
+    config_error,
+)
 from hydra_plugins.nemo_rl_hpo._study import OpenStudy, open_study
 from hydra_plugins.nemo_rl_hpo._sweep_record import record_sweep, resume_command
+from nemo_rl_hpo.errors import named
 from nemo_rl_hpo.search.space import SearchSpace
 from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep import storage as st
@@ -102,7 +108,9 @@ class HydraSweep:
 
     def launch_job(self, proposal: Proposal, context: dict[str, Any]) -> LaunchOutcome:
         """One proposal as one Hydra job; called from the loop's launch threads."""
-        return self.jobs.launch(proposal.trial, proposal.overrides, context)
+        return self.jobs.launch(
+            proposal.trial, [*proposal.overrides, *proposal.job_overrides], context
+        )
 
     def done_line(self, summary: SweepSummary, opened: OpenStudy) -> str:
         stopped = " (stopped at the compute budget)" if summary.budget_reached else ""
@@ -134,6 +142,7 @@ class HydraSweep:
             "storage_retry_s": s.storage_retry_s,
             "prune_metric": None,
             "weights": None,
+            "param_prefix": SWEEPER_KEYS,  # the job's errors name hydra.sweeper.* keys
             **plan.context,
         }
 
@@ -217,14 +226,15 @@ class HydraSweep:
                     finish()
                 write_outputs(study, opened.sweep_dir, started_at, s.raw, s.write_report)
         if lost is not None:
-            raise SweepConfigError(f"{lost}; once it is back, resume with: {opened.resume}")
+            line = named(lost, SWEEPER_KEYS)
+            raise SweepConfigError(f"{line}; once it is back, resume with: {opened.resume}")
         if full is not None:
             raise SweepConfigError(
                 f"{full}; the study is intact: free space, then resume with: {opened.resume}"
             )
         log.info(self.done_line(summary, opened))
         if error is not None:
-            raise SweepConfigError(str(error))
+            raise config_error(error)
 
 
 def _say_one_at_a_time(config: DictConfig, n_jobs: int) -> None:

@@ -17,6 +17,12 @@ from omegaconf import MISSING
 _IMPL = "hydra_plugins.nemo_rl_hpo"
 PROVIDER = "nemo_rl_hpo"
 
+# Defaults every sweeper shares, written once here (the library's own defaults for the same
+# settings equal these: tests/test_defaults.py).
+N_JOBS = 2  # trials (member rounds) in flight at once
+STORAGE_RETRY_S = 600.0  # seconds sweeper and jobs retry through a storage outage
+HEARTBEAT_INTERVAL_S = 10.0  # seconds between the driver's signs of life per running trial
+
 
 # ----------------------------------------------------------------------------- samplers
 @dataclass
@@ -293,7 +299,7 @@ class OptunaSweeperConf:
     storage: Any = None  # null: SQLite in the sweep dir (journal file under SLURM)
     study_name: str | None = None  # null: the job name (e.g. "train")
     n_trials: int = 20  # trials in the study in total (a resumed sweep tops up to this)
-    n_jobs: int = 2  # trials in flight at once (the basic launcher runs one at a time)
+    n_jobs: int = N_JOBS  # trials in flight at once (the basic launcher runs one at a time)
     search_space: dict[str, Any] | None = None  # removed upstream: use params
     params: dict[str, Any] | None = None  # key: override grammar (choice/range/interval/tag)
     max_failure_rate: float = 0.0  # abort when more than this fraction of trials fail
@@ -310,8 +316,8 @@ class OptunaSweeperConf:
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)  # study_name: enable
     budget: BudgetConfig = field(default_factory=BudgetConfig)  # GPU-/CPU-hours of the study
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig)  # top_k > 0: test-seed re-runs
-    heartbeat_interval: float = 10.0  # seconds between the driver's signs of life per trial
-    storage_retry_s: float = 600.0  # seconds sweeper and jobs retry through a storage outage
+    heartbeat_interval: float = HEARTBEAT_INTERVAL_S  # the driver's signs of life per trial
+    storage_retry_s: float = STORAGE_RETRY_S  # seconds sweeper and jobs retry through an outage
     write_report: bool = True  # write report/ (plots, importance) at the end of the sweep
 
 
@@ -391,10 +397,10 @@ class PBTSweeperConf:
     objectives: Any = None  # metric name picked from a returned mapping, e.g. [val_loss]
     storage: Any = None  # null: SQLite in the sweep dir (journal file under SLURM)
     study_name: str | None = None  # null: the job name
-    storage_retry_s: float = 600.0  # seconds sweeper and jobs retry through a storage outage
-    n_jobs: int = 2  # member rounds in flight at once
+    storage_retry_s: float = STORAGE_RETRY_S  # seconds sweeper and jobs retry through an outage
+    n_jobs: int = N_JOBS  # member rounds in flight at once
     timeout: float | None = None  # seconds; no new member round starts after this
-    heartbeat_interval: float = 10.0  # seconds between the driver's signs of life per round
+    heartbeat_interval: float = HEARTBEAT_INTERVAL_S  # the driver's signs of life per round
     params: dict[str, Any] | None = None  # same grammar as the Optuna sweeper
     check: str | None = None  # fn(cfg) run on each end of every range before any job (as optuna)
     budget: BudgetConfig = field(default_factory=BudgetConfig)  # no new round once spent

@@ -41,7 +41,7 @@ from hydra_plugins.nemo_rl_hpo import _resolvers  # noqa: F401  (registers ${nem
 from hydra_plugins.nemo_rl_hpo._slurm import JobDied
 from nemo_rl_hpo.slurm import submit_retrying
 from nemo_rl_hpo.sweep import devices as dev
-from nemo_rl_hpo.trial import ENV_TRIAL
+from nemo_rl_hpo.sweep.context import ENV_TRIAL
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from nemo_rl_hpo import trial
+from nemo_rl_hpo.step_dirs import latest_step_dir
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +25,6 @@ def checkpoint_dir() -> Path | None:
     """The dir the PBT sweeper gave this round for its checkpoints, None outside PBT."""
     explicit = trial.context().get("checkpoint_dir")
     return Path(str(explicit)).absolute() if explicit else None
-
-
-def latest_step_dir(directory: Path) -> Path | None:
-    """``directory/step_N`` with the highest N (NeMo RL's completed checkpoints), or None.
-
-    ``directory`` may also be a ``step_N`` dir itself.
-    """
-    if directory.name.startswith("step_") and directory.name[5:].isdigit():
-        return directory if directory.is_dir() else None
-    found = [p for p in directory.glob("step_*") if p.is_dir() and p.name[5:].isdigit()]
-    return max(found, key=lambda p: int(p.name[5:]), default=None)
 
 
 def seed_checkpoint_dir(ckpt_dir: Path) -> Path | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nemo_rl_hpo import trial
+from nemo_rl_hpo import job_dirs, trial
 from nemo_rl_hpo.command import _pbt, _raysub
 from nemo_rl_hpo.command._attempt import (
     CommandFailed,
@@ -38,6 +38,7 @@ from nemo_rl_hpo.command._metrics import (
 from nemo_rl_hpo.command._overrides import render_override, render_overrides
 from nemo_rl_hpo.command._spec import CommandConfigError, CommandSpec, RaySubSpec
 from nemo_rl_hpo.fidelity._segment import segment_of
+from nemo_rl_hpo.step_dirs import latest_step_dir
 from nemo_rl_hpo.sweep import records
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,18 @@ def prepare_command(
     returns, and a test (or a user) can check the exact line a sweep would start.
     """
     spec = CommandSpec.from_config(cfg)
-    job = Path(job_dir) if job_dir is not None else _hydra_job_dir()
+    job = Path(job_dir) if job_dir is not None else job_dirs.job_dir()
     job = job.absolute()
     log_dir = job / "logs"
     ckpt_dir = _pbt.checkpoint_dir() or job / "checkpoints"
     for d in (job, log_dir, ckpt_dir):
         d.mkdir(parents=True, exist_ok=True)
     values = _template_values(spec, job, log_dir, ckpt_dir)
-    cwd = _resolve(_fmt(spec.cwd, values, "cwd"), _launch_dir()) if spec.cwd else _launch_dir()
+    cwd = (
+        _resolve(_fmt(spec.cwd, values, "cwd"), job_dirs.launch_dir())
+        if spec.cwd
+        else job_dirs.launch_dir()
+    )
     values["config"] = (
         str(_resolve(_fmt(spec.config, values, "config"), cwd)) if spec.config else ""
     )
@@ -86,7 +91,7 @@ def prepare_command(
     env = _environment(spec, values)
     rs = spec.ray_sub
     if rs is not None:  # argv is the driver ($COMMAND); the process we run is sbatch --wait
-        mounts = _raysub.mounts(rs, cwd, _sweep_dir(job), job)
+        mounts = _raysub.mounts(rs, cwd, job_dirs.sweep_dir(job), job)
         env.update(_raysub.environment(rs, shlex.join(driver), job, mounts))
         argv = _raysub.sbatch_argv(rs, cwd, job, values["job_name"])
     return PreparedCommand(spec, job, log_dir, ckpt_dir, cwd, values, overrides, driver, argv, env)
@@ -269,7 +274,7 @@ def _check_round_end(spec: CommandSpec, history: History) -> None:
 
 def latest_step(checkpoint_dir: Path) -> int | None:
     """The highest N of ``checkpoint_dir/step_N`` (NeMo RL's completed checkpoints), or None."""
-    found = _pbt.latest_step_dir(checkpoint_dir)
+    found = latest_step_dir(checkpoint_dir)
     return int(found.name[5:]) if found is not None else None
 
 
@@ -395,7 +400,7 @@ def _template_values(spec: CommandSpec, job: Path, log_dir: Path, ckpt: Path) ->
         "overrides_shell": "",
     }
     values["metrics_dir"] = str(
-        _resolve(_fmt(spec.metrics.dir, values, "metrics.dir"), _launch_dir())
+        _resolve(_fmt(spec.metrics.dir, values, "metrics.dir"), job_dirs.launch_dir())
     )
     return values
 
@@ -414,41 +419,3 @@ def _environment(spec: CommandSpec, values: Mapping[str, str]) -> dict[str, str]
 def _resolve(path: str, base: Path) -> Path:
     p = Path(os.path.expanduser(path))
     return p if p.is_absolute() else base / p
-
-
-def _launch_dir() -> Path:
-    """Where the user started the app (Hydra may have changed the working dir since)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            return Path(HydraConfig.get().runtime.cwd)
-    except ImportError:  # pragma: no cover - hydra is a dependency
-        pass
-    return Path.cwd()
-
-
-def _sweep_dir(job: Path) -> Path:
-    """The sweep dir of a multirun (every trial's job dir is inside), else the job dir."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        if HydraConfig.initialized():
-            hc = HydraConfig.get()
-            if hc.mode == RunMode.MULTIRUN:
-                return _resolve(str(hc.sweep.dir), _launch_dir())
-    except ImportError:  # pragma: no cover - hydra is a dependency
-        pass
-    return job
-
-
-def _hydra_job_dir() -> Path:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            return Path(HydraConfig.get().runtime.output_dir)
-    except ImportError:  # pragma: no cover - hydra is a dependency
-        pass
-    return Path.cwd()

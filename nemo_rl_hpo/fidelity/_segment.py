@@ -37,7 +37,7 @@ def segment_of(context: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def job_id() -> str:
     """The segment's job as people find it: its Slurm id, else ``host:pid``."""
-    from nemo_rl_hpo.sweep.job import slurm_job_id
+    from nemo_rl_hpo.sweep.context import slurm_job_id
 
     return slurm_job_id() or f"{socket.gethostname()}:{os.getpid()}"
 

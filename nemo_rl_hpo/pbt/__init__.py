@@ -23,7 +23,8 @@ How a sweeper drives it, with ``n_jobs`` launcher slots::
         while free_slot() and (job := pbt.ask()) is not None:
             trial = study.ask(); trial.set_user_attr(...) for job.user_attrs()
             launch(job.params, resume_from=job.start_checkpoint, save_to=job.save_checkpoint,
-                   steps=job.target_step)          # NEMO_RL_HPO_RESUME_FROM / _CHECKPOINT_DIR
+                   steps=job.target_step)          # the trial context's resume_from,
+                                                   # checkpoint_dir and steps (sweep/context.py)
         job, value, saved = wait_for_any()         # value None if the job failed
         record = pbt.tell(job.member, job.round, value, saved)
         # store record.user_attrs() on the trial; tell Optuna COMPLETE(value) or FAIL
@@ -52,22 +53,8 @@ from nemo_rl_hpo.pbt._space import (
     sample,
     sample_value,
 )
-from nemo_rl_hpo.sweep.records import PBT_ATTEMPT as ATTR_ATTEMPT
-from nemo_rl_hpo.sweep.records import PBT_CHECKPOINT as ATTR_CHECKPOINT
-from nemo_rl_hpo.sweep.records import PBT_MEMBER as ATTR_MEMBER
-from nemo_rl_hpo.sweep.records import PBT_PARAMS as ATTR_PARAMS
-from nemo_rl_hpo.sweep.records import PBT_PARENT as ATTR_PARENT
-from nemo_rl_hpo.sweep.records import PBT_ROUND as ATTR_ROUND
-from nemo_rl_hpo.sweep.records import PBT_START_CHECKPOINT as ATTR_START_CHECKPOINT
 
 __all__ = [
-    "ATTR_ATTEMPT",
-    "ATTR_CHECKPOINT",
-    "ATTR_MEMBER",
-    "ATTR_PARAMS",
-    "ATTR_PARENT",
-    "ATTR_ROUND",
-    "ATTR_START_CHECKPOINT",
     "BestMember",
     "CategoricalParam",
     "FloatParam",

@@ -12,13 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # The keys live with every other study record (nemo_rl_hpo/sweep/records.py).
-from nemo_rl_hpo.sweep.records import PBT_ATTEMPT as ATTR_ATTEMPT
-from nemo_rl_hpo.sweep.records import PBT_CHECKPOINT as ATTR_CHECKPOINT
-from nemo_rl_hpo.sweep.records import PBT_MEMBER as ATTR_MEMBER
-from nemo_rl_hpo.sweep.records import PBT_PARAMS as ATTR_PARAMS
-from nemo_rl_hpo.sweep.records import PBT_PARENT as ATTR_PARENT
-from nemo_rl_hpo.sweep.records import PBT_ROUND as ATTR_ROUND
-from nemo_rl_hpo.sweep.records import PBT_START_CHECKPOINT as ATTR_START_CHECKPOINT
+from nemo_rl_hpo.sweep import records
 
 
 @dataclass(frozen=True)
@@ -68,22 +62,24 @@ class RoundRecord:
     @classmethod
     def from_user_attrs(cls, attrs: Mapping[str, Any], value: float | None) -> RoundRecord:
         """Rebuild a record from a trial's user attributes and value (None for a failed trial)."""
-        missing = [k for k in (ATTR_MEMBER, ATTR_ROUND, ATTR_PARAMS) if k not in attrs]
+        missing = [
+            k for k in (records.PBT_MEMBER, records.PBT_ROUND, records.PBT_PARAMS) if k not in attrs
+        ]
         if missing:
             raise ValueError(
                 f"a PBT trial needs the user attributes {', '.join(missing)}, but they are "
                 "missing; was the trial written by the PBT sweeper?"
             )
-        parent = attrs.get(ATTR_PARENT)
+        parent = attrs.get(records.PBT_PARENT)
         return cls(
-            member=int(attrs[ATTR_MEMBER]),
-            round=int(attrs[ATTR_ROUND]),
-            params=dict(attrs[ATTR_PARAMS]),
+            member=int(attrs[records.PBT_MEMBER]),
+            round=int(attrs[records.PBT_ROUND]),
+            params=dict(attrs[records.PBT_PARAMS]),
             parent=None if parent is None else int(parent),
             value=clean_value(value),
-            checkpoint=attrs.get(ATTR_CHECKPOINT),
-            attempt=int(attrs.get(ATTR_ATTEMPT, 0)),
-            start_checkpoint=attrs.get(ATTR_START_CHECKPOINT),
+            checkpoint=attrs.get(records.PBT_CHECKPOINT),
+            attempt=int(attrs.get(records.PBT_ATTEMPT, 0)),
+            start_checkpoint=attrs.get(records.PBT_START_CHECKPOINT),
         )
 
 
@@ -103,13 +99,13 @@ class ScheduleStep:
 def round_attrs(r: Job | RoundRecord, checkpoint: str | None) -> dict[str, Any]:
     """A member round's Optuna user attributes (Job: before it runs; RoundRecord: after)."""
     return {
-        ATTR_MEMBER: r.member,
-        ATTR_ROUND: r.round,
-        ATTR_ATTEMPT: r.attempt,
-        ATTR_PARENT: r.parent,
-        ATTR_PARAMS: dict(r.params),
-        ATTR_START_CHECKPOINT: r.start_checkpoint,
-        ATTR_CHECKPOINT: checkpoint,
+        records.PBT_MEMBER: r.member,
+        records.PBT_ROUND: r.round,
+        records.PBT_ATTEMPT: r.attempt,
+        records.PBT_PARENT: r.parent,
+        records.PBT_PARAMS: dict(r.params),
+        records.PBT_START_CHECKPOINT: r.start_checkpoint,
+        records.PBT_CHECKPOINT: checkpoint,
     }
 
 

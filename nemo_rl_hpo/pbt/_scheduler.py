@@ -192,10 +192,6 @@ class PBTScheduler(PopulationReplay, PopulationResults):
         return [self._running[m] for m in sorted(self._running)]
 
     @property
-    def n_ready(self) -> int:
-        return len(self._ready)
-
-    @property
     def records(self) -> list[RoundRecord]:
         """Every finished member round (failed ones included), in the order they were told."""
         return list(self._records)

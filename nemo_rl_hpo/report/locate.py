@@ -16,7 +16,7 @@ import optuna
 
 from nemo_rl_hpo.fidelity._claims import is_claims_study
 from nemo_rl_hpo.sweep.storage import (
-    env_password_var,
+    ENV_STORAGE_PASSWORD,
     insert_password,
     journal_path,
     mask,
@@ -72,7 +72,7 @@ def with_password(url: str) -> str:
     bare, password = split_password(url)
     if password is not None and password != "***":
         return url
-    env = os.environ.get(env_password_var())
+    env = os.environ.get(ENV_STORAGE_PASSWORD)
     return insert_password(bare, env) if env else bare
 
 

@@ -21,9 +21,13 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from nemo_rl_hpo.errors import ParamError
 
-class SearchSpaceError(ValueError):
+
+class SearchSpaceError(ParamError, ValueError):
     """A search-space entry that cannot be turned into a distribution; names the key."""
+
+    default_params = ("params",)
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class ParsedParam:
 def parse_params(
     params: Mapping[str, Any] | None, arguments: Iterable[str] = ()
 ) -> list[ParsedParam]:
-    """Parse ``hydra.sweeper.params`` plus command-line overrides into an ordered list.
+    """Parse ``params`` plus command-line overrides into an ordered list.
 
     Command-line entries come last and replace a params entry of the same key, as upstream.
     """
@@ -61,7 +65,7 @@ def parse_params(
         except Exception as e:  # hydra raises OverrideParseException with a long message
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise SearchSpaceError(
-                f"hydra.sweeper.params: cannot parse {_shown(line)} ({_shown(first)}); write e.g. "
+                f"params: cannot parse {_shown(line)} ({_shown(first)}); write e.g. "
                 "'interval(0.0, 1.0)', 'tag(log, interval(1e-5, 1e-2))', 'int(interval(1, 8))', "
                 "'range(1, 10)' or 'choice(a, b)'."
             ) from None
@@ -93,9 +97,7 @@ def distribution_from_override(override: Any) -> BaseDistribution:
         for x in override.sweep_iterator(transformer=Transformer.encode):
             choices.append(x)
         if not choices:
-            raise SearchSpaceError(
-                f"hydra.sweeper.params.{key}: choice() needs at least one value."
-            )
+            raise SearchSpaceError(f"params.{key}: choice() needs at least one value.")
         return CategoricalDistribution(choices)
     if override.is_range_sweep():
         assert isinstance(value, RangeSweep)
@@ -103,13 +105,13 @@ def distribution_from_override(override: Any) -> BaseDistribution:
             shuffled = list(override.sweep_iterator(transformer=Transformer.encode))
             if not shuffled:
                 raise SearchSpaceError(
-                    f"hydra.sweeper.params.{key}: shuffle(range(...)) gives no values; give a "
+                    f"params.{key}: shuffle(range(...)) gives no values; give a "
                     "range with at least one, e.g. range(1, 10)."
                 )
             return CategoricalDistribution(shuffled)
         start, stop, step = value.start, value.stop, value.step
         if start is None or stop is None:
-            raise SearchSpaceError(f"hydra.sweeper.params.{key}: range() needs a start and stop.")
+            raise SearchSpaceError(f"params.{key}: range() needs a start and stop.")
         _check_bounds(key, "range", start, stop)
         if any(isinstance(v, float) for v in (start, stop, step)):
             return FloatDistribution(float(start), float(stop), step=float(step))
@@ -118,19 +120,19 @@ def distribution_from_override(override: Any) -> BaseDistribution:
         assert isinstance(value, IntervalSweep)
         start, end = value.start, value.end
         if start is None or end is None:
-            raise SearchSpaceError(f"hydra.sweeper.params.{key}: interval() needs two bounds.")
+            raise SearchSpaceError(f"params.{key}: interval() needs two bounds.")
         _check_bounds(key, "interval", start, end)
         log = "log" in value.tags
         if log and start <= 0:
             raise SearchSpaceError(
-                f"hydra.sweeper.params.{key}: a log interval needs a positive lower bound, "
+                f"params.{key}: a log interval needs a positive lower bound, "
                 f"but got {start}; use e.g. tag(log, interval(1e-6, {end}))."
             )
         if isinstance(start, int) and isinstance(end, int):
             return IntDistribution(int(start), int(end), log=log)
         return FloatDistribution(float(start), float(end), log=log)
     raise SearchSpaceError(
-        f"hydra.sweeper.params.{key}: {_shown(override.input_line)} is not supported by the Optuna "
+        f"params.{key}: {_shown(override.input_line)} is not supported by the Optuna "
         "sweeper; use choice(), range(), interval() or tag(log, interval())."
     )
 
@@ -147,7 +149,7 @@ def _shown(text: str) -> str:
 def _check_bounds(key: str, kind: str, low: float, high: float) -> None:
     if low > high:
         raise SearchSpaceError(
-            f"hydra.sweeper.params.{key}: {kind}({low}, {high}) has its lower bound above its "
+            f"params.{key}: {kind}({low}, {high}) has its lower bound above its "
             f"upper bound; write {kind}({high}, {low})."
         )
 

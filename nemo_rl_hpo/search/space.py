@@ -85,13 +85,13 @@ class SearchSpace:
             options = self.groups[group]
             if not isinstance(param.distribution, CategoricalDistribution):
                 raise SearchSpaceError(
-                    f"hydra.sweeper.params.{group}: a config group is searched with choice(), "
+                    f"params.{group}: a config group is searched with choice(), "
                     f"e.g. choice({', '.join(sorted(options))})."
                 )
             unknown = [c for c in param.distribution.choices if str(c) not in options]
             if unknown:
                 raise SearchSpaceError(
-                    f"hydra.sweeper.params.{group}: unknown option {unknown[0]!r}; the options of "
+                    f"params.{group}: unknown option {unknown[0]!r}; the options of "
                     f"'{group}' are {', '.join(sorted(options))}."
                 )
         for param in self.params:
@@ -104,7 +104,7 @@ class SearchSpace:
                     close = difflib.get_close_matches(key, known, n=1)
                     hint = f"did you mean '{close[0]}'? " if close else ""
                     raise SearchSpaceError(
-                        f"hydra.sweeper.params.{key}: no such key in the config; {hint}"
+                        f"params.{key}: no such key in the config; {hint}"
                         f"write '+{key}' to add a new key."
                     )
                 continue
@@ -113,7 +113,7 @@ class SearchSpace:
             owners = frozenset(o for o, keys in options.items() if sub in keys)
             if not owners:
                 raise SearchSpaceError(
-                    f"hydra.sweeper.params.{key}: '{sub}' exists in no option of group '{group}' "
+                    f"params.{key}: '{sub}' exists in no option of group '{group}' "
                     f"(options: {', '.join(sorted(options))}); fix the key or add it to the option "
                     "that owns it."
                 )
@@ -122,7 +122,7 @@ class SearchSpace:
                 assert isinstance(dist, CategoricalDistribution)
                 if not owners & {str(c) for c in dist.choices}:
                     raise SearchSpaceError(
-                        f"hydra.sweeper.params.{key}: only {group}={'/'.join(sorted(owners))} has "
+                        f"params.{key}: only {group}={'/'.join(sorted(owners))} has "
                         f"'{sub}', which the choice() of '{group}' never selects; add it to the "
                         "choices or drop the key."
                     )
@@ -132,7 +132,7 @@ class SearchSpace:
                 current = self.choices.get(group)
                 if current not in owners:
                     raise SearchSpaceError(
-                        f"hydra.sweeper.params.{key}: only {group}={'/'.join(sorted(owners))} has "
+                        f"params.{key}: only {group}={'/'.join(sorted(owners))} has "
                         f"'{sub}', but {group} is fixed to {current}; search '{group}' too or "
                         f"select "
                         f"{group}={sorted(owners)[0]}."

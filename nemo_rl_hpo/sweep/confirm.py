@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nemo_rl_hpo.errors import ParamError
 from nemo_rl_hpo.sweep import records
 
 if TYPE_CHECKING:
@@ -51,13 +52,15 @@ CONTEXT_KEY = "confirm"  # in a confirmation job's trial context: {trial, index,
 POLL_S = 1.0
 
 
-class ConfirmConfigError(ValueError):
+class ConfirmConfigError(ParamError, ValueError):
     """A bad ``confirm`` setting: one line naming the key, before any job."""
+
+    default_params = ("confirm",)
 
 
 @dataclass(frozen=True)
 class Confirm:
-    """``hydra.sweeper.confirm``: how many configurations, on how many test seeds."""
+    """``confirm``: how many configurations, on how many test seeds."""
 
     # No defaults here: they are written once, in the sweeper's schema (config.ConfirmConfig).
     top_k: int  # configurations to confirm; 0: no confirmation stage
@@ -70,7 +73,7 @@ class Confirm:
     def from_config(cls, raw: Mapping[str, Any], default_seed_key: str) -> Confirm:
         """Check every key (``raw`` holds all of them); ``seed_key`` null: ``default_seed_key``."""
         raw = dict(raw)
-        where = "hydra.sweeper.confirm"
+        where = "confirm"
         keys = {"top_k", "seeds", "seed_key", "first_seed", "overrides"}
         if set(raw) != keys:
             odd = sorted(set(raw) ^ keys)[0]
@@ -115,7 +118,7 @@ class Confirm:
         shared = sorted(set(self.test_seeds()) & {int(s) for s in tuning_seeds})
         if shared:
             raise ConfirmConfigError(
-                f"hydra.sweeper.confirm.first_seed={self.first_seed}: test seed(s) "
+                f"confirm.first_seed={self.first_seed}: test seed(s) "
                 f"{shared} were also tuning seeds ({self.seed_key}); raise first_seed above "
                 f"{max(int(s) for s in tuning_seeds)}."
             )

@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nemo_rl_hpo.errors import ParamError
 from nemo_rl_hpo.sweep import cost, records
 from nemo_rl_hpo.sweep.budget import Budget
 from nemo_rl_hpo.sweep.liveness import pid_alive
@@ -58,8 +59,10 @@ POLL_S = 0.2  # how often running trials are checked for a result their job alre
 RECOVER_EVERY_S = 5.0
 
 
-class SweepAborted(RuntimeError):
+class SweepAborted(ParamError, RuntimeError):
     """Too many trials failed (``max_failure_rate``); the message carries the first failure."""
+
+    default_params = ("max_failure_rate",)
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,11 @@ class LaunchOutcome:
 
 @dataclass
 class SweepSettings:
+    """The loop's settings. Its defaults are the sweepers' (hydra_plugins/nemo_rl_hpo/config.py,
+    kept equal by tests/test_defaults.py); the settings layer always gives them."""
+
     n_trials: int  # the budget (the Optuna proposer's; shown by the progress line)
-    n_jobs: int = 1
+    n_jobs: int = 2
     timeout: float | None = None  # seconds after which no new trial starts
     max_failure_rate: float = 0.0
     retry_failed: int = 0  # how many times a failed configuration is tried again
@@ -128,7 +134,8 @@ class AsyncSweep:
         self.on_trial_end = on_trial_end
         self.is_job_alive = is_job_alive
         self.token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
-        self._running: dict[int, _Running] = {}
+        self._running: dict[tuple[int, int], _Running] = {}  # by Proposal.key
+        self._trial_ids: dict[int, int] = {}  # number -> trial id of every trial launched here
         self._stop = threading.Event()
         self._storage = study._storage
         self._budget_line: str | None = None  # said once, when the budget was reached
@@ -143,7 +150,7 @@ class AsyncSweep:
 
     def _beat(self) -> None:
         now = time.time()
-        for trial_id in [r.proposal.trial._trial_id for r in list(self._running.values())]:
+        for trial_id in {r.proposal.trial._trial_id for r in list(self._running.values())}:
             try:
                 self._storage.set_trial_system_attr(trial_id, records.SYS_HEARTBEAT, now)
             except Exception as e:  # storage hiccup: the next beat retries
@@ -182,7 +189,7 @@ class AsyncSweep:
         """Trials a dead sweeper left RUNNING: return those whose job lives, fail the rest."""
         reattach: list[FrozenTrial] = []
         for t in self._trials():
-            if t.state != TrialState.RUNNING or t.number in self._running:
+            if t.state != TrialState.RUNNING or self._runs(t.number):
                 continue
             if records.is_paused(t):  # between two segments: no job, nothing orphaned
                 continue
@@ -242,6 +249,25 @@ class AsyncSweep:
         n_finished_here = 0
         aborted: str | None = None
         last_recover = time.time()
+        # Trials whose jobs here all told their own end while the trial itself was not over yet
+        # (seeds: the last one tells it a moment later, or a queued seed is still to run).
+        awaiting: set[int] = set()
+
+        def trial_over(frozen: FrozenTrial) -> None:
+            """Once per trial (segment): tell the proposer, count a failure, the progress line."""
+            nonlocal n_failed_here, n_finished_here, aborted
+            awaiting.discard(frozen.number)
+            retried = self.proposer.tell(frozen)
+            n_finished_here += 1
+            if frozen.state == TrialState.FAIL and not retried:
+                n_failed_here += 1
+                reason = records.fail_reason(frozen, "unknown")
+                summary.failures.append(f"trial {frozen.number}: {reason}")
+                if n_failed_here / n_finished_here > s.max_failure_rate:
+                    aborted = summary.failures[0]
+            if self.on_trial_end is not None:
+                self.on_trial_end(frozen, summary, self._trials())
+
         try:
             while True:
                 if time.time() - last_recover > RECOVER_EVERY_S:
@@ -251,6 +277,10 @@ class AsyncSweep:
                     if reattach:
                         self._take_over(pool, reattach)
                     last_recover = time.time()
+                for number in sorted(awaiting):
+                    frozen = self._awaited(number)
+                    if frozen is not None:
+                        trial_over(frozen)
                 while (
                     len(self._running) < max(1, s.n_jobs)
                     and aborted is None
@@ -263,6 +293,9 @@ class AsyncSweep:
                     self._launch(pool, proposal)
                     summary.launched += 1
                 if not self._running:
+                    if awaiting and aborted is None and not self._timed_out(summary):
+                        time.sleep(POLL_S)  # a trial's last job is telling it right now
+                        continue
                     if aborted is not None or self._timed_out(summary):
                         break
                     if self._budget_line is not None:
@@ -279,22 +312,25 @@ class AsyncSweep:
                     timeout=POLL_S,
                     return_when=FIRST_COMPLETED,
                 )
-                finished = [n for n, r in self._running.items() if r.future in done]
+                finished = [k for k, r in self._running.items() if r.future in done]
                 if s.early_release:
-                    finished += [n for n in self._told_early() if n not in finished]
-                for number in finished:
-                    run = self._running.pop(number)
+                    finished += [k for k in self._told_early() if k not in finished]
+                for key in finished:
+                    run = self._running.pop(key)
                     frozen = self._finish(run)
-                    retried = self.proposer.tell(frozen)
-                    n_finished_here += 1
-                    if frozen.state == TrialState.FAIL and not retried:
-                        n_failed_here += 1
-                        reason = records.fail_reason(frozen, "unknown")
-                        summary.failures.append(f"trial {frozen.number}: {reason}")
-                        if n_failed_here / n_finished_here > s.max_failure_rate:
-                            aborted = summary.failures[0]
-                    if self.on_trial_end is not None:
-                        self.on_trial_end(frozen, summary, self._trials())
+                    if self._runs(frozen.number):
+                        continue  # the trial's other jobs (seeds) still run: told when they end
+                    if _segment_over(frozen):
+                        trial_over(frozen)
+                    else:
+                        awaiting.add(frozen.number)
+            for number in sorted(awaiting):  # stopped (timeout, abort) before all its jobs ran
+                frozen = self._awaited(number)
+                if frozen is None:
+                    t = self._storage.get_trial(self._trial_ids[number])
+                    self._fail(t, "the sweep stopped before all of its jobs ran")
+                    frozen = self._storage.get_trial(t._trial_id)
+                trial_over(frozen)
         finally:
             self._stop.set()
             pool.shutdown(wait=True)
@@ -304,7 +340,7 @@ class AsyncSweep:
         if aborted is not None:
             raise SweepAborted(
                 f"{n_failed_here} of {n_finished_here} trials failed, more than "
-                f"hydra.sweeper.max_failure_rate={s.max_failure_rate}; first failure: {aborted}"
+                f"max_failure_rate={s.max_failure_rate}; first failure: {aborted}"
             )
         return summary
 
@@ -321,23 +357,35 @@ class AsyncSweep:
             self.proposer.tell(self._storage.get_trial(trial_id))
             return
         fut = pool.submit(self._launch_guarded, proposal)
-        self._running[proposal.number] = _Running(proposal, time.time(), fut)
+        self._running[proposal.key] = _Running(proposal, time.time(), fut)
+        self._trial_ids[proposal.number] = trial_id
 
-    def _told_early(self) -> list[int]:
-        """Running trials whose job already told the study its result (event-driven completion).
+    def _awaited(self, number: int) -> FrozenTrial | None:
+        """Trial ``number``'s record once it is over and none of its jobs runs here."""
+        if self._runs(number):
+            return None
+        frozen = self._storage.get_trial(self._trial_ids[number])
+        return frozen if _segment_over(frozen) else None
+
+    def _runs(self, number: int) -> bool:
+        """Whether a job of trial ``number`` is running here (a trial may have several)."""
+        return any(k[0] == number for k in self._running)
+
+    def _told_early(self) -> list[tuple[int, int]]:
+        """Running jobs that already told the study their result (event-driven completion).
 
         The launcher returns only after the job's process exits and submitit notices; the slot
         is free as soon as the result is in the storage.
         """
-        early: list[int] = []
-        for number, run in list(self._running.items()):
+        early: list[tuple[int, int]] = []
+        for key, run in list(self._running.items()):
             if run.future.done():
                 continue
             try:
-                if _segment_over(self._storage.get_trial(run.proposal.trial._trial_id)):
-                    early.append(number)
+                if _job_over(self._storage.get_trial(run.proposal.trial._trial_id), run.proposal):
+                    early.append(key)
             except Exception as e:  # storage hiccup: the launcher's return still frees the slot
-                log.debug("could not poll trial %d: %s", number, e)
+                log.debug("could not poll trial %d: %s", key[0], e)
         return early
 
     def _take_over(self, pool: ThreadPoolExecutor, reattached: Sequence[FrozenTrial]) -> None:
@@ -360,7 +408,8 @@ class AsyncSweep:
                 self.proposer.tell(frozen)
                 continue
             fut = pool.submit(self._watch, frozen)
-            self._running[proposal.number] = _Running(proposal, time.time(), fut)
+            self._running[proposal.key] = _Running(proposal, time.time(), fut)
+            self._trial_ids[proposal.number] = trial_id
 
     def _budget_spent(self) -> bool:
         """Whether the compute budget is spent (jobs' cost + running jobs so far); said once.
@@ -434,12 +483,18 @@ class AsyncSweep:
         """
         trial = run.proposal.trial
         frozen = self._storage.get_trial(trial._trial_id)
-        if run.future.done() and not _segment_over(frozen):
+        if run.future.done() and not _job_over(frozen, run.proposal):
             outcome = run.future.result()
             reason = outcome.error or "the job ended without reporting a result (killed?)"
-            self._fail(frozen, reason)
+            label = run.proposal.label
+            self._fail(frozen, f"{label}: {reason}" if label else reason)
             frozen = self._storage.get_trial(trial._trial_id)
         return frozen
+
+
+def _job_over(t: FrozenTrial, proposal: Proposal) -> bool:
+    """The job told its own end: the trial's, or its part's while the trial waits for others."""
+    return _segment_over(t) or (proposal.ended is not None and proposal.ended(t))
 
 
 def _segment_over(t: FrozenTrial) -> bool:

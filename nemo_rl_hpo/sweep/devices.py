@@ -82,7 +82,7 @@ def plan(
     gpus_per_trial: Any,
     devices: Any = None,
     env: Mapping[str, str] | None = None,
-    slots_key: str = "hydra.sweeper.n_jobs",
+    slots_key: str = "n_jobs",
 ) -> list[Slot]:
     """Cut the devices into ``n_slots`` fixed slots of ``gpus_per_trial`` devices each.
 

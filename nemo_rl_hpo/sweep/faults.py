@@ -21,7 +21,7 @@ from nemo_rl_hpo.sweep.urls import StorageError, mask
 # after ``retry_s``. Calls that are not idempotent (creating a trial, telling its state) are
 # made safe to repeat after a commit whose answer was lost: see RetryingStorage.
 
-DEFAULT_RETRY_S = 600.0  # also hydra.sweeper.storage_retry_s's default (config.py)
+DEFAULT_RETRY_S = 600.0  # the sweepers' storage_retry_s default too (tests/test_defaults.py)
 CREATE_TOKEN = "nemo_rl_hpo:create_token"  # system attr: which call created a trial (dedupe)
 
 # What a server going away looks like, through SQLAlchemy, psycopg, PyMySQL and sqlite3.
@@ -59,6 +59,8 @@ class StorageUnavailable(StorageError):
     A :class:`StorageError`, so every place that reports a storage it cannot open (the CLI,
     warm start) reports this one the same way.
     """
+
+    default_params = ("storage_retry_s",)
 
 
 def _chain(e: BaseException) -> Iterator[BaseException]:

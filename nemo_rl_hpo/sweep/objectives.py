@@ -11,8 +11,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nemo_rl_hpo.errors import ParamError
 
-class ObjectiveError(ValueError):
+
+class ObjectiveError(ParamError, ValueError):
     """A return value that cannot give the study's objective values."""
 
 
@@ -52,14 +54,15 @@ def parse_objectives(raw: Any) -> tuple[list[str], list[float] | None]:
                 weights.append(float(entry.get("weight", 1.0)))
             except (TypeError, ValueError):
                 raise ObjectiveError(
-                    f"hydra.sweeper.objectives[{i}].weight must be a number, "
-                    f"got {entry['weight']!r}."
+                    f"objectives[{i}].weight must be a number, got {entry['weight']!r}.",
+                    "objectives",
                 ) from None
         else:
             raise ObjectiveError(
-                f"hydra.sweeper.objectives[{i}] must be a metric name or "
+                f"objectives[{i}] must be a metric name or "
                 "{name: ..., weight: ...}, "
-                f"got {entry!r}."
+                f"got {entry!r}.",
+                "objectives",
             )
     return names, (weights if weighted else None)
 
@@ -81,13 +84,15 @@ def objective_values(
             else:
                 raise ObjectiveError(
                     f"the task returned metrics {sorted(map(str, ret))}; set "
-                    "hydra.sweeper.objectives to the metric names to optimize, one per direction."
+                    "objectives to the metric names to optimize, one per direction.",
+                    "objectives",
                 )
         missing = [name for name in objectives if name not in ret]
         if missing:
             raise ObjectiveError(
-                f"hydra.sweeper.objectives: metric {missing[0]!r} was not returned by the task "
-                f"(it returned {sorted(map(str, ret))})."
+                f"objectives: metric {missing[0]!r} was not returned by the task "
+                f"(it returned {sorted(map(str, ret))}).",
+                "objectives",
             )
         raw: list[Any] = [ret[name] for name in objectives]
         if weights is not None:
@@ -101,8 +106,9 @@ def objective_values(
         raw = [ret]
     if len(raw) != n_directions:
         raise ObjectiveError(
-            f"hydra.sweeper.direction has {n_directions} direction(s) but the task gave "
-            f"{len(raw)} value(s); make them match."
+            f"direction has {n_directions} direction(s) but the task gave "
+            f"{len(raw)} value(s); make them match.",
+            "direction",
         )
     values: list[float] = []
     for v in raw:

@@ -4,8 +4,9 @@ The loop (``sweep/core.py``) owns everything about running jobs: slots (``n_jobs
 heartbeats, re-attaching to live jobs of a dead sweeper, failing orphans, early slot release,
 the failure-rate abort and the timeout. A proposer owns what to run next and what a result
 means: Optuna's ask/tell (:class:`OptunaProposer`, this module), PBT's member rounds
-(``nemo_rl_hpo.pbt.PBTProposer``), or a proposer wrapping another one (seed repeats). The
-contract, also in docs/architecture.md:
+(``nemo_rl_hpo.pbt.PBTProposer``), multi-fidelity segments (``nemo_rl_hpo.fidelity``), or a
+proposer wrapping another one (seed repeats: ``sweep/repeats.SeedRepeats`` fans each proposal
+out into seed jobs). The contract, also in docs/architecture.md:
 
 - ``adopt(reattached)``: called once before the first ``ask`` (after the loop failed the trials
   of dead sweepers), and again whenever the loop finds more. ``reattached`` are RUNNING trials
@@ -15,10 +16,11 @@ contract, also in docs/architecture.md:
 - ``ask()``: the next job, or None when nothing is to be launched now (budget spent, or waiting
   for running jobs). The proposal's trial is a RUNNING trial; the loop claims it (owner,
   heartbeats), records its overrides and launches it.
-- ``tell(trial)``: a trial this loop ran (or failed as an orphan) has finished; ``trial`` is its
-  final record, read back from the storage (the job told its own values; a job that died was
-  failed with a reason by the loop). Returns True when the proposer will run that failed
-  configuration again (a retry): the loop then does not count it against ``max_failure_rate``.
+- ``tell(trial)``: a trial this loop ran (or failed as an orphan) has finished (or paused): told
+  once, when its last running job ended; ``trial`` is its final record, read back from the
+  storage (the job told its own values; a job that died was failed with a reason by the loop).
+  Returns True when the proposer will run that failed configuration again (a retry): the loop
+  then does not count it against ``max_failure_rate``.
 - ``pending()``: asked when this loop runs nothing and ``ask`` gave nothing: whether work may
   still come without a launch of ours (trials of a peer sweeper still hold budget). False ends
   the loop.
@@ -52,15 +54,30 @@ class Proposal:
 
     ``context`` adds keys to the trial context the job reads (``nemo_rl_hpo.trial``): PBT's
     ``checkpoint_dir``/``resume_from``/``steps``; a key given here replaces the sweeper's.
+
+    A trial may be run by several jobs (the seeds of a repeated configuration,
+    ``sweep/repeats.py``): each is a proposal of its own with the same trial, its ``index``, the
+    overrides it adds to the configuration's (``job_overrides``: its seed), the ``label`` its
+    failure reason starts with, and ``ended``, which says from the trial's record whether this
+    job already told its own end while the trial waits for its other jobs.
     """
 
     trial: optuna.Trial
-    overrides: list[str]
+    overrides: list[str]  # the configuration (recorded on the trial)
     context: dict[str, Any] = field(default_factory=dict)
+    job_overrides: list[str] = field(default_factory=list)
+    index: int = 0
+    label: str = ""
+    ended: Callable[[FrozenTrial], bool] | None = None
 
     @property
     def number(self) -> int:
         return self.trial.number
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """The job's key in the loop: (trial number, index)."""
+        return (self.trial.number, self.index)
 
 
 class Proposer(Protocol):

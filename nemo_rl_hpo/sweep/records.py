@@ -31,7 +31,7 @@ STUDY_SAMPLER = "nemo_rl_hpo:sampler"  # the sampler's class name
 STUDY_KIND = "nemo_rl_hpo:kind"  # KIND_OPTUNA or KIND_PBT
 STUDY_STORAGE = "nemo_rl_hpo:storage"  # the storage URL, password masked
 STUDY_RESUME_COMMAND = "nemo_rl_hpo:resume_command"  # the shell line that resumes the sweep
-# Written by the sweeper when hydra.sweeper.repeats > 1 ({"n", "seed_key", "aggregate"}); read
+# Written by the sweeper when repeats > 1 ({"n", "seed_key", "aggregate"}); read
 # by the report, `nemo-rl-hpo best` and `status` (a trial's value aggregates its seeds).
 STUDY_REPEATS = "nemo_rl_hpo:repeats"
 # Written by the sweeper with hydra/sweeper/fidelity (settings, step_key, rungs); read by the
@@ -53,7 +53,7 @@ STUDY_PBT_SEED = "pbt:seed"
 # Written by the PBT sweeper at the end (the scheduler's results); read by people.
 STUDY_PBT_RESULTS = "pbt:results"
 
-# Written by the sweeper at each start (hydra.sweeper.budget: {"gpu_hours", "cpu_hours"}, None
+# Written by the sweeper at each start (its budget: {"gpu_hours", "cpu_hours"}, None
 # when unset); read by `nemo-rl-hpo status` (spent / in flight / remaining).
 STUDY_BUDGET = "nemo_rl_hpo:budget"
 
@@ -116,7 +116,7 @@ LOST_JOBS = "lost_jobs"
 DEVICES = "devices"  # the GPUs the job saw (its CUDA_VISIBLE_DEVICES, a list; [] hidden)
 # Written by each seed job of a repeated configuration (sweep/repeats.py): repeat:<i> its end
 # {seed, state, values, metrics, reason}, repeat:<i>:curves, :reports (prune metric), :job.
-# Read by repeats.on_seed_end (the last seed tells the aggregate), the report, best, status.
+# Read by sweep/job.end (the last seed tells the aggregate), the report, best, status.
 REPEAT_PREFIX = "repeat:"
 # Written by the job through nemo_rl_hpo.trial; read by the report, the CLI and job.on_job_end.
 CURVES = "curves"  # {metric: {step: value}} of every reported metric
@@ -199,6 +199,11 @@ def fail_trial(
 def is_paused(trial: FrozenTrial) -> bool:
     """A RUNNING trial between two segments (its job ended at a rung; see SYS_PAUSED)."""
     return bool(trial.system_attrs.get(SYS_PAUSED))
+
+
+def repeat_key(index: int, what: str | None = None) -> str:
+    """``repeat:<index>`` (a seed's end record) or ``repeat:<index>:<what>`` (its curves, ...)."""
+    return f"{REPEAT_PREFIX}{index}" + (f":{what}" if what else "")
 
 
 def fail_reason(trial: FrozenTrial, default: str = "?") -> str:

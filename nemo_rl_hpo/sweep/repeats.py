@@ -1,29 +1,25 @@
 """Seed repeats: one configuration = ``repeats`` jobs with different seeds, one Optuna trial.
 
 RL rewards are noisy: a configuration that wins on one seed often loses on the next. With
-``hydra.sweeper.repeats: n`` each configuration the sampler proposes runs as n jobs, job ``i``
-with ``<seed_key>=i`` (the same seeds 0..n-1 for every configuration, so configurations are
-compared on equal draws). All n jobs record into the configuration's one Optuna trial, each
-under its own keys (``repeat:<i>``...), so concurrent jobs never overwrite each other:
+``repeats: n`` each configuration the sampler proposes runs as n jobs, job ``i`` with
+``<seed_key>=i`` (the same seeds 0..n-1 for every configuration, so configurations are
+compared on equal draws). The seeds are jobs of the trial loop like any other:
+:class:`SeedRepeats` wraps the sweeper's proposer and fans each of its proposals out into n
+seed proposals of the same trial; the loop runs them as slots free up (``n_jobs`` seed jobs at
+once, about ``n_jobs / n`` configurations) and tells the wrapped proposer once, when the
+configuration is over.
 
-- **value**: the trial is told ``aggregate`` (mean | median | min | max) of its seeds' values,
-  per objective, by whichever seed job ends last; the sampler and ``best`` see only that.
-- **failure**: a seed that fails fails the configuration at once, its reason prefixed with the
-  seed (``seed 2 (seed=2): RuntimeError: ...``); the other seeds stop at their next
-  ``should_prune()`` (a finished trial answers yes).
-- **pruning**: each seed reports its prune metric at a step; the trial's intermediate value at
-  that step is the aggregate over the seeds that have reported that step *so far* (rewritten
-  as lagging seeds get there), and the study's pruner judges that. So a configuration is pruned
-  on its seeds together, never on one unlucky seed alone once the others caught up; seeds
-  ahead of the rest are judged on the seeds that reached their step. A pruned configuration
-  stops all of its seeds (each one's ``should_prune()`` answers yes from then on).
+All n jobs record into the configuration's one Optuna trial, each under its own keys
+(``repeat:<i>``...), through the one job-side implementation (``sweep/job.py``, a seed being
+part i of n): the trial's value is ``aggregate`` (mean | median | min | max) of its seeds'
+values, told by the seed ending last; a failing seed fails the configuration at once (reason
+prefixed ``seed 2 (seed=2): ...``) and the others stop at their next ``should_prune()``; the
+pruner judges the aggregate of the seeds that reported a step so far, and a pruned
+configuration stops all of its seeds.
+
 - **records**: ``repeat:<i>`` = {seed, state, values, metrics, reason} once seed i ended;
   ``repeat:<i>:curves`` its learning curves, ``repeat:<i>:reports`` its prune-metric reports,
   ``repeat:<i>:job`` where it ran (host, pid, dir, devices, SLURM id).
-
-The sweeper side (:func:`launch_seeds`) launches the n jobs side by side, as slots allow; the
-job side (:func:`report`, :func:`should_prune`, :func:`on_seed_end`) is called by
-``nemo_rl_hpo.trial`` and ``sweep/job.py`` when the trial context names a seed (``"repeat"``).
 """
 
 from __future__ import annotations
@@ -32,29 +28,35 @@ import logging
 import math
 import statistics
 import threading
+import uuid
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nemo_rl_hpo.errors import ParamError
 from nemo_rl_hpo.sweep import records
+from nemo_rl_hpo.sweep.aggregate import AGGREGATES, combine
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the CLI imports this module's readers: Optuna only where it is used
     import optuna
     from optuna.trial import FrozenTrial, TrialState
 
+    from nemo_rl_hpo.sweep.proposer import Proposal, Proposer
+
 log = logging.getLogger(__name__)
 
-AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {
-    "mean": statistics.fmean,
-    "median": statistics.median,
-    "min": min,
-    "max": max,
-}
-CONTEXT_KEY = "repeat"  # in the trial context: {"index", "seed", "n", "aggregate", "seed_key"}
+# In the trial context: {"index", "seed", "n", "aggregate", "seed_key", "launch"}; read by
+# sweep/job.Part.of_context.
+CONTEXT_KEY = "repeat"
+LaunchOne = Callable[[list[str], dict[str, Any], int], tuple[bool, str | None]]
+__all__ = ["AGGREGATES", "CONTEXT_KEY", "Repeats", "SeedRepeats", "combine", "seed_records"]
 
 
-class RepeatConfigError(ValueError):
+class RepeatConfigError(ParamError, ValueError):
     """Bad ``repeats``/``seed_key``/``aggregate``: one line naming the key, before any job."""
+
+    default_params = ("repeats", "seed_key", "aggregate")
 
 
 @dataclass(frozen=True)
@@ -70,18 +72,16 @@ class Repeats:
     def from_config(cls, repeats: Any, seed_key: Any = "seed", aggregate: Any = "mean") -> Repeats:
         if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
             raise RepeatConfigError(
-                f"hydra.sweeper.repeats must be 1 or more seeds per configuration, but got "
-                f"{repeats!r}."
+                f"repeats must be 1 or more seeds per configuration, but got {repeats!r}."
             )
         if not isinstance(seed_key, str) or not seed_key:
             raise RepeatConfigError(
-                f"hydra.sweeper.seed_key must name the config key that takes the seed "
+                f"seed_key must name the config key that takes the seed "
                 f"(e.g. seed), but got {seed_key!r}."
             )
         if aggregate not in AGGREGATES:
             raise RepeatConfigError(
-                f"hydra.sweeper.aggregate must be one of {', '.join(AGGREGATES)}, but got "
-                f"{aggregate!r}."
+                f"aggregate must be one of {', '.join(AGGREGATES)}, but got {aggregate!r}."
             )
         return cls(repeats, seed_key, str(aggregate))
 
@@ -100,12 +100,94 @@ class Repeats:
         return {"n": self.n, "seed_key": self.seed_key, "aggregate": self.aggregate}
 
 
-def combine(aggregate: str, values: Sequence[float]) -> float:
-    return float(AGGREGATES[aggregate]([float(v) for v in values]))
-
-
 # ------------------------------------------------------------------------- sweeper side
-LaunchOne = Callable[[list[str], dict[str, Any], int], tuple[bool, str | None]]
+def seed_jobs(repeats: Repeats, proposal: Proposal, subdir: str | None) -> list[Proposal]:
+    """The configuration's seed jobs: one proposal per seed, same trial.
+
+    ``subdir``: the app's ``hydra.sweep.subdir`` (unresolved); each seed's job dir is a
+    ``seed_<s>`` folder below it, and a ``checkpoint_dir`` in the context gets one too, so seeds
+    never share checkpoints.
+    """
+    from nemo_rl_hpo.sweep.proposer import Proposal
+
+    out = []
+    for i, seed in enumerate(repeats.seeds()):
+        extra = [f"{repeats.seed_key}={seed}"]
+        if subdir is not None:
+            extra.append(f"hydra.sweep.subdir='{subdir}/seed_{seed}'")
+        ctx: dict[str, Any] = {CONTEXT_KEY: {"index": i, "seed": seed, **repeats.as_dict()}}
+        if proposal.context.get("checkpoint_dir"):
+            ctx["checkpoint_dir"] = f"{proposal.context['checkpoint_dir']}/seed_{i}"
+        out.append(
+            Proposal(
+                proposal.trial,
+                proposal.overrides,
+                {**proposal.context, **ctx},
+                job_overrides=[*proposal.job_overrides, *extra],
+                index=i,
+                label=f"seed {i} ({repeats.seed_key}={seed})",
+                ended=_seed_ended(i, ctx[CONTEXT_KEY]),
+            )
+        )
+    return out
+
+
+def _seed_ended(index: int, seed: dict[str, Any]) -> Callable[[FrozenTrial], bool]:
+    token = seed["launch"] = uuid.uuid4().hex  # this launch's end, not an earlier segment's
+
+    def ended(t: FrozenTrial) -> bool:
+        r = t.user_attrs.get(records.repeat_key(index))
+        return isinstance(r, dict) and r.get("launch") == token
+
+    return ended
+
+
+@dataclass
+class SeedRepeats:
+    """A proposer wrapper: each proposal of ``inner`` runs as ``repeats.n`` seed jobs.
+
+    Keeps at most ``configurations`` configurations in flight (their seeds fill the loop's
+    slots), so a configuration's seeds run side by side and the next configuration is judged
+    on the ones before. Everything else (budget, retries, re-attach) is ``inner``'s: it is told
+    once per configuration.
+    """
+
+    inner: Proposer
+    repeats: Repeats
+    configurations: int  # in flight at once (``Repeats.configurations_in_flight(n_jobs)``)
+    subdir: str | None = None
+    _queue: deque[Proposal] = field(default_factory=deque)
+    _in_flight: set[int] = field(default_factory=set)
+
+    def adopt(self, reattached: Sequence[FrozenTrial]) -> list[Proposal]:
+        return self.inner.adopt(reattached)
+
+    def ask(self) -> Proposal | None:
+        while self._queue:
+            p = self._queue.popleft()
+            if not p.trial.storage.get_trial(p.trial._trial_id).state.is_finished():
+                return p  # a seed of a configuration already over (a sibling failed) is dropped
+        if len(self._in_flight) >= self.configurations:
+            return None
+        proposal = self.inner.ask()
+        if proposal is None:
+            return None
+        self._in_flight.add(proposal.number)
+        self._queue.extend(seed_jobs(self.repeats, proposal, self.subdir))
+        return self._queue.popleft()
+
+    def tell(self, trial: FrozenTrial) -> bool:
+        self._in_flight.discard(trial.number)
+        self._queue = deque(p for p in self._queue if p.number != trial.number)
+        return self.inner.tell(trial)
+
+    def pending(self) -> bool:
+        return self.inner.pending()
+
+    def rescue(self, trial: FrozenTrial) -> bool:
+        """The optional hook of ``inner`` (sweep/proposer.py), passed through."""
+        rescue = getattr(self.inner, "rescue", None)
+        return bool(rescue(trial)) if rescue is not None else False
 
 
 def launch_seeds(
@@ -117,45 +199,42 @@ def launch_seeds(
     subdir: str | None,
     parallel: bool = True,
 ) -> tuple[bool, str | None]:
-    """Run the configuration's seed jobs (side by side unless ``parallel`` is False).
+    """Run a configuration's seed jobs side by side without the trial loop (a script's own).
 
-    ``launch_one(overrides, context, seed_index)`` launches one job and returns (ok, error).
-    ``subdir``: the app's ``hydra.sweep.subdir`` (unresolved); each seed's job dir is a
-    ``seed_<s>`` folder below it, so seeds never share checkpoints. A seed whose job died
-    without telling fails the configuration at once (the others then stop at their next
-    ``should_prune()``). Returns (ok, the first error).
+    ``launch_one(overrides, context, seed_index)`` launches one job and returns (ok, error). A
+    seed whose job died without telling fails the configuration at once, as the loop does
+    (the others then stop at their next ``should_prune()``). Returns (ok, the first error).
     """
+    from nemo_rl_hpo.sweep.proposer import Proposal
+
     errors: list[str] = []
     lock = threading.Lock()
+    base = Proposal(trial, list(overrides))
 
-    def one(i: int, seed: int) -> None:
-        ovs = [*overrides, f"{repeats.seed_key}={seed}"]
-        if subdir is not None:
-            ovs.append(f"hydra.sweep.subdir='{subdir}/seed_{seed}'")
-        ctx = {CONTEXT_KEY: {"index": i, "seed": seed, **repeats.as_dict()}}
+    def one(job: Proposal) -> None:
         try:
-            ok, error = launch_one(ovs, ctx, i)
+            ok, error = launch_one([*job.overrides, *job.job_overrides], job.context, job.index)
         except Exception as e:  # noqa: BLE001 - a launcher error is this seed's failure
             ok, error = False, f"{type(e).__name__}: {e}"
         if ok:
             return
-        reason = f"seed {i} ({repeats.seed_key}={seed}): {error or 'the job failed'}"
+        reason = f"{job.label}: {error or 'the job failed'}"
         with lock:
             errors.append(reason)
         try:
             if records.fail_trial(study, trial, reason):
                 log.warning("trial %d FAIL: %s", trial.number, reason)
-        except Exception as e:  # storage hiccup: the loop fails it when all seeds returned
+        except Exception as e:  # storage hiccup: the caller fails it when all seeds returned
             log.debug("could not fail trial %d: %s", trial.number, e)
 
-    seeds = list(enumerate(repeats.seeds()))
+    jobs = seed_jobs(repeats, base, subdir)
     if not parallel:
-        for i, seed in seeds:
-            one(i, seed)
+        for job in jobs:
+            one(job)
     else:
         threads = [
-            threading.Thread(target=one, args=(i, s), name=f"seed-{trial.number}-{i}")
-            for i, s in seeds
+            threading.Thread(target=one, args=(j,), name=f"seed-{trial.number}-{j.index}")
+            for j in jobs
         ]
         for t in threads:
             t.start()
@@ -165,23 +244,12 @@ def launch_seeds(
 
 
 # ----------------------------------------------------------------------------- job side
+# What a seed job calls, through nemo_rl_hpo.trial and sweep/job.py: the one job-side
+# implementation, with the seed as part i of n.
 def seed_of(context: Mapping[str, Any]) -> dict[str, Any] | None:
     """This job's seed (index, seed, n, aggregate, seed_key) when it is one of a repeat."""
     rep = context.get(CONTEXT_KEY)
     return rep if isinstance(rep, dict) and "index" in rep else None
-
-
-def key(index: int, what: str | None = None) -> str:
-    return f"{records.REPEAT_PREFIX}{index}" + (f":{what}" if what else "")
-
-
-def on_seed_start(
-    storage: Any, trial_id: int, seed: Mapping[str, Any], attrs: dict[str, Any]
-) -> None:
-    """Where this seed runs, under its own key (the trial's plain job keys hold the last seed's)."""
-    storage.set_trial_user_attr(
-        trial_id, key(int(seed["index"]), "job"), {**attrs, "seed": seed["seed"]}
-    )
 
 
 def report(
@@ -192,58 +260,16 @@ def report(
     prune_metric: str | None,
 ) -> None:
     """Record one seed's metrics at ``step``; rewrite the trial's aggregate at that step."""
-    if isinstance(metrics, Mapping):
-        values = {str(k): float(v) for k, v in metrics.items() if _is_number(v)}
-        prune_key = prune_metric if prune_metric in values else next(iter(values), None)
-    else:
-        prune_key = prune_metric or "value"
-        values = {prune_key: float(metrics)}
-    storage = trial.storage
-    i = int(seed["index"])
-    frozen = storage.get_trial(trial._trial_id)
-    if frozen.state.is_finished():
-        return
-    attrs = frozen.user_attrs
-    curves = dict(attrs.get(key(i, "curves"), {}))
-    for name, v in values.items():
-        curves.setdefault(name, {})[str(step)] = v
-    storage.set_trial_user_attr(trial._trial_id, key(i, "curves"), curves)
-    value = values.get(prune_key) if prune_key is not None else None
-    if value is None or not math.isfinite(value) or len(trial.study.directions) > 1:
-        return
-    mine = dict(attrs.get(key(i, "reports"), {}))
-    mine[str(step)] = value
-    storage.set_trial_user_attr(trial._trial_id, key(i, "reports"), mine)
-    attrs = storage.get_trial(trial._trial_id).user_attrs  # the other seeds' latest reports
-    at_step = [
-        float(r[str(step)])
-        for j in range(int(seed["n"]))
-        if str(step) in (r := (mine if j == i else attrs.get(key(j, "reports"), {})))
-    ]
-    storage.set_trial_intermediate_value(
-        trial._trial_id, step, combine(str(seed["aggregate"]), at_step)
-    )
-    storage.set_trial_user_attr(trial._trial_id, records.LAST_STEP, int(step))
+    from nemo_rl_hpo.sweep import job
 
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    job.report(trial, job.Part.of_seed(seed), step, metrics, prune_metric)
 
 
 def should_prune(trial: optuna.Trial, seed: Mapping[str, Any]) -> bool:
-    """Yes once the configuration is pruned or finished (a sibling failed); else ask the
-    pruner about the configuration's aggregate curve."""
-    storage = trial.storage
-    frozen = storage.get_trial(trial._trial_id)
-    if frozen.state.is_finished() or records.PRUNED_AT_STEP in frozen.user_attrs:
-        return True
-    if len(trial.study.directions) > 1:
-        return False
-    if not trial.study.pruner.prune(trial.study, frozen):
-        return False
-    storage.set_trial_user_attr(trial._trial_id, records.PRUNED_AT_STEP, frozen.last_step)
-    log.info("trial %d pruned at step %s (seed %s)", trial.number, frozen.last_step, seed["seed"])
-    return True
+    """Yes once the configuration is pruned or finished, else the pruner on its aggregate."""
+    from nemo_rl_hpo.sweep import job
+
+    return job.should_prune(trial, job.Part.of_seed(seed))
 
 
 def on_seed_end(
@@ -254,85 +280,10 @@ def on_seed_end(
     value: Any,
     context: Mapping[str, Any],
 ) -> TrialState | None:
-    """Record how this seed ended; the seed that completes the set tells the trial.
+    """Record how this seed ended; the seed that completes the set tells the trial."""
+    from nemo_rl_hpo.sweep import job
 
-    ``value``: the task's return, or the exception it raised. Returns the trial's state once
-    told (or failed), else None: other seeds still run.
-    """
-    import optuna
-    from optuna.trial import TrialState
-
-    from nemo_rl_hpo.sweep.objectives import ObjectiveError, numeric_metrics, objective_values
-
-    storage = study._storage
-    frozen = storage.get_trial(trial_id)
-    if frozen.state.is_finished():
-        return frozen.state
-    values: list[float] | None = None
-    metrics: dict[str, float] = {}
-    reason: str | None = None
-    if completed:
-        metrics = dict(numeric_metrics(value))
-        state = "COMPLETE"
-        if records.PRUNED_AT_STEP in frozen.user_attrs:
-            state = "PRUNED"  # it stopped because the configuration was pruned
-        try:
-            values = objective_values(
-                value,
-                len(study.directions),
-                context.get("objectives") or None,
-                context.get("weights"),
-            )
-        except ObjectiveError as e:
-            if state == "COMPLETE":
-                state, reason = "FAIL", str(e)
-    elif isinstance(value, optuna.TrialPruned):
-        state = "PRUNED"
-    else:
-        state, reason = "FAIL", f"{type(value).__name__}: {value}"
-    from nemo_rl_hpo.fidelity import _segment
-
-    segment = _segment.segment_of(context)
-    i, n, agg = int(seed["index"]), int(seed["n"]), str(seed["aggregate"])
-    record = {"seed": seed["seed"], "state": state, "values": values, "metrics": metrics}
-    if segment is not None:  # seeds of one segment: an earlier segment's records do not count
-        record["segment"] = int(segment["target"])
-    if reason:
-        record["reason"] = reason[: records.FAIL_REASON_MAX_CHARS]
-    storage.set_trial_user_attr(trial_id, key(i), record)
-    if state == "FAIL":
-        why = f"seed {i} ({seed['seed_key']}={seed['seed']}): {reason}"
-        records.fail_trial(study, frozen, why)
-        return TrialState.FAIL
-    # Written before read: of two seeds ending together, at least the later sees both.
-    frozen = storage.get_trial(trial_id)
-    got = [frozen.user_attrs.get(key(j)) for j in range(n)]
-    done: list[dict[str, Any]] = [r for r in got if isinstance(r, dict)]
-    if segment is not None:
-        done = [r for r in done if r.get("segment") == int(segment["target"])]
-    if len(done) < n:
-        return None
-    for name in set.intersection(*(set(r.get("metrics") or {}) for r in done)):
-        storage.set_trial_user_attr(
-            trial_id, records.METRIC_PREFIX + name, combine(agg, [r["metrics"][name] for r in done])
-        )
-    try:
-        if records.PRUNED_AT_STEP in frozen.user_attrs or any(r["state"] == "PRUNED" for r in done):
-            study.tell(frozen.number, state=TrialState.PRUNED, skip_if_finished=True)
-            return TrialState.PRUNED
-        told = [combine(agg, [r["values"][k] for r in done]) for k in range(len(done[0]["values"]))]
-        if segment is not None:  # the configuration's segment ended: pause at its rung or finish
-            ended = _segment.end(study, storage.get_trial(trial_id), told[0], segment)
-            if ended == "paused":
-                return None
-            if ended == "short":
-                study.tell(frozen.number, state=TrialState.PRUNED, skip_if_finished=True)
-                return TrialState.PRUNED
-        study.tell(frozen.number, told, skip_if_finished=True)
-    except Exception as e:  # e.g. the driver failed it meanwhile
-        log.warning("could not record trial %d: %s", frozen.number, e)
-        return None
-    return TrialState.COMPLETE
+    return job.end(study, trial_id, job.Part.of_seed(seed), completed, value, context)
 
 
 # ------------------------------------------------------------------------------ readers

@@ -146,8 +146,7 @@ class RetryingStorage(BaseStorage):
         first, away = o.down()
         if first:
             log.warning(
-                "storage %s unreachable (%s: %s); retrying for up to %.0f s "
-                "(hydra.sweeper.storage_retry_s)",
+                "storage %s unreachable (%s: %s); retrying for up to %.0f s (storage_retry_s)",
                 self._name,
                 what,
                 _first_line(e),
@@ -159,7 +158,7 @@ class RetryingStorage(BaseStorage):
                 o.gave_up = True
                 raise StorageUnavailable(
                     f"storage {self._name} unreachable for {away:.0f} s, longer than "
-                    f"hydra.sweeper.storage_retry_s={self.retry_s:g} ({_first_line(e)})"
+                    f"storage_retry_s={self.retry_s:g} ({_first_line(e)})"
                 ) from None
         return left
 

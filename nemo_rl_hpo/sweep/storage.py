@@ -36,10 +36,10 @@ from nemo_rl_hpo.sweep.faults import (
 )
 from nemo_rl_hpo.sweep.retrying import RetryingStorage
 from nemo_rl_hpo.sweep.urls import (
+    ENV_STORAGE_PASSWORD,
     JOURNAL_SCHEME,
     MEMORY_URL,
     StorageError,
-    env_password_var,
     export_password,
     insert_password,
     journal_path,
@@ -61,7 +61,7 @@ __all__ = [
     "StorageDamaged",
     "StorageUnavailable",
     "disk_full_message",
-    "env_password_var",
+    "ENV_STORAGE_PASSWORD",
     "export_password",
     "insert_password",
     "is_disk_full",
@@ -128,7 +128,7 @@ def open_storage(
         spath.parent.mkdir(parents=True, exist_ok=True)
     if not re.match(r"^[a-z0-9+]+://", url):
         raise StorageError(
-            f"hydra.sweeper.storage={mask(url)!r} is not a storage URL; use sqlite:///path.db, "
+            f"storage={mask(url)!r} is not a storage URL; use sqlite:///path.db, "
             "journal:///path/journal.log, postgresql://user@host/db or null for the default."
         )
     engine_kwargs: dict[str, object] = {}
@@ -147,7 +147,7 @@ def open_storage(
             raise StorageDamaged(damaged) from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StorageError(
-            f"hydra.sweeper.storage={mask(url)!r} cannot be opened ({mask(first)}); check the "
+            f"storage={mask(url)!r} cannot be opened ({mask(first)}); check the "
             "URL, that the server runs and the driver is installed."
         ) from None
     from optuna.storages._cached_storage import _CachedStorage

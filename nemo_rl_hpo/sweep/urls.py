@@ -10,12 +10,19 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from nemo_rl_hpo.errors import ParamError
+
 JOURNAL_SCHEME = "journal://"
+# Carries a storage password from the sweeper to its jobs: inherited through the process
+# environment only, never written to a file or an override.
+ENV_STORAGE_PASSWORD = "NEMO_RL_HPO_STORAGE_PASSWORD"
 MEMORY_URL = "memory://"
 
 
-class StorageError(ValueError):
-    """A storage URL that cannot be opened; the message says which key to fix."""
+class StorageError(ParamError, ValueError):
+    """A storage URL that cannot be opened; the message says which parameter to fix."""
+
+    default_params = ("storage",)
 
 
 def mask(url: str | None) -> str | None:
@@ -65,13 +72,6 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url[len("sqlite:///") :])
 
 
-def env_password_var() -> str:
-    """Name of the variable that carries a storage password to jobs (never written to files)."""
-    from nemo_rl_hpo.trial import ENV_STORAGE_PASSWORD
-
-    return ENV_STORAGE_PASSWORD
-
-
 def export_password(url: str) -> str:
     """Put the URL's password in this process's environment; return the URL without it.
 
@@ -80,5 +80,5 @@ def export_password(url: str) -> str:
     """
     bare, password = split_password(url)
     if password is not None:
-        os.environ[env_password_var()] = password
+        os.environ[ENV_STORAGE_PASSWORD] = password
     return bare

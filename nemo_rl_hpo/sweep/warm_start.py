@@ -14,14 +14,16 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nemo_rl_hpo.errors import ParamError
 from nemo_rl_hpo.search.space import SearchSpace
 from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep.storage import StorageError, mask, open_storage
 
 log = logging.getLogger(__name__)
 
-ATTR_FROM = records.WARM_START_FROM
-ATTR_PRIOR = records.WARM_START_PRIOR
+
+class WarmStartError(ParamError, ValueError):
+    """A warm start that cannot be done; names the parameter (mode, top_k, study_name)."""
 
 
 def warm_start(
@@ -35,21 +37,18 @@ def warm_start(
 ) -> int:
     """Enqueue or copy trials of ``study_name``; returns how many were added."""
     if mode not in ("enqueue", "prior"):
-        raise ValueError(
-            f"hydra.sweeper.warm_start.mode must be 'enqueue' or 'prior', but got {mode!r}."
-        )
+        raise WarmStartError(f"mode must be 'enqueue' or 'prior', but got {mode!r}.", "mode")
     if top_k < 1:
-        raise ValueError(f"hydra.sweeper.warm_start.top_k must be at least 1, but got {top_k}.")
+        raise WarmStartError(f"top_k must be at least 1, but got {top_k}.", "top_k")
     try:
         source_storage = open_storage(storage) if storage else study._storage
         source = optuna.load_study(study_name=study_name, storage=source_storage)
     except (KeyError, StorageError) as e:
-        raise ValueError(
-            f"hydra.sweeper.warm_start: cannot load study {study_name!r} from "
-            f"{mask(storage) or 'this sweep storage'} ({e})."
+        raise WarmStartError(
+            f"cannot load study {study_name!r} from {mask(storage) or 'this sweep storage'} ({e})."
         ) from None
     if source._study_id == study._study_id and source_storage is study._storage:
-        raise ValueError("hydra.sweeper.warm_start.study_name names this very study.")
+        raise WarmStartError("study_name names this very study.", "study_name")
     mark = f"{records.STUDY_WARM_STARTED_PREFIX}{study_name}"
     if study.user_attrs.get(mark):
         return 0
@@ -66,14 +65,17 @@ def warm_start(
         for t in done[:top_k]:
             params = _compatible(t, dists, warn=True)
             study.enqueue_trial(
-                params, user_attrs={ATTR_FROM: f"{study_name}#{t.number}"}, skip_if_exists=True
+                params,
+                user_attrs={records.WARM_START_FROM: f"{study_name}#{t.number}"},
+                skip_if_exists=True,
             )
             added += 1
     else:
         if len(source.directions) != len(study.directions):
-            raise ValueError(
-                "hydra.sweeper.warm_start.mode=prior needs the same number of objectives as the "
-                "earlier study; use mode=enqueue."
+            raise WarmStartError(
+                "mode=prior needs the same number of objectives as the earlier study; use "
+                "mode=enqueue.",
+                "mode",
             )
         for t in done:
             params = _compatible(t, dists, warn=False)
@@ -84,7 +86,10 @@ def warm_start(
                     params=params,
                     distributions={k: dists[k] for k in params},
                     values=t.values,
-                    user_attrs={ATTR_FROM: f"{study_name}#{t.number}", ATTR_PRIOR: True},
+                    user_attrs={
+                        records.WARM_START_FROM: f"{study_name}#{t.number}",
+                        records.WARM_START_PRIOR: True,
+                    },
                 )
             )
             added += 1

@@ -21,13 +21,13 @@ DEVICES = ("auto", "cpu", "cuda")
 
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value the trial cannot run with."""
-    _number(cfg, "learning_rate", low=0.0, open_low=True, example="learning_rate=3e-3")
-    _integer(cfg, "batch_size", low=1, example="batch_size=32")
-    _number(cfg, "weight_decay", low=0.0, example="weight_decay=0.01")
-    _number(cfg, "dropout", low=0.0, high=1.0, open_high=True, example="dropout=0.1")
-    _integer(cfg, "max_steps", low=1, example="max_steps=600")
+    check_number(cfg, "learning_rate", low=0.0, open_low=True, example="learning_rate=3e-3")
+    check_integer(cfg, "batch_size", low=1, example="batch_size=32")
+    check_number(cfg, "weight_decay", low=0.0, example="weight_decay=0.01")
+    check_number(cfg, "dropout", low=0.0, high=1.0, open_high=True, example="dropout=0.1")
+    check_integer(cfg, "max_steps", low=1, example="max_steps=600")
     if cfg.get("warmup_steps") is not None:  # it wins over warmup_ratio (see resolve_warmup)
-        _integer(cfg, "warmup_steps", low=0, example="warmup_steps=50")
+        check_integer(cfg, "warmup_steps", low=0, example="warmup_steps=50")
         if int(cfg.warmup_steps) >= int(cfg.max_steps):
             raise ConfigError(
                 f"warmup_steps must be smaller than max_steps ({cfg.max_steps}), but got "
@@ -35,25 +35,35 @@ def validate(cfg: DictConfig) -> None:
                 "warmup_ratio (a fraction of max_steps) with warmup_steps=null."
             )
     else:
-        _number(cfg, "warmup_ratio", low=0.0, high=1.0, open_high=True, example="warmup_ratio=0.1")
+        check_number(
+            cfg, "warmup_ratio", low=0.0, high=1.0, open_high=True, example="warmup_ratio=0.1"
+        )
     if cfg.get("max_grad_norm") is not None:
-        _number(cfg, "max_grad_norm", low=0.0, open_low=True, example="max_grad_norm=1.0 (or null)")
-    _integer(cfg, "eval_interval", low=1, example="eval_interval=50")
-    _integer(cfg, "checkpoint_interval", low=0, example="checkpoint_interval=200 (0: at the end)")
-    _integer(cfg, "seed", low=0, example="seed=0")
-    _integer(cfg, "num_threads", low=1, example="num_threads=1")
+        check_number(
+            cfg, "max_grad_norm", low=0.0, open_low=True, example="max_grad_norm=1.0 (or null)"
+        )
+    check_integer(cfg, "eval_interval", low=1, example="eval_interval=50")
+    check_integer(
+        cfg, "checkpoint_interval", low=0, example="checkpoint_interval=200 (0: at the end)"
+    )
+    check_integer(cfg, "seed", low=0, example="seed=0")
+    check_integer(cfg, "num_threads", low=1, example="num_threads=1")
     device = str(cfg.get("device"))
     if device not in DEVICES and not device.startswith("cuda:"):
         raise ConfigError(
             f"device must be one of {', '.join(DEVICES)} (or cuda:N), but got {device=}."
         )
     # Keys owned by one option of a group: checked only where the chosen option has them.
-    _number(cfg, "optimizer.momentum", low=0.0, high=1.0, open_high=True, example="0.9", must=False)
-    _integer(cfg, "scheduler.step_size", low=1, example="scheduler.step_size=200", must=False)
-    _number(cfg, "scheduler.gamma", low=0.0, high=1.0, open_low=True, example="0.5", must=False)
-    _number(cfg, "loss.alpha", low=0.0, open_low=True, example="loss.alpha=0.25", must=False)
-    _number(cfg, "loss.gamma", low=0.0, example="loss.gamma=2", must=False)
-    _number(
+    check_number(
+        cfg, "optimizer.momentum", low=0.0, high=1.0, open_high=True, example="0.9", must=False
+    )
+    check_integer(cfg, "scheduler.step_size", low=1, example="scheduler.step_size=200", must=False)
+    check_number(
+        cfg, "scheduler.gamma", low=0.0, high=1.0, open_low=True, example="0.5", must=False
+    )
+    check_number(cfg, "loss.alpha", low=0.0, open_low=True, example="loss.alpha=0.25", must=False)
+    check_number(cfg, "loss.gamma", low=0.0, example="loss.gamma=2", must=False)
+    check_number(
         cfg, "loss.label_smoothing", low=0.0, high=1.0, open_high=True, example="0.1", must=False
     )
 
@@ -69,14 +79,14 @@ def resolve_warmup(cfg: DictConfig) -> None:
         cfg.warmup_steps = int(float(cfg.warmup_ratio) * int(cfg.max_steps))
 
 
-def _value(cfg: DictConfig, key: str, must: bool) -> Any:
+def config_value(cfg: DictConfig, key: str, must: bool) -> Any:
     value = OmegaConf.select(cfg, key, default=None)
     if value is None and must:
         raise ConfigError(f"{key} is missing from the config; set it, e.g. {key}=...")
     return value
 
 
-def _number(
+def check_number(
     cfg: DictConfig,
     key: str,
     *,
@@ -87,7 +97,7 @@ def _number(
     example: str,
     must: bool = True,
 ) -> None:
-    value = _value(cfg, key, must)
+    value = config_value(cfg, key, must)
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -103,8 +113,8 @@ def _number(
         raise ConfigError(f"{key} must be {where}, but got {value!r}; e.g. {example}.")
 
 
-def _integer(cfg: DictConfig, key: str, *, low: int, example: str, must: bool = True) -> None:
-    value = _value(cfg, key, must)
+def check_integer(cfg: DictConfig, key: str, *, low: int, example: str, must: bool = True) -> None:
+    value = config_value(cfg, key, must)
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int):

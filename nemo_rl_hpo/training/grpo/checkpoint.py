@@ -9,39 +9,30 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nemo_rl_hpo.step_dirs import latest_step_dir, step_dirs
+
 STATE_FILE = "policy_and_state.pt"  # inside step_N/
 INFO_FILE = "training_info.json"  # inside step_N/, as NeMo RL writes it
-STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
-def step_dirs(root: Path | str | None) -> list[tuple[int, Path]]:
-    """``(N, path)`` of every complete ``step_N`` checkpoint under ``root``, oldest first."""
-    if root is None or not Path(root).is_dir():
-        return []
-    found = []
-    for child in Path(root).iterdir():
-        m = STEP_DIR.match(child.name)
-        if m and (child / STATE_FILE).is_file():
-            found.append((int(m.group(1)), child))
-    return sorted(found)
+def _complete(step_dir: Path) -> bool:
+    return (step_dir / STATE_FILE).is_file()
 
 
 def latest_checkpoint(path: Path | str | None) -> Path | None:
-    """The newest ``step_N`` dir under ``path``, or ``path`` itself when it is one."""
+    """The newest ``step_N`` dir under ``path``, or ``path`` itself when it holds a state."""
     if path is None:
         return None
     path = Path(path)
-    if (path / STATE_FILE).is_file():
+    if _complete(path):
         return path
-    found = step_dirs(path)
-    return found[-1][1] if found else None
+    return latest_step_dir(path, _complete)
 
 
 def save_checkpoint(root: Path, step: int, *, keep_top_k: int | None, **state: Any) -> Path:
@@ -59,6 +50,6 @@ def save_checkpoint(root: Path, step: int, *, keep_top_k: int | None, **state: A
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     if keep_top_k is not None:
-        for _, old in step_dirs(root)[: -int(keep_top_k)]:
+        for _, old in step_dirs(root, _complete)[: -int(keep_top_k)]:
             shutil.rmtree(old, ignore_errors=True)
     return final

@@ -11,53 +11,59 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from nemo_rl_hpo.training.config import ConfigError, _integer, _number, _value
+from nemo_rl_hpo.training.config import ConfigError, check_integer, check_number, config_value
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first value the GRPO trial cannot run with."""
-    _integer(cfg, "grpo.num_prompts_per_step", low=1, example="grpo.num_prompts_per_step=16")
-    _integer(
+    check_integer(cfg, "grpo.num_prompts_per_step", low=1, example="grpo.num_prompts_per_step=16")
+    check_integer(
         cfg, "grpo.num_generations_per_prompt", low=2, example="grpo.num_generations_per_prompt=8"
     )
     _bool(cfg, "grpo.use_leave_one_out_baseline")
     _bool(cfg, "grpo.normalize_rewards")
-    _integer(cfg, "grpo.max_num_steps", low=1, example="grpo.max_num_steps=100")
-    _integer(cfg, "grpo.val_period", low=1, example="grpo.val_period=10")
-    _integer(cfg, "grpo.seed", low=0, example="grpo.seed=42")
-    _integer(cfg, "sft.max_num_steps", low=0, example="sft.max_num_steps=60 (0: no warm start)")
-    _integer(cfg, "sft.train_global_batch_size", low=1, example="sft.train_global_batch_size=64")
-    _number(cfg, "sft.lr", low=0.0, open_low=True, example="sft.lr=3e-3")
-    _number(cfg, "loss_fn.ratio_clip_min", low=0.0, high=1.0, example="loss_fn.ratio_clip_min=0.2")
-    _number(cfg, "loss_fn.ratio_clip_max", low=0.0, example="loss_fn.ratio_clip_max=0.2")
-    ratio_clip_c = _value(cfg, "loss_fn.ratio_clip_c", must=False)
+    check_integer(cfg, "grpo.max_num_steps", low=1, example="grpo.max_num_steps=100")
+    check_integer(cfg, "grpo.val_period", low=1, example="grpo.val_period=10")
+    check_integer(cfg, "grpo.seed", low=0, example="grpo.seed=42")
+    check_integer(
+        cfg, "sft.max_num_steps", low=0, example="sft.max_num_steps=60 (0: no warm start)"
+    )
+    check_integer(
+        cfg, "sft.train_global_batch_size", low=1, example="sft.train_global_batch_size=64"
+    )
+    check_number(cfg, "sft.lr", low=0.0, open_low=True, example="sft.lr=3e-3")
+    check_number(
+        cfg, "loss_fn.ratio_clip_min", low=0.0, high=1.0, example="loss_fn.ratio_clip_min=0.2"
+    )
+    check_number(cfg, "loss_fn.ratio_clip_max", low=0.0, example="loss_fn.ratio_clip_max=0.2")
+    ratio_clip_c = config_value(cfg, "loss_fn.ratio_clip_c", must=False)
     if ratio_clip_c is not None:
-        _number(cfg, "loss_fn.ratio_clip_c", low=1.0, open_low=True, example="3.0", must=False)
-    _number(
+        check_number(cfg, "loss_fn.ratio_clip_c", low=1.0, open_low=True, example="3.0", must=False)
+    check_number(
         cfg,
         "loss_fn.reference_policy_kl_penalty",
         low=0.0,
         example="loss_fn.reference_policy_kl_penalty=0.01",
     )
-    kl_type = _value(cfg, "loss_fn.reference_policy_kl_type", must=False)
+    kl_type = config_value(cfg, "loss_fn.reference_policy_kl_type", must=False)
     if kl_type not in (None, "k3"):
         raise ConfigError(
             f"loss_fn.reference_policy_kl_type={kl_type!r} is not supported by this trial; "
             "use loss_fn.reference_policy_kl_type=k3 (NeMo RL's default)."
         )
     for key in ("loss_fn.kl_input_clamp_value", "loss_fn.kl_output_clamp_value"):
-        _number(cfg, key, low=0.0, open_low=True, example=f"{key}=20 (or null)", must=False)
+        check_number(cfg, key, low=0.0, open_low=True, example=f"{key}=20 (or null)", must=False)
     _bool(cfg, "loss_fn.token_level_loss")
-    _number(
+    check_number(
         cfg,
         "policy.generation.temperature",
         low=0.0,
         open_low=True,
         example="policy.generation.temperature=1.0",
     )
-    _number(
+    check_number(
         cfg,
         "policy.generation.val_temperature",
         low=0.0,
@@ -65,21 +71,23 @@ def validate(cfg: DictConfig) -> None:
         "'${policy.generation.temperature}' (NeMo RL's: sample at the training temperature)",
         must=False,
     )
-    _number(cfg, "policy.optimizer.kwargs.lr", low=0.0, open_low=True, example="1e-3", must=True)
-    _number(cfg, "policy.optimizer.kwargs.weight_decay", low=0.0, example="0.01", must=False)
+    check_number(
+        cfg, "policy.optimizer.kwargs.lr", low=0.0, open_low=True, example="1e-3", must=True
+    )
+    check_number(cfg, "policy.optimizer.kwargs.weight_decay", low=0.0, example="0.01", must=False)
     if cfg.policy.get("max_grad_norm") is not None:
-        _number(cfg, "policy.max_grad_norm", low=0.0, open_low=True, example="1.0 (or null)")
-    _integer(
+        check_number(cfg, "policy.max_grad_norm", low=0.0, open_low=True, example="1.0 (or null)")
+    check_integer(
         cfg, "policy.train_global_batch_size", low=1, example="policy.train_global_batch_size=64"
     )
-    _integer(cfg, "task.num_digits", low=1, example="task.num_digits=8")
-    _integer(cfg, "task.validation_size", low=1, example="task.validation_size=256")
+    check_integer(cfg, "task.num_digits", low=1, example="task.num_digits=8")
+    check_integer(cfg, "task.validation_size", low=1, example="task.validation_size=256")
     _policy_fits_task(cfg)
     _bool(cfg, "checkpointing.enabled")
-    _integer(cfg, "checkpointing.save_period", low=1, example="checkpointing.save_period=10")
-    if _value(cfg, "checkpointing.keep_top_k", must=False) is not None:
-        _integer(cfg, "checkpointing.keep_top_k", low=1, example="3 (or null: keep all)")
-    _integer(cfg, "num_threads", low=1, example="num_threads=1")
+    check_integer(cfg, "checkpointing.save_period", low=1, example="checkpointing.save_period=10")
+    if config_value(cfg, "checkpointing.keep_top_k", must=False) is not None:
+        check_integer(cfg, "checkpointing.keep_top_k", low=1, example="3 (or null: keep all)")
+    check_integer(cfg, "num_threads", low=1, example="num_threads=1")
     device = str(cfg.get("device"))
     if device not in DEVICES and not device.startswith("cuda:"):
         raise ConfigError(
@@ -91,24 +99,24 @@ def _policy_fits_task(cfg: DictConfig) -> None:
     """The policy's vocabulary and length fit the task (checked here, before any job starts)."""
     from nemo_rl_hpo.training.grpo.task import NAMES, DigitsTask
 
-    name = _value(cfg, "task.name", must=True)
+    name = config_value(cfg, "task.name", must=True)
     if name not in NAMES:
         raise ConfigError(f"task.name must be one of {', '.join(NAMES)}, but got {name!r}.")
     task = DigitsTask(name=str(name), num_digits=int(cfg.task.num_digits))
-    vocab = _value(cfg, "model.vocab_size", must=True)
-    classes = _value(cfg, "model.num_classes", must=True)
+    vocab = config_value(cfg, "model.vocab_size", must=True)
+    classes = config_value(cfg, "model.num_classes", must=True)
     if vocab != task.vocab_size or classes != task.vocab_size:
         raise ConfigError(
             "model.vocab_size and model.num_classes must be the task's vocabulary "
             f"({task.vocab_size}: the policy is a causal LM), but got {vocab} and {classes}."
         )
-    _integer(
+    check_integer(
         cfg, "model.max_seq_len", low=task.seq_len, example=f"model.max_seq_len={task.seq_len}"
     )
 
 
 def _bool(cfg: DictConfig, key: str) -> None:
-    value = _value(cfg, key, must=True)
+    value = config_value(cfg, key, must=True)
     if not isinstance(value, bool):
         raise ConfigError(f"{key} must be true or false, but got {value!r}; e.g. {key}=true.")
 
