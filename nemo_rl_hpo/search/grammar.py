@@ -8,6 +8,7 @@ strings.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -74,7 +75,17 @@ def parse_params(
         if override.is_delete():
             parsed[key] = ParsedParam(key=key, distribution=None, fixed=line)
         elif override.is_sweep_override():
-            parsed[key] = ParsedParam(key=key, distribution=distribution_from_override(override))
+            try:
+                dist = distribution_from_override(override)
+            except SearchSpaceError:
+                raise
+            except Exception as e:  # Hydra's or Optuna's own check (step 0, NaN bounds, ...)
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise SearchSpaceError(
+                    f"hydra.sweeper.params.{key}: {_shown(line)} is not a space to sample "
+                    f"({_shown(first)}); write e.g. 'interval(0.0, 1.0)' or 'range(1, 10)'."
+                ) from None
+            parsed[key] = ParsedParam(key=key, distribution=dist)
         else:
             parsed[key] = ParsedParam(key=key, distribution=None, fixed=line)
     return list(parsed.values())
@@ -113,6 +124,10 @@ def distribution_from_override(override: Any) -> BaseDistribution:
         if start is None or stop is None:
             raise SearchSpaceError(f"params.{key}: range() needs a start and stop.")
         _check_bounds(key, "range", start, stop)
+        if not step > 0:
+            raise SearchSpaceError(
+                f"hydra.sweeper.params.{key}: range({start}, {stop}, {step}) needs a positive step."
+            )
         if any(isinstance(v, float) for v in (start, stop, step)):
             return FloatDistribution(float(start), float(stop), step=float(step))
         return IntDistribution(int(start), int(stop), step=int(step))
@@ -147,6 +162,10 @@ def _shown(text: str) -> str:
 
 
 def _check_bounds(key: str, kind: str, low: float, high: float) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise SearchSpaceError(
+            f"hydra.sweeper.params.{key}: {kind}({low}, {high}) needs finite bounds."
+        )
     if low > high:
         raise SearchSpaceError(
             f"params.{key}: {kind}({low}, {high}) has its lower bound above its "
