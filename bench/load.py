@@ -1,7 +1,7 @@
 """Load held: 1,000 trials through one sweeper, and 4 sweepers sharing one PostgreSQL study.
 
     python bench/load.py                                # full: results/load.json
-    python bench/load.py --trials 200 --pg-trials 200   # reduced (tests/test_load.py)
+    python bench/load.py --trials 200 --pg-trials 200   # reduced
     python bench/load.py --only pool                    # one part
 
 ``pool``: ``bench/apps/trivial`` (a trivial objective), ``--trials`` trials, ``n_jobs=8`` on
