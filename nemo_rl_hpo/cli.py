@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from nemo_rl_hpo.errors import named
-from nemo_rl_hpo.fidelity import _history as history
+from nemo_rl_hpo.fidelity import history
 from nemo_rl_hpo.sweep import confirm, cost, records, repeats
 from nemo_rl_hpo.sweep.budget import Budget
 from nemo_rl_hpo.sweep.budget import status as budget_status

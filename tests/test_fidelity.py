@@ -23,7 +23,7 @@ from nemo_rl_hpo import trial
 from nemo_rl_hpo.fidelity import FidelityError, FidelitySettings, Scheduler, records_from
 from nemo_rl_hpo.fidelity._claims import Claims
 from nemo_rl_hpo.fidelity._sampler import model_rung, view_trials
-from nemo_rl_hpo.fidelity._segment import CONTEXT_KEY
+from nemo_rl_hpo.fidelity.segment import CONTEXT_KEY
 from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep.storage import open_storage
 from tests.conftest import TINY
@@ -717,7 +717,7 @@ def test_a_promoted_segment_orphaned_with_its_sweeper_is_paused_again_not_failed
     tmp_path: Path,
 ) -> None:
     from nemo_rl_hpo.fidelity import FidelityProposer
-    from nemo_rl_hpo.fidelity._segment import end
+    from nemo_rl_hpo.fidelity.segment import end
     from nemo_rl_hpo.search.grammar import parse_params
     from nemo_rl_hpo.search.space import SearchSpace
     from nemo_rl_hpo.sweep.core import AsyncSweep, LaunchOutcome, SweepSettings

@@ -8,7 +8,7 @@ import time
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nemo_rl_hpo.fidelity import _history as history
+from nemo_rl_hpo.fidelity import history
 from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep.core import SweepSettings, SweepSummary
 from nemo_rl_hpo.sweep.proposer import counted_trials

@@ -37,7 +37,7 @@ from nemo_rl_hpo.command._metrics import (
 )
 from nemo_rl_hpo.command._overrides import render_override, render_overrides
 from nemo_rl_hpo.command._spec import CommandConfigError, CommandSpec, RaySubSpec
-from nemo_rl_hpo.fidelity._segment import segment_of
+from nemo_rl_hpo.fidelity.segment import segment_of
 from nemo_rl_hpo.step_dirs import latest_step_dir
 from nemo_rl_hpo.sweep import records
 

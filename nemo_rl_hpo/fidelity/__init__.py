@@ -10,7 +10,7 @@ many segments it runs. Design and settings: docs/fidelity.md.
   storage-free (a simulator drives them directly).
 - :class:`FidelityProposer`: the proposer for the shared trial loop (``sweep/core.py``).
 - :class:`RungSampler`: any Optuna sampler, fitted on the highest rung with enough values.
-- ``_segment``: the job side (pause at the rung); ``_claims``: the atomic promotion claim.
+- ``segment``: the job side (pause at the rung); ``_claims``: the atomic promotion claim.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # The proposer and sampler import optuna; jobs import this package for _segment only.
+    # The proposer and sampler import optuna; jobs import this package for ``segment`` only.
     if name == "FidelityProposer":
         from nemo_rl_hpo.fidelity._proposer import FidelityProposer
 

@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nemo_rl_hpo.fidelity._claims import Claims
 from nemo_rl_hpo.fidelity._schedule import Record, Scheduler
-from nemo_rl_hpo.fidelity._segment import CONTEXT_KEY
+from nemo_rl_hpo.fidelity.segment import CONTEXT_KEY
 from nemo_rl_hpo.sweep import records
 from nemo_rl_hpo.sweep.proposer import OptunaProposer, Proposal, counted_trials
 

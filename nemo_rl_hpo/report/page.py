@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nemo_rl_hpo.fidelity import _history as history
+from nemo_rl_hpo.fidelity import history
 from nemo_rl_hpo.report import cost_figures, files
 from nemo_rl_hpo.report.context import Ctx, PlotEntry
 from nemo_rl_hpo.report.importance import EVALUATORS, LABELS, agreement

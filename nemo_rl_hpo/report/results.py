@@ -19,7 +19,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial
 
-from nemo_rl_hpo.fidelity._history import record as fidelity_record
+from nemo_rl_hpo.fidelity.history import record as fidelity_record
 from nemo_rl_hpo.report import files
 from nemo_rl_hpo.report.reproducibility import reproducibility
 from nemo_rl_hpo.report.trials import (

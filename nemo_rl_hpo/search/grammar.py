@@ -82,7 +82,7 @@ def parse_params(
             except Exception as e:  # Hydra's or Optuna's own check (step 0, NaN bounds, ...)
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise SearchSpaceError(
-                    f"hydra.sweeper.params.{key}: {_shown(line)} is not a space to sample "
+                    f"params.{key}: {_shown(line)} is not a space to sample "
                     f"({_shown(first)}); write e.g. 'interval(0.0, 1.0)' or 'range(1, 10)'."
                 ) from None
             parsed[key] = ParsedParam(key=key, distribution=dist)
@@ -126,7 +126,7 @@ def distribution_from_override(override: Any) -> BaseDistribution:
         _check_bounds(key, "range", start, stop)
         if not step > 0:
             raise SearchSpaceError(
-                f"hydra.sweeper.params.{key}: range({start}, {stop}, {step}) needs a positive step."
+                f"params.{key}: range({start}, {stop}, {step}) needs a positive step."
             )
         if any(isinstance(v, float) for v in (start, stop, step)):
             return FloatDistribution(float(start), float(stop), step=float(step))
@@ -163,9 +163,7 @@ def _shown(text: str) -> str:
 
 def _check_bounds(key: str, kind: str, low: float, high: float) -> None:
     if not (math.isfinite(low) and math.isfinite(high)):
-        raise SearchSpaceError(
-            f"hydra.sweeper.params.{key}: {kind}({low}, {high}) needs finite bounds."
-        )
+        raise SearchSpaceError(f"params.{key}: {kind}({low}, {high}) needs finite bounds.")
     if low > high:
         raise SearchSpaceError(
             f"params.{key}: {kind}({low}, {high}) has its lower bound above its "

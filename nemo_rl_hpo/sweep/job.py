@@ -36,7 +36,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nemo_rl_hpo.errors import named
-from nemo_rl_hpo.fidelity import _segment
+from nemo_rl_hpo.fidelity import segment as fidelity_segment
 from nemo_rl_hpo.sweep import confirm, cost, devices, records
 from nemo_rl_hpo.sweep import context as trial_context
 from nemo_rl_hpo.sweep.aggregate import combine
@@ -282,7 +282,7 @@ def end(
         state = "PRUNED"
     else:
         state, reason = "FAIL", f"{type(value).__name__}: {named(value, prefix)}"
-    segment = _segment.segment_of(ctx)
+    segment = fidelity_segment.segment_of(ctx)
     mine: dict[str, Any] = {"seed": part.seed, "state": state, "values": values, "metrics": metrics}
     if segment is not None:  # parts of one segment: an earlier segment's records do not count
         mine["segment"] = int(segment["target"])
@@ -310,7 +310,7 @@ def end(
             for k in range(len(done[0]["values"]))
         ]
         if segment is not None:  # the segment ended: pause at its rung, or finish
-            ended = _segment.end(study, frozen, told[0], segment)
+            ended = fidelity_segment.end(study, frozen, told[0], segment)
             if ended == "paused":
                 return None
             if ended == "short":
