@@ -343,6 +343,9 @@ def test_standin_saves_before_checkpoint_must_save_by_and_stops(tmp_path: Path) 
         "grpo.num_generations_per_prompt=2",
         "standin.step_sleep_s=0.2",
         "checkpointing.checkpoint_must_save_by='00:00:00:03'",
+        # Only the save at the timeout: the save-by clock starts at the training loop (as NeMo
+        # RL's), so 3 s hold ~15 steps, past the stand-in's save_period of 5.
+        "checkpointing.save_period=1000",
     )
     # Rule: NeMo RL's behaviour: save, say so, exit 0 long before max_num_steps.
     assert "Timeout has been reached, stopping training early" in proc.stdout
