@@ -66,6 +66,15 @@ def test_one_gpu_trials_cost_sacct_elapsed_and_a_budget_stops_them(tmp_path: Pat
         assert job.source == "sacct" and job.gpus == 1
         assert job.job_id == t.user_attrs["slurm_job_id"]
         assert job.gpu_s == _sacct_gpu_s(job.job_id)[0] > 0
+    # Rule: the sweep's end re-reads sacct; a record that no longer matches it is corrected.
+    first = study.trials[0]
+    (stale,) = jobs[first.number].values()
+    stale.gpu_s = 99.0
+    cost.write(study._storage, study._study_id, first.number, str(stale.job_id), stale)
+    assert cost.refresh(study, numbers=[first.number], recheck=True) == 1
+    assert cost.refresh(study, recheck=True) == 0
+    (fixed,) = _jobs(study)[first.number].values()
+    assert fixed.gpu_s == _sacct_gpu_s(str(fixed.job_id))[0]
     spent = cost.study_totals(study._storage.get_study_system_attrs(study._study_id)).gpu_s
     # Rule: a budget just above what was spent lets few new trials start, said in one line ...
     tight = (spent + 1.0) / 3600

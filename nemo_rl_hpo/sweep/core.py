@@ -334,6 +334,7 @@ class AsyncSweep:
         finally:
             self._stop.set()
             pool.shutdown(wait=True)
+        self._recheck_costs()
         summary.finished = time.time()
         summary.counts = records.count_states(self._trials())
         summary.budget_reached = self._budget_line
@@ -459,6 +460,21 @@ class AsyncSweep:
             cost.settle_trial(self._storage, self.study._study_id, number)
         except Exception as e:  # accounting is never worth a trial or the sweep
             log.warning("could not record the cost of trial %d: %s", number, e)
+
+    def _recheck_costs(self) -> None:
+        """The sweep's Slurm jobs' records once more from sacct, now that it has settled (see
+        ``cost.refresh``); nothing to ask when no trial here was a Slurm job of its own."""
+        slurm_trials = [
+            n
+            for n, tid in self._trial_ids.items()
+            if cost.slurm_job_ids(self._storage.get_trial(tid))
+        ]
+        if not slurm_trials:
+            return
+        try:
+            cost.refresh(self.study, numbers=slurm_trials, recheck=True)
+        except Exception as e:  # accounting is never worth the sweep
+            log.warning("could not re-read the sweep's costs from Slurm's accounting: %s", e)
 
     def _watch(self, t: FrozenTrial) -> LaunchOutcome:
         """Wait for a re-attached job: the job tells the study itself when it ends."""
