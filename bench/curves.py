@@ -6,8 +6,9 @@
 
 ``build`` appends one record per run (configuration x seed) to ``bench/data/<trial>.jsonl.gz``
 (one gzip member per record, so an interrupted build loses at most the run in flight) and skips
-records already there: it can be stopped and resumed at any time, over several sessions. Never
-run two builders on one file.
+records already there: it can be stopped and resumed at any time, over several sessions. Two
+cores: ``--shard 0/2`` and ``--shard 1/2`` split the configurations between two builders on one
+file (each appends under a file lock); never run two builders of the same shard.
 
 The configurations are the trial's default configuration, then a scrambled Sobol design
 (``scipy.stats.qmc.Sobol``) over every key of the trial's search preset (``search=default`` /
@@ -343,27 +344,52 @@ def read_table(path: Path, repair: bool = False) -> list[dict[str, Any]]:
 
 
 def append_record(path: Path, record: Mapping[str, Any]) -> None:
-    """One gzip member per record, synced: a killed build loses only the run in flight."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """One gzip member per record, synced: a killed build loses only the run in flight. Under
+    the table's write lock: another shard's builder may append to the same file."""
     line = json.dumps(record, separators=(",", ":")) + "\n"
-    with open(path, "ab") as raw:
+    with _write_lock(path), open(path, "ab") as raw:
         raw.write(gzip.compress(line.encode(), compresslevel=9, mtime=0))
         raw.flush()
         os.fsync(raw.fileno())
 
 
 @contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """Refuse a second builder on the same table."""
+def _write_lock(path: Path) -> Iterator[None]:
+    """Held while the table file is written (an append, a repair), by any shard's builder."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as f:
+    with open(path.with_suffix(".write.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def _lock(path: Path, shard: str) -> Iterator[None]:
+    """Refuse a second builder of the same shard on the same table."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(f".lock{shard.replace('/', 'of')}"), "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SystemExit(f"another build holds {path}; run one builder per table") from None
+            raise SystemExit(
+                f"another build holds {path} (shard {shard}); run one builder per shard"
+            ) from None
         yield
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' -> (K, N): this builder runs configurations K, K+N, K+2N, ... of the design."""
+    k, _, n = text.partition("/")
+    try:
+        ki, ni = int(k), int(n)
+    except ValueError:
+        raise SystemExit(f"--shard must be K/N with 0 <= K < N, e.g. 0/2; got {text!r}") from None
+    if not 0 <= ki < ni:
+        raise SystemExit(f"--shard must be K/N with 0 <= K < N, e.g. 0/2; got {text!r}")
+    return ki, ni
 
 
 def build(args: argparse.Namespace) -> None:
@@ -372,14 +398,17 @@ def build(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     kind = TRIALS[args.trial]
     path = Path(args.table) if args.table else table_path(kind.name)
-    with _lock(path):
-        done = {(r["key"], r["seed"]) for r in read_table(path, repair=True)}
+    k, n = parse_shard(args.shard)
+    with _lock(path, args.shard):
+        with _write_lock(path):
+            done = {(r["key"], r["seed"]) for r in read_table(path, repair=True)}
         composer = Composer()
         space = composer.space(kind)
         rows = design(space, default_values(composer, space, kind), args.configs, args.design_seed)
         todo = [
             (o, kind.first_seed + s)
-            for o in rows
+            for i, o in enumerate(rows)
+            if i % n == k
             for s in range(args.seeds)
             if (config_key(o), kind.first_seed + s) not in done
         ]
@@ -435,6 +464,12 @@ def main(argv: list[str] | None = None) -> None:
         help="an unsearched override for every run (a short table for tests)",
     )
     b.add_argument("--limit", type=int, default=0, help="run at most this many records")
+    b.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="K/N",
+        help="run configurations K, K+N, ... only (two builders: 0/2 and 1/2)",
+    )
     s = sub.add_parser("show", help="record counts of a table")
     s.add_argument("table")
     args = ap.parse_args(argv)
