@@ -19,8 +19,17 @@ decides in real time, so the order of events follows the scaled sleeps plus Ray'
 the *budget* and the clock of the anytime curve are not wall time but the recorded seconds the
 sweep consumed (worker-seconds / n_jobs), exactly the simulator's clock. Seeds and the tuning
 / test split are the simulator's (seed i: sampler seed i; test seeds rotate).
-PBT and PB2 are not replayed: a member that exploits and explores changes its hyperparameters
-mid-run, and a table of constant-configuration runs has no curve for that (bench/README.md).
+PBT and PB2 (``ray_pbt``, ``ray_pb2``): Ray's ``PopulationBasedTraining`` and ``PB2``
+(Parker-Holder et al., NeurIPS 2020) with ``time_attr="step"`` and the project's PBT defaults
+(perturbation every 100 steps, quantile 0.25, resample 0.25, factors 0.8/1.2), on the same space
+as ``simulate.py``'s ``pbt`` contender (the table's space without conditional keys), one
+population per budget (the same size: the largest multiple of n_jobs <= 0.8 x the budget in full
+runs; ``synch=True`` when it exceeds n_jobs, as ours goes synchronous). The trainable checkpoints
+its member's schedule at every report; when Ray exploits, it restores the parent's checkpoint
+with the explored config and continues by the tabular approximation of ``_pbt_curve.py`` (the
+same as ours). PB2 explores only numeric keys (Ray's ``hyperparam_bounds``; a log-scale key is
+given to it as its log10, so its GP models it in the space it is searched in); categorical keys
+keep the member's initial draw or are copied from the parent.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("SYNETUNE_FOLDER", str(BENCH / "_work" / "syne-tune"))
 
+import _pbt_curve as pc  # noqa: E402
 from _nearest import Nearest, active, read_records  # noqa: E402
 
 OBJECTIVE = {"supervised": ("val_loss", "min"), "grpo": ("val_reward", "max")}
@@ -84,8 +94,18 @@ class Table:
         self.full_run_s = statistics.median(full)
         self.max_step = max(max(v["steps"]) for v in self.runs.values() if v["steps"])
         self.first_step = min(min(v["steps"]) for v in self.runs.values() if v["steps"])
+        self.pbt_mode = "jump"
+
+    def curve(self, key: str, seed: int) -> tuple[list[int], list[float]]:
+        run = self.runs[(key, seed)]
+        return run["steps"], run["values"]
 
     def final(self, key: str, seed: int) -> float:
+        schedule = pc.parse_key(key)
+        if schedule is not None:  # a PBT member: its schedule replayed on this seed
+            return pc.final(
+                self.curve, schedule, seed, self.max_step, self.pbt_mode, self.mode == "max"
+            )
         run = self.runs[(key, seed)]
         if run["error"] or not run["values"]:
             return math.inf * self.sign
@@ -213,6 +233,179 @@ def run_ray(
             verbose=0,
             storage_path=str(BENCH / "_work" / "ray-results"),
             name=f"{contender}-{seed}-{os.getpid()}",
+        ),
+    )
+    tuner.fit()
+    return done
+
+
+def population_size(budget_runs: float, n_jobs: int) -> int:
+    """The population of a budget (as simulate.py's ``{population}``)."""
+    return max(2, n_jobs * int(0.8 * budget_runs // n_jobs))
+
+
+def run_ray_pbt(
+    table: Table,
+    nearest: Nearest,
+    spec: list[dict[str, Any]],
+    contender: str,
+    seed: int,
+    pool: list[int],
+    n_jobs: int,
+    budget_s: float,
+    population: int,
+    scale: float,
+) -> list[dict[str, Any]]:
+    """One Ray Tune PBT or PB2 population on the table; its members that reached the end."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.schedulers.pb2 import PB2
+
+    obj, mode = table.objective, table.mode
+    interval = 100
+    maximize = mode == "max"
+    plain = [p for p in spec if not p.get("condition")]  # our PBT's space: no conditional keys
+    logs = {p["key"] for p in plain if p["kind"] == "float" and p["log"]}
+
+    def values_of(config: dict[str, Any]) -> dict[str, str]:
+        out = {}
+        for p in plain:
+            v = config[p["key"]]
+            out[p["key"]] = _text(10 ** float(v) if p["key"] in logs and pb2 else v)
+        return out
+
+    pb2 = contender == "ray_pb2"
+
+    def trainable(config: dict[str, Any]) -> None:
+        key, _, _ = nearest(values_of(config))
+        schedule: list[tuple[int, str]] = []
+        start = 0
+        ckpt = tune.get_checkpoint()
+        if ckpt is not None:  # a resumed member, or an exploit: the parent's schedule and seed
+            with ckpt.as_directory() as d:
+                saved = json.loads((Path(d) / "member.json").read_text())
+            schedule = [(int(a), str(b)) for a, b in saved["schedule"]]
+            start, run_seed = int(saved["step"]), int(saved["seed"])
+        else:
+            run_seed = random.Random(json.dumps(config, sort_keys=True, default=str)).choice(pool)
+        schedule = [x for x in schedule if x[0] < start] if start else []
+        if not schedule or schedule[-1][1] != key:
+            schedule.append((start, key))
+        curve = pc.replay(table.curve, schedule, run_seed, table.max_step, table.pbt_mode, maximize)
+        run = table.runs[(key, run_seed)]
+        cost = dict(zip(run["steps"], run["cpu"], strict=True))
+        for step, value in curve:
+            if step <= start:
+                continue
+            time.sleep(cost.get(step, 0.0) * scale)
+            if not math.isfinite(value):
+                return  # diverged: the member's run ends here
+            with tempfile.TemporaryDirectory() as d:
+                (Path(d) / "member.json").write_text(
+                    json.dumps({"schedule": schedule, "step": step, "seed": run_seed})
+                )
+                tune.report(
+                    {
+                        "step": step,
+                        obj: value,
+                        "cost_s": cost.get(step, 0.0),
+                        "key": pc.schedule_key(schedule),
+                        "last": step == table.max_step,
+                    },
+                    checkpoint=tune.Checkpoint.from_directory(d),
+                )
+
+    consumed = [0.0]
+    done: list[dict[str, Any]] = []
+
+    class Budget(tune.Stopper):
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            consumed[0] += float(result.get("cost_s", 0.0))
+            if result.get("last"):
+                done.append(
+                    {
+                        "time": consumed[0] / n_jobs,
+                        "value": result[obj],
+                        "key": result["key"],
+                        "trial": trial_id,
+                    }
+                )
+            # a member at the full length stops here, before the scheduler sees the result
+            # (Tune's `stop={"training_iteration": ...}` idiom): PBT would otherwise exploit at
+            # the last step and re-run the final segment from the parent's older checkpoint
+            return bool(result.get("last"))
+
+        def stop_all(self) -> bool:
+            return consumed[0] >= budget_s * n_jobs
+
+    space: dict[str, Any] = {}
+    for p in plain:
+        if p["kind"] == "categorical":
+            space[p["key"]] = tune.choice(p["choices"])
+        elif p["kind"] == "int":
+            space[p["key"]] = tune.choice(
+                list(range(int(p["low"]), int(p["high"]) + 1, p.get("step") or 1))
+            )
+        elif p["log"]:
+            lo, hi = math.log10(p["low"]), math.log10(p["high"])
+            space[p["key"]] = tune.uniform(lo, hi) if pb2 else tune.loguniform(p["low"], p["high"])
+        else:
+            space[p["key"]] = tune.uniform(p["low"], p["high"])
+    common = {
+        "time_attr": "step",
+        "perturbation_interval": interval,
+        "quantile_fraction": 0.25,
+        "synch": population > n_jobs,
+    }
+    if pb2:
+        bounds = {
+            p["key"]: [math.log10(p["low"]), math.log10(p["high"])]
+            if p["key"] in logs
+            else [p["low"], p["high"]]
+            for p in plain
+            if p["kind"] == "float"
+        }
+        sched: Any = PB2(hyperparam_bounds=bounds, **common)
+    else:
+        sched = PopulationBasedTraining(
+            # Ray's idiom: a list for a categorical (perturb = a neighbouring choice)
+            hyperparam_mutations={
+                p["key"]: list(p["choices"]) if p["kind"] == "categorical" else space[p["key"]]
+                for p in plain
+            },
+            resample_probability=0.25,
+            perturbation_factors=(1.2, 0.8),
+            **common,
+        )
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=n_jobs, include_dashboard=False, log_to_driver=False, logging_level="ERROR"
+        )
+    random.seed(seed)  # Ray's PBT/PB2 draw their explore decisions from the global generators
+    import numpy as np
+
+    np.random.seed(seed)
+    from ray.tune.search import BasicVariantGenerator
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=obj,
+            mode=mode,
+            scheduler=sched,
+            num_samples=population,
+            # the whole population exists from the start (PENDING beyond the n_jobs CPUs of
+            # ray.init); a concurrency limit would make Ray create members a few at a time
+            reuse_actors=True,  # restarts at every perturbation otherwise (~10 s each here)
+            search_alg=BasicVariantGenerator(random_state=seed),
+        ),
+        run_config=tune.RunConfig(
+            stop=Budget(),
+            verbose=0,
+            storage_path=str(BENCH / "_work" / "ray-results"),
+            name=f"{contender}-{seed}-{population}-{os.getpid()}",
         ),
     )
     tuner.fit()
@@ -363,8 +556,15 @@ def main() -> None:
     ap.add_argument("--tune-seeds", type=int, default=1)
     ap.add_argument("--scale", type=float, default=0.01, help="wall s slept per recorded s")
     ap.add_argument("--out", help="bench/results/<out>.json (default: peers_<table>)")
+    ap.add_argument(
+        "--pbt-mode",
+        choices=pc.MODES,
+        default="jump",
+        help="how a PBT member's curve continues after an exploit (bench/_pbt_curve.py)",
+    )
     args = ap.parse_args()
     table = Table(Path(args.table), args.records)
+    table.pbt_mode = args.pbt_mode
     spec = json.loads(Path(args.space).read_text())
     nearest = Nearest(spec, {k: table.configs[k] for k in table.keys})
     budgets = [float(b) for b in args.budgets.split(",")]
@@ -388,7 +588,23 @@ def main() -> None:
             if (name, seed) in have:
                 continue
             t0 = time.time()
-            if name.startswith("syne_"):
+            per_budget: dict[float, list[dict[str, Any]]] = {}
+            if name in ("ray_pbt", "ray_pb2"):  # a population per budget
+                for b in budgets:
+                    per_budget[b] = run_ray_pbt(
+                        table,
+                        nearest,
+                        spec,
+                        name,
+                        seed,
+                        pool,
+                        args.n_jobs,
+                        b * table.full_run_s / args.n_jobs,
+                        population_size(b, args.n_jobs),
+                        args.scale,
+                    )
+                done = per_budget[max(budgets)]
+            elif name.startswith("syne_"):
                 done = run_syne(table, nearest, spec, name, seed, pool, args.n_jobs, budget_s)
             elif name.startswith("ray_"):
                 done = run_ray(
@@ -396,12 +612,12 @@ def main() -> None:
                 )
             else:
                 raise SystemExit(
-                    f"unknown contender {name!r}: ray_random, ray_asha, "
-                    "ray_hyperband, syne_random, syne_asha"
+                    f"unknown contender {name!r}: ray_random, ray_asha, ray_hyperband, "
+                    "ray_pbt, ray_pb2, syne_random, syne_asha"
                 )
             for b in budgets:
                 t = b * table.full_run_s / args.n_jobs
-                seen = [d for d in done if d["time"] <= t]
+                seen = [d for d in per_budget.get(b, done) if d["time"] <= t]
                 if not seen:
                     q, regret = math.nan, math.inf
                 else:

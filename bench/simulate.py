@@ -4,6 +4,7 @@
     python bench/simulate.py --table bench/data/supervised.jsonl.gz \\
         --contenders random,default,tpe_indep,gp,median,hyperband --seeds 20 --budgets 30,60
     python bench/simulate.py --table ... --contenders random,default --trials 20,50,100  # by trials
+    python bench/simulate.py --table bench/data/supervised.jsonl.gz --contenders random,pbt
     python bench/simulate.py --list            # the contenders and their Hydra overrides
 
 A contender is the Hydra overrides a user would type (``hydra/sweeper/sampler=random``,
@@ -21,6 +22,15 @@ own code (``_search_space.build_space``, ``_samplers.make_sampler``/``make_prune
   aggregate-and-prune in ``sweep/repeats.py``, run as in a live job), and at its end the real
   ``sweep/job.on_job_end``. The one seam: the job finds its trial in the in-memory study
   (``nemo_rl_hpo.sweep.context.open_trial`` returns it) instead of opening the storage URL.
+
+PBT contenders (``hydra/sweeper=pbt``, :func:`simulate_pbt`) drive the real population
+(``nemo_rl_hpo.pbt.PBTProposer`` around ``PBTScheduler``, settings from ``PBTSettings``) through
+the same simulated launcher. A table has no curve for a member that changes hyperparameters
+mid-run, so an exploit is replayed by the tabular approximation of ``_pbt_curve.py`` (by
+default Syne Tune's rule: from the exploit step on, the member reads the curve of the table
+configuration nearest to its explored hyperparameters; ``--pbt-mode`` picks another;
+``bench/pbt_exploit_check.py`` measures each against live exploits). One population per budget
+(``{population}`` members); a member's true quality is its schedule replayed on the test seeds.
 
 A sampled configuration maps to the nearest configuration of the table: fewest categorical
 mismatches first (group options and choices compared exactly), then the Euclidean distance of
@@ -53,8 +63,9 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
 import _common as c  # noqa: E402
+import _pbt_curve as pc  # noqa: E402
 import curves  # noqa: E402
-from _nearest import Nearest, parse_overrides  # noqa: E402
+from _nearest import Nearest, active, parse_overrides  # noqa: E402
 
 # name -> Hydra overrides of `python train.py -m trial=<trial>`
 CONTENDERS: dict[str, list[str]] = {
@@ -74,7 +85,24 @@ CONTENDERS: dict[str, list[str]] = {
     "asha": ["hydra/sweeper/fidelity=asha"],
     "hyperband_pause": ["hydra/sweeper/fidelity=hyperband"],
     "random_asha": ["hydra/sweeper/sampler=random", "hydra/sweeper/fidelity=asha"],
+    # PBT (hydra/sweeper=pbt): one population per budget B of full runs; {population} is the
+    # largest multiple of n_jobs <= 0.8 B (members train the full length in synchronous rounds:
+    # the barrier idles workers, and a population of B members overran the budget)
+    "pbt": ["hydra/sweeper=pbt", "hydra.sweeper.population_size={population}"],
+    "pbt4": ["hydra/sweeper=pbt"],  # its defaults: 4 members x 4 rounds of 100 steps
 }
+# Keys a contender holds at the trial's default configuration (its sampled value, and the
+# conditional keys of other options, are dropped before the nearest-configuration mapping).
+# `pbt_fixed_groups` holds the groups whose state a checkpoint cannot carry across options (an
+# Adam checkpoint does not load into SGD, a cosine schedule's state not into a step schedule):
+# the only PBT of this space that runs live on the supervised trial. `random_fixed_groups` is
+# its control: random search on the same subspace (the default holds the table's best options).
+HELD: dict[str, list[str]] = {
+    "pbt_fixed_groups": ["optimizer", "scheduler"],
+    "random_fixed_groups": ["optimizer", "scheduler"],
+}
+CONTENDERS["pbt_fixed_groups"] = CONTENDERS["pbt"]
+CONTENDERS["random_fixed_groups"] = CONTENDERS["random"]
 
 
 # --- the table --------------------------------------------------------------------------------
@@ -101,6 +129,7 @@ class Table:
     default_key: str
     fixed: list[str] = field(default_factory=list)  # the build's --set overrides
     full_run_s: float = 0.0  # median CPU seconds of a full-length run
+    pbt_mode: str = "jump"  # how a PBT member's curve joins after an exploit (_pbt_curve)
 
     @property
     def sign(self) -> float:
@@ -110,7 +139,19 @@ class Table:
     def keys(self) -> list[str]:
         return [k for k in self.overrides if all((k, s) in self.runs for s in self.seeds)]
 
+    @property
+    def end_step(self) -> int:
+        return max(max(r.steps) for r in self.runs.values() if r.steps)
+
+    def curve(self, key: str, seed: int) -> tuple[list[int], list[float]]:
+        run = self.runs[(key, seed)]
+        return run.steps, run.values
+
     def final(self, key: str, seed: int) -> float:
+        schedule = pc.parse_key(key)
+        if schedule is not None:  # a PBT member: its schedule replayed on this seed
+            maximize = self.kind.direction == "maximize"
+            return pc.final(self.curve, schedule, seed, self.end_step, self.pbt_mode, maximize)
         run = self.runs[(key, seed)]
         if run.error or not run.values:
             return math.inf * self.sign  # a failed run is the worst there is
@@ -219,6 +260,7 @@ class SweepResult:
     evals: int
     segments: int
     budget_trials: int = 0
+    budget: float | None = None  # a PBT population sized for this budget (full runs) only
 
 
 def simulate_one(
@@ -233,6 +275,7 @@ def simulate_one(
     budget_s: float | None,
     n_trials: int,
     test_seeds: list[int],
+    held: dict[str, str] | None = None,
 ) -> SweepResult:
     """One sweep of one contender on the table, with simulated time.
 
@@ -347,7 +390,8 @@ def simulate_one(
                 study._storage.set_trial_user_attr(
                     proposal.trial._trial_id, records.OVERRIDES, proposal.overrides
                 )
-                key, mism, dist = nearest(parse_overrides(proposal.overrides))
+                values = {**parse_overrides(proposal.overrides), **(held or {})}
+                key, mism, dist = nearest(active(nearest.spec, values) if held else values)
                 keys[number] = key
                 distances.append((mism, dist))
                 for i in range(per_config):
@@ -433,33 +477,262 @@ def simulate_one(
     )
 
 
+def simulate_pbt(
+    table: Table,
+    space: Any,
+    nearest: Nearest,
+    composer: curves.Composer,
+    contender: str,
+    overrides: list[str],
+    seed: int,
+    n_jobs: int,
+    budget_s: float,
+    budget_runs: float,
+    test_seeds: list[int],
+    defaults: dict[str, str],
+) -> SweepResult:
+    """One PBT sweep (``hydra/sweeper=pbt``) on the table, with simulated time.
+
+    Real: the sweeper's settings (``PBTSettings`` from the composed ``hydra.sweeper``, so a
+    population smaller than ``n_jobs`` goes synchronous as live), the population
+    (``nemo_rl_hpo.pbt.PBTScheduler`` inside ``PBTProposer``: ranking, truncation selection,
+    exploit, explore, retries), the member rounds as Optuna trials, and in each job
+    ``trial.report`` and ``sweep/job.on_job_end``. Simulated: the clock and launcher (as in
+    :func:`simulate_one`) and the training: a round of a member reads the table with the
+    approximation of ``_pbt_curve`` (after an exploit it continues on the nearest table
+    configuration of its explored hyperparameters, from the parent's checkpoint value, on the
+    seed it inherited). Conditional keys are not explored (PBT refuses them) and neither are
+    the keys of ``PBT_FIXED[contender]``: they keep the trial's default configuration.
+    """
+    import random
+
+    import optuna
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.nemo_rl_hpo._settings import PBTSettings
+    from nemo_rl_hpo import pbt
+    from nemo_rl_hpo import trial as trial_api
+    from nemo_rl_hpo.sweep import context as trial_context
+    from nemo_rl_hpo.sweep import job as job_api
+
+    kind = table.kind
+    population = max(2, n_jobs * int(0.8 * budget_runs // n_jobs))
+    ovs = [o.replace("{population}", str(population)) for o in overrides]
+    cfg = composer.compose([f"trial={kind.name}", *table.fixed, *ovs], hydra=True)
+    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)
+    sweeper["n_jobs"] = n_jobs  # type: ignore[index]
+    s = PBTSettings.from_config(OmegaConf.create(sweeper))  # type: ignore[arg-type]
+    config = s.pbt_config(seed, n_jobs)
+    end = config.rounds * config.perturbation_interval
+    if end != table.end_step:
+        raise SystemExit(
+            f"{contender}: PBT trains {config.rounds} rounds x {config.perturbation_interval} "
+            f"steps = {end}, the table's runs {table.end_step}: set hydra.sweeper.num_rounds"
+        )
+    fixed = set(HELD.get(contender, []))
+    dists = {
+        k: d for k, d in space.distributions.items() if k not in space.conditions and k not in fixed
+    }
+    params = [pbt.param_from_distribution(k, d) for k, d in dists.items()]
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(
+        storage=storage,
+        study_name=f"sim-{contender}-{seed}",
+        direction=s.directions[0],  # type: ignore[arg-type]
+        sampler=optuna.samplers.RandomSampler(),
+        pruner=optuna.pruners.NopPruner(),
+    )
+    root = Path("/simulated/checkpoints")
+    proposer = pbt.PBTProposer(study, config, params, dists, space.overrides, root)
+    proposer.adopt([])
+    base_ctx = {
+        "study": study.study_name,
+        "storage": "simulated://memory",
+        "prune_metric": kind.objective,
+        "objectives": [kind.objective],
+        "weights": None,
+        "pruner": None,
+    }
+    ids: dict[int, int] = {}
+
+    def in_memory_trial(storage_url: str, study_name: str, number: int, pruner: str = "") -> Any:
+        return optuna.Trial(study, ids[number])
+
+    trial_context.open_trial = in_memory_trial  # type: ignore[assignment]  # the seam (see top)
+    rng = random.Random(seed * 7919 + 17)
+    pool = [x for x in table.seeds if x not in test_seeds]
+    maximize = kind.direction == "maximize"
+    # checkpoint path -> (schedule, table seed) of the member that saved it
+    saved: dict[str, tuple[list[tuple[int, str]], int]] = {}
+    clock, order, n_segments = 0.0, 0, 0
+    events: list[_Event] = []
+    running = 0
+    finished: list[dict[str, Any]] = []
+    incumbents: list[tuple[float, str]] = []
+    distances: list[tuple[int, float]] = []
+    best: float | None = None
+
+    while True:
+        while running < n_jobs and clock < budget_s:
+            proposal = proposer.ask()
+            if proposal is None:
+                break
+            ids[proposal.number] = proposal.trial._trial_id
+            ctx = proposal.context
+            values = {**defaults, **parse_overrides(proposal.overrides)}
+            key, mism, dist = nearest(active(nearest.spec, values))
+            distances.append((mism, dist))
+            start_step = int(ctx["steps"]) - config.perturbation_interval
+            if ctx.get("resume_from"):
+                parent_sched, run_seed = saved[str(ctx["resume_from"])]
+                schedule = [x for x in parent_sched if x[0] < start_step]
+            else:
+                schedule, run_seed = [], rng.choice(pool)
+            if not schedule or schedule[-1][1] != key:
+                schedule = [*schedule, (start_step, key)]
+            member_curve = pc.replay(
+                table.curve, schedule, run_seed, int(ctx["steps"]), table.pbt_mode, maximize
+            )
+            vals = [(st, v) for st, v in member_curve if st > start_step]
+            run = table.runs[(key, run_seed)]
+            cost = dict(zip(run.steps, run.cpu, strict=True))
+            job = {
+                "number": proposal.number,
+                "ctx": json.dumps({**base_ctx, **ctx, "number": proposal.number}),
+                "vals": vals,
+                "cost": [cost.get(st, 0.0) for st, _ in vals] or [run.cpu[0] if run.cpu else 1.0],
+                "i": 0,
+                "target": int(ctx["steps"]),
+                "save": str(ctx["checkpoint_dir"]),
+                "schedule": schedule,
+                "seed": run_seed,
+            }
+            heapq.heappush(events, _Event(clock + job["cost"][0], order, job))
+            order += 1
+            running += 1
+        if not events:
+            break
+        ev = heapq.heappop(events)
+        if ev.time > budget_s:
+            clock = budget_s
+            break
+        clock = ev.time
+        job = ev.job
+        os.environ[trial_api.ENV_TRIAL] = job["ctx"]
+        vals = job["vals"]
+        if not vals:
+            completed, result = False, RuntimeError("the configuration diverged before this round")
+        else:
+            step, value = vals[job["i"]]
+            trial_api.report(step, {kind.objective: value})
+            n_segments += 1
+            if job["i"] + 1 < len(vals) and math.isfinite(value):
+                job["i"] += 1
+                heapq.heappush(events, _Event(clock + job["cost"][job["i"]], order, job))
+                order += 1
+                continue
+            ok = step == job["target"] and math.isfinite(value)
+            completed = ok
+            result = (
+                {kind.objective: value, "step": float(step)} if ok else RuntimeError("diverged")
+            )
+        job_api.on_job_end(completed, result)
+        running -= 1
+        frozen = study._storage.get_trial(ids[job["number"]])
+        proposer.tell(frozen)
+        saved[job["save"]] = (job["schedule"], job["seed"])
+        if completed and job["target"] == end:
+            v = frozen.value
+            key = pc.schedule_key(job["schedule"])
+            finished.append(
+                {
+                    "time": clock,
+                    "number": frozen.number,
+                    "state": "COMPLETE",
+                    "value": v,
+                    "key": key,
+                }
+            )
+            if v is not None and (best is None or table.sign * (v - best) < 0):
+                best = v
+                incumbents.append((clock, key))
+    os.environ.pop(trial_api.ENV_TRIAL, None)
+    return SweepResult(
+        contender,
+        seed,
+        test_seeds,
+        finished,
+        incumbents,
+        clock,
+        distances,
+        len(distances),
+        n_segments,
+        budget=budget_runs,
+    )
+
+
 # --- many sweeps ------------------------------------------------------------------------------
 
 _WORKER: dict[str, Any] = {}
 
 
-def _init(table_path: str, limit: int = 0) -> None:
+def _init(table_path: str, limit: int = 0, pbt_mode: str = "jump") -> None:
     logging.getLogger("optuna").setLevel(logging.ERROR)
     logging.getLogger("nemo_rl_hpo").setLevel(logging.ERROR)
     logging.getLogger("hydra_plugins").setLevel(logging.ERROR)
     import optuna
+
+    from nemo_rl_hpo.search.grammar import format_value
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     import warnings
 
     warnings.simplefilter("ignore")
     table = load_table(Path(table_path), limit)
+    table.pbt_mode = pbt_mode
     composer = curves.Composer()
     space = composer.space(table.kind)
     configs = {k: table.overrides[k] for k in table.keys()}
+    defaults = {
+        k: format_value(v)
+        for k, v in curves.default_values(composer, space, table.kind).items()
+        if k not in space.conditions
+    }
     _WORKER.update(
-        table=table, composer=composer, space=space, nearest=Nearest(space_spec(space), configs)
+        table=table,
+        composer=composer,
+        space=space,
+        nearest=Nearest(space_spec(space), configs),
+        defaults=defaults,
     )
 
 
-def _task(args: tuple[str, list[str], int, int, float | None, int, list[int]]) -> SweepResult:
-    contender, overrides, seed, n_jobs, budget_s, n_trials, test_seeds = args
+Task = tuple[str, list[str], int, int, "float | None", int, list[int], "float | None"]
+
+
+def is_pbt(overrides: Sequence[str]) -> bool:
+    return "hydra/sweeper=pbt" in overrides
+
+
+def _task(args: Task) -> SweepResult:
+    contender, overrides, seed, n_jobs, budget_s, n_trials, test_seeds, budget_runs = args
     w = _WORKER
+    if is_pbt(overrides):
+        assert budget_s is not None and budget_runs is not None
+        return simulate_pbt(
+            w["table"],
+            w["space"],
+            w["nearest"],
+            w["composer"],
+            contender,
+            overrides,
+            seed,
+            n_jobs,
+            budget_s,
+            budget_runs,
+            test_seeds,
+            w["defaults"],
+        )
     return simulate_one(
         w["table"],
         w["space"],
@@ -472,6 +745,7 @@ def _task(args: tuple[str, list[str], int, int, float | None, int, list[int]]) -
         budget_s,
         n_trials,
         test_seeds,
+        {k: w["defaults"][k] for k in HELD.get(contender, [])},
     )
 
 
@@ -521,6 +795,12 @@ def main(argv: list[str] | None = None) -> None:
         help="bench/results/peers_*.json of bench/peers.py: their rows join the table",
     )
     ap.add_argument("--dump-space", metavar="PATH", help="write the space spec (for the peers)")
+    ap.add_argument(
+        "--pbt-mode",
+        choices=pc.MODES,
+        default="jump",
+        help="how a PBT member's curve continues after an exploit (bench/_pbt_curve.py)",
+    )
     args = ap.parse_args(argv)
     contenders = dict(CONTENDERS)
     for spec in args.contender:
@@ -554,25 +834,32 @@ def main(argv: list[str] | None = None) -> None:
     by_trials = [int(x) for x in args.trials.split(",") if x]
     budgets = [float(x) for x in args.budgets.split(",") if x]
     max_budget = max(budgets) if budgets else 0
-    jobs = []
+    jobs: list[Task] = []
     for name in names:
         for seed in range(args.seeds):
             n = len(table.seeds)
             tune = {table.seeds[(seed + j) % n] for j in range(min(args.tune_seeds, n - 1))}
             test = [s for s in table.seeds if s not in tune]
-            if by_trials:
+            ovs = contenders[name]
+            if is_pbt(ovs):  # a population per budget ({budget} members where it says so)
+                if by_trials:
+                    ap.error(f"{name}: PBT contenders replay --budgets, not --trials")
+                for b in budgets:
+                    budget_s = b * table.full_run_s / args.n_jobs
+                    jobs.append((name, ovs, seed, args.n_jobs, budget_s, 0, test, b))
+            elif by_trials:
                 for n in by_trials:
-                    jobs.append((name, contenders[name], seed, args.n_jobs, None, n, test))
+                    jobs.append((name, ovs, seed, args.n_jobs, None, n, test, None))
             else:
                 budget_s = max_budget * table.full_run_s / args.n_jobs
-                jobs.append((name, contenders[name], seed, args.n_jobs, budget_s, 100000, test))
+                jobs.append((name, ovs, seed, args.n_jobs, budget_s, 100000, test, None))
+    table.pbt_mode = args.pbt_mode
+    init = (args.table, args.records, args.pbt_mode)
     if args.workers > 1:
-        with ProcessPoolExecutor(
-            args.workers, initializer=_init, initargs=(args.table, args.records)
-        ) as ex:
+        with ProcessPoolExecutor(args.workers, initializer=_init, initargs=init) as ex:
             results = list(ex.map(_task, jobs, chunksize=1))
     else:
-        _init(args.table, args.records)
+        _init(*init)
         results = [_task(j) for j in jobs]
     payload = report(table, keys, names, results, args, by_trials, budgets)
     payload["elapsed_s"] = round(time.perf_counter() - t0, 1)
@@ -610,7 +897,11 @@ def report(
             b: Any = res.budget_trials
             points = [(b, res.end_time)]
         else:
-            points = [(b, b * table.full_run_s / args.n_jobs) for b in budgets]
+            points = [
+                (b, b * table.full_run_s / args.n_jobs)
+                for b in budgets
+                if res.budget is None or b == res.budget
+            ]
         for b, t in points:
             q = anytime(table, res, [t], test)[0]
             r = sign * (q - best_true(test)) if not math.isnan(q) else math.inf
@@ -720,7 +1011,8 @@ def time_to_reach(
     out: dict[str, tuple[float, int]] = {}
     for name in sorted({r.contender for r in results}):
         times, never = [], 0
-        for r in (x for x in results if x.contender == name):
+        # a PBT contender: its population for the largest budget
+        for r in (x for x in results if x.contender == name and x.budget in (None, max(budgets))):
             hit = next(
                 (
                     t
@@ -773,7 +1065,11 @@ def plot(
     grid_s = [g * table.full_run_s / args.n_jobs for g in grid_runs]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in names:
-        curves_ = [anytime(table, r, grid_s, r.test_seeds) for r in results if r.contender == name]
+        curves_ = [
+            anytime(table, r, grid_s, r.test_seeds)
+            for r in results
+            if r.contender == name and r.budget in (None, max_budget)
+        ]
         med = []
         for i in range(len(grid_s)):
             col = [cv[i] for cv in curves_ if not math.isnan(cv[i])]
