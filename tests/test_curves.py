@@ -73,12 +73,18 @@ def test_a_pbt_replay_runs_the_real_population_on_the_table(
     """bench/simulate.py's PBT drives nemo_rl_hpo.pbt's scheduler: every member reaches the full
     length, bottom members exploit (their schedule switches configuration), and the value each
     member reported is its schedule replayed on the table by bench/_pbt_curve.py."""
+    import logging
+
+    import optuna
     import simulate
 
     from nemo_rl_hpo.sweep import context
 
-    # the replay's seam (a job finds its trial in the in-memory study): undone after the test
+    # the replay's seam (a job finds its trial in the in-memory study) and the log levels its
+    # workers quieten: undone after the test
     monkeypatch.setattr(context, "open_trial", context.open_trial)
+    verbosity = optuna.logging.get_verbosity()
+    levels = {n: logging.getLogger(n).level for n in ("optuna", "nemo_rl_hpo", "hydra_plugins")}
     table_path = ROOT / "bench" / "data" / "supervised.jsonl.gz"
     simulate._init(str(table_path), 106)
     w = simulate._WORKER
@@ -91,6 +97,9 @@ def test_a_pbt_replay_runs_the_real_population_on_the_table(
         )
     finally:
         w["composer"].__exit__(None, None, None)  # Hydra's global state back
+        optuna.logging.set_verbosity(verbosity)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     assert len(res.finished) == 8
     schedules = [simulate.pc.parse_key(f["key"]) for f in res.finished]
     assert any(len(s) > 1 and s[-1][0] > 0 for s in schedules), "no member exploited"
