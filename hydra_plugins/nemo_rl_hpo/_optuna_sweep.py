@@ -186,16 +186,15 @@ class OptunaSweeperImpl(HydraSweep):
             raise config_error(e) from None
         if not reps.active:
             return reps
-        if OmegaConf.select(config, reps.seed_key, default=_MISSING) is _MISSING:
-            raise SweepConfigError(
-                f"hydra.sweeper.seed_key={reps.seed_key}: the app's config has no key "
-                f"{reps.seed_key!r} to take each repeat's seed; name the key that seeds a run."
-            )
-        if any(o.split("=")[0].lstrip("+~") == reps.seed_key for o in s.params):
-            raise SweepConfigError(
-                f"hydra.sweeper.seed_key={reps.seed_key} is also searched in hydra.sweeper.params;"
-                " repeats set it, so leave it out of the search space."
-            )
+        _check_seed_key(
+            config,
+            s.params,
+            "hydra.sweeper.seed_key",
+            reps.seed_key,
+            "each repeat's seed",
+            "is also searched in hydra.sweeper.params; repeats set it, so leave it out of the "
+            "search space.",
+        )
         log.info(
             "repeats: %d seeds per configuration (%s=0..%d), value = their %s; %d seed jobs, "
             "%d configuration(s) in flight",
@@ -224,17 +223,14 @@ class OptunaSweeperImpl(HydraSweep):
             return []
         config = self.jobs.config
         assert config is not None
-        value = OmegaConf.select(config, conf.seed_key, default=_MISSING)
-        if value is _MISSING:
-            raise SweepConfigError(
-                f"hydra.sweeper.confirm.seed_key={conf.seed_key}: the app's config has no key "
-                f"{conf.seed_key!r} to take each test seed; name the key that seeds a run."
-            )
-        if any(o.split("=")[0].lstrip("+~") == conf.seed_key for o in s.params):
-            raise SweepConfigError(
-                f"hydra.sweeper.confirm.seed_key={conf.seed_key} is searched in "
-                "hydra.sweeper.params; a searched seed cannot be held out for testing."
-            )
+        value = _check_seed_key(
+            config,
+            s.params,
+            "hydra.sweeper.confirm.seed_key",
+            conf.seed_key,
+            "each test seed",
+            "is searched in hydra.sweeper.params; a searched seed cannot be held out for testing.",
+        )
         seeds = set(reps.seeds()) if reps.active and reps.seed_key == conf.seed_key else set()
         if isinstance(value, int) and not isinstance(value, bool):
             seeds.add(value)
@@ -303,3 +299,19 @@ class OptunaSweeperImpl(HydraSweep):
                 result.pick.rank_before,
                 result.pick.rank_after,
             )
+
+
+def _check_seed_key(
+    config: Any, params: Any, setting: str, key: str, takes: str, searched: str
+) -> Any:
+    """The app's value at a seed key (repeats, confirmation), or one error line naming the
+    setting: the key must exist in the app's config and must not be searched."""
+    value = OmegaConf.select(config, key, default=_MISSING)
+    if value is _MISSING:
+        raise SweepConfigError(
+            f"{setting}={key}: the app's config has no key {key!r} to take {takes}; name the "
+            "key that seeds a run."
+        )
+    if any(o.split("=")[0].lstrip("+~") == key for o in params):
+        raise SweepConfigError(f"{setting}={key} {searched}")
+    return value
