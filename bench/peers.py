@@ -4,7 +4,7 @@ Runs in its own venv (never the project's): ``bench/_work/ray-venv`` with ``ray[
 (and ``syne-tune`` for its ASHA)::
 
     python3 -m venv bench/_work/ray-venv
-    bench/_work/ray-venv/bin/pip install "ray[tune]==2.60.0" syne-tune
+    bench/_work/ray-venv/bin/pip install "ray[tune]==2.60.0" syne-tune scikit-learn  # PB2: sklearn
     .venv/bin/python bench/simulate.py --table bench/data/grpo.jsonl.gz --dump-space \\
         bench/_work/space_grpo.json
     bench/_work/ray-venv/bin/python bench/peers.py --table bench/data/grpo.jsonl.gz \\
