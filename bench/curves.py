@@ -3,12 +3,17 @@
     python bench/curves.py build --trial supervised --configs 96 --seeds 2
     python bench/curves.py build --trial grpo --configs 96 --seeds 3
     python bench/curves.py show bench/data/grpo.jsonl.gz          # record counts, spread
+    python bench/curves.py build --from-sweep <sweep dir>         # a live sweep's configurations
 
 ``build`` appends one record per run (configuration x seed) to ``bench/data/<trial>.jsonl.gz``
 (one gzip member per record, so an interrupted build loses at most the run in flight) and skips
 records already there: it can be stopped and resumed at any time, over several sessions. Two
 cores: ``--shard 0/2`` and ``--shard 1/2`` split the configurations between two builders on one
 file (each appends under a file lock); never run two builders of the same shard.
+``--from-sweep`` records instead the configurations a finished live sweep ran (from its
+``optimization_results.json``), with the sweep's unsearched overrides and its jobs' seeds, into
+``<sweep dir>/curves.jsonl.gz``: ``bench/replay_check.py`` replays that sweep in the simulator
+and compares its decisions.
 
 The configurations are the trial's default configuration, then a scrambled Sobol design
 (``scipy.stats.qmc.Sobol``) over every key of the trial's search preset (``search=default`` /
@@ -395,38 +400,137 @@ def parse_shard(text: str) -> tuple[int, int]:
 def build(args: argparse.Namespace) -> None:
     import torch
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    kind = TRIALS[args.trial]
-    path = Path(args.table) if args.table else table_path(kind.name)
-    k, n = parse_shard(args.shard)
+    try:
+        _locked_build(args)
+    finally:
+        torch.set_num_threads(threads)  # a caller in-process (a test) keeps its own
+
+
+def _locked_build(args: argparse.Namespace) -> None:
+    sweep = read_sweep(Path(args.from_sweep)) if args.from_sweep else None
+    if sweep is not None and (args.set or args.trial or args.shard != "0/1"):
+        raise SystemExit(
+            "build --from-sweep takes the trial and the --set overrides from the sweep (no shards)"
+        )
+    trial = sweep_trial(sweep) if sweep is not None else args.trial
+    if trial is None:
+        raise SystemExit("build: give --trial supervised|grpo, or --from-sweep <sweep dir>")
+    kind = TRIALS[trial]
+    if args.table:
+        path = Path(args.table)
+    elif sweep is not None:  # beside the sweep, never into the committed tables
+        path = Path(args.from_sweep) / "curves.jsonl.gz"
+    else:
+        path = table_path(kind.name)
+    parse_shard(args.shard)
     with _lock(path, args.shard):
         with _write_lock(path):
             done = {(r["key"], r["seed"]) for r in read_table(path, repair=True)}
-        composer = Composer()
-        space = composer.space(kind)
+        with Composer() as composer:
+            _build(args, path, kind, sweep, done, composer)
+
+
+def _build(
+    args: argparse.Namespace,
+    path: Path,
+    kind: TrialKind,
+    sweep: Mapping[str, Any] | None,
+    done: set[tuple[str, int]],
+    composer: Composer,
+) -> None:
+    """Run the records of ``path`` not yet ``done``: the design's (this shard's), or a sweep's."""
+    space = composer.space(kind)
+    if sweep is not None:
+        fixed, runs = sweep_runs(composer, space, kind, sweep)
+        n_configs = len({config_key(o) for o, _ in runs})
+        what = f"the {n_configs} configurations of {args.from_sweep}"
+    else:
+        k, n = parse_shard(args.shard)
+        fixed = list(args.set)
         rows = design(space, default_values(composer, space, kind), args.configs, args.design_seed)
-        todo = [
+        runs = [
             (o, kind.first_seed + s)
             for i, o in enumerate(rows)
             if i % n == k
             for s in range(args.seeds)
-            if (config_key(o), kind.first_seed + s) not in done
         ]
+        what = f"{len(rows)} configurations x {args.seeds} seeds"
+    todo = [(o, seed) for o, seed in runs if (config_key(o), seed) not in done]
+    print(f"{path}: {len(done)} records, {len(todo)} to run ({what})", flush=True)
+    for i, (overrides, seed) in enumerate(todo[: args.limit or None]):
+        rec = run_record(composer, kind, overrides, seed, fixed)
+        append_record(path, rec)
+        best = rec["curve"].get(max(rec["curve"], key=int)) if rec["curve"] else None
         print(
-            f"{path}: {len(done)} records, {len(todo)} to run "
-            f"({len(rows)} configurations x {args.seeds} seeds)",
+            f"[{i + 1}/{len(todo)}] seed {seed} {' '.join(overrides)}: final {best} "
+            f"cpu {rec['cpu_s']:.1f}s wall {rec['wall_s']:.1f}s load {rec['load']}"
+            + (f" ERROR {rec['error']}" if rec["error"] else ""),
             flush=True,
         )
-        for i, (overrides, seed) in enumerate(todo[: args.limit or None]):
-            rec = run_record(composer, kind, overrides, seed, args.set)
-            append_record(path, rec)
-            best = rec["curve"].get(max(rec["curve"], key=int)) if rec["curve"] else None
-            print(
-                f"[{i + 1}/{len(todo)}] seed {seed} {' '.join(overrides)}: final {best} "
-                f"cpu {rec['cpu_s']:.1f}s wall {rec['wall_s']:.1f}s load {rec['load']}"
-                + (f" ERROR {rec['error']}" if rec["error"] else ""),
-                flush=True,
-            )
+
+
+# --- the configurations of a live sweep (bench/replay_check.py replays it) ---------------------
+
+
+def read_sweep(sweep_dir: Path) -> dict[str, Any]:
+    """The results JSON a finished sweep wrote (``optimization_results.json``)."""
+    path = sweep_dir / "optimization_results.json"
+    if not path.is_file():
+        raise SystemExit(
+            f"--from-sweep {sweep_dir}: no optimization_results.json there; give the "
+            "hydra.sweep.dir of a finished `python train.py -m ...` sweep."
+        )
+    return dict(json.loads(path.read_text()))
+
+
+def sweep_trial(sweep: Mapping[str, Any]) -> str:
+    """Which trial of ``train.py`` the sweep ran (its ``trial=`` override; supervised if none)."""
+    chosen = [o.split("=", 1)[1] for o in sweep["base_overrides"] if o.startswith("trial=")]
+    trial = chosen[-1] if chosen else "supervised"
+    if trial not in TRIALS:
+        raise SystemExit(f"--from-sweep: trial={trial} is not one of {sorted(TRIALS)}")
+    return trial
+
+
+def sweep_runs(
+    composer: Composer, space: Any, kind: TrialKind, sweep: Mapping[str, Any]
+) -> tuple[list[str], list[tuple[list[str], int]]]:
+    """The sweep's unsearched overrides, and (overrides, seed) of every configuration it ran.
+
+    A configuration's overrides are rebuilt from its recorded parameters by the space that
+    made them, so they are the text the sweep launched (and the key the simulator maps to);
+    its seed is the one its jobs ran with: the composed seed key, or each repeat's ``0..n-1``.
+    """
+    from omegaconf import OmegaConf
+
+    fixed = [o for o in sweep["base_overrides"] if not o.startswith("trial=")]
+    searched = {p.key for p in space.params}
+    clash = [o for o in fixed if o.split("=", 1)[0].lstrip("+~") in searched]
+    if clash:
+        raise SystemExit(f"--from-sweep: {clash[0]} sets a searched key; nothing to record")
+    sweeper = sweep.get("sweep_config") or {}
+    repeats = int(sweeper.get("repeats") or 1)
+    if repeats > 1 and sweeper.get("seed_key") != kind.seed_key:
+        raise SystemExit(
+            f"--from-sweep: repeats seed {sweeper.get('seed_key')}, but the {kind.name} "
+            f"trial's seed key is {kind.seed_key}; the table could not hold those runs."
+        )
+    runs: list[tuple[list[str], int]] = []
+    for t in sweep["trials"]:
+        params = t.get("params") or {}
+        values = {k: params[k] for k in searched if k in params}
+        if not values:  # asked but never launched: nothing ran
+            continue
+        overrides = _overrides(space, _active(space, values))
+        if repeats > 1:
+            seeds = list(range(repeats))
+        else:
+            cfg = composer.compose([f"trial={kind.name}", *overrides, *fixed])
+            seeds = [int(OmegaConf.select(cfg, kind.seed_key))]
+        runs += [(overrides, s) for s in seeds if (overrides, s) not in runs]
+    return fixed, runs
 
 
 def show(args: argparse.Namespace) -> None:
@@ -451,7 +555,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="run missing records and append them")
-    b.add_argument("--trial", choices=sorted(TRIALS), required=True)
+    b.add_argument("--trial", choices=sorted(TRIALS))
+    b.add_argument(
+        "--from-sweep",
+        metavar="SWEEP_DIR",
+        help="record the configurations a finished sweep ran, with its unsearched overrides "
+        "and seeds (default table: SWEEP_DIR/curves.jsonl.gz; bench/replay_check.py)",
+    )
     b.add_argument("--configs", type=int, default=96, help="Sobol points (the default comes too)")
     b.add_argument("--seeds", type=int, default=2, help="seeds per configuration")
     b.add_argument("--design-seed", type=int, default=0, help="the Sobol scramble's seed")

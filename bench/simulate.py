@@ -52,7 +52,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,6 +246,7 @@ class _Job:
     segs: list[int]  # indices of the validations this job runs to (a segment, under fidelity)
     index: int = 0  # which seed of a repeated configuration
     seg: int = 0  # position in segs
+    scale: float = 1.0  # simulated seconds per recorded second (1: the table's clock)
 
 
 @dataclass
@@ -261,6 +262,16 @@ class SweepResult:
     segments: int
     budget_trials: int = 0
     budget: float | None = None  # a PBT population sized for this budget (full runs) only
+    # per trial: number, key, state, value, rungs [[step, value], ...], end (fidelity's reason)
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    # every job launched (the first seed's, under repeats): (time, number, from step, to step)
+    launches: list[tuple[float, int, int, int]] = field(default_factory=list)
+
+
+# A segment's simulated seconds from a clock other than the table's: (table key, from step, to
+# step, simulated time it starts) -> seconds, or None for the table's own (bench/replay_check.py
+# ends each segment when the live sweep's job ended).
+SegmentSeconds = Callable[[str, int, int, float], "float | None"]
 
 
 def simulate_one(
@@ -276,8 +287,14 @@ def simulate_one(
     n_trials: int,
     test_seeds: list[int],
     held: dict[str, str] | None = None,
+    sweeper_config: Mapping[str, Any] | None = None,
+    seconds: SegmentSeconds | None = None,
 ) -> SweepResult:
     """One sweep of one contender on the table, with simulated time.
+
+    ``sweeper_config``: a recorded ``hydra.sweeper`` (a results JSON's ``sweep_config``) in
+    place of the one ``overrides`` compose, to replay that sweep; ``seconds``: the clock (see
+    ``SegmentSeconds``).
 
     Built as ``hydra_plugins/nemo_rl_hpo/_impl.py`` builds a live sweep (settings, sampler,
     pruner, repeats, the fidelity proposer); the loop below is ``AsyncSweep.run`` with events
@@ -305,7 +322,11 @@ def simulate_one(
         [f"trial={kind.name}", *table.fixed, *overrides, f"hydra.sweeper.n_trials={n_trials}"],
         hydra=True,
     )
-    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)
+    sweeper = (
+        OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)
+        if sweeper_config is None
+        else json.loads(json.dumps(sweeper_config))
+    )
     sweeper["n_jobs"] = n_jobs  # type: ignore[index]
     s = OptunaSettings.from_config(OmegaConf.create(sweeper))  # type: ignore[arg-type]
     sampler_cfg = s.sampler
@@ -361,6 +382,7 @@ def simulate_one(
     finished: list[dict[str, Any]] = []
     incumbents: list[tuple[float, str]] = []
     distances: list[tuple[int, float]] = []
+    launches: list[tuple[float, int, int, int]] = []
     best: float | None = None
     n_segments = 0
     per_config = reps.n if reps.active else 1
@@ -374,8 +396,18 @@ def simulate_one(
         segs = [i for i, st in enumerate(run.steps) if st > first]
         if target is not None:
             segs = [i for i in segs if run.steps[i] <= int(target)]
-        job = _Job(number, ids[number], json.dumps(ctx, separators=(",", ":")), run, segs, index)
-        wait = run.cpu[segs[0]] if segs else 1.0
+        scale = 1.0
+        if segs and seconds is not None:
+            recorded = sum(run.cpu[i] for i in segs)
+            wanted = seconds(keys[number], first, run.steps[segs[-1]], clock)
+            if wanted is not None and recorded > 0:
+                scale = wanted / recorded
+        job = _Job(
+            number, ids[number], json.dumps(ctx, separators=(",", ":")), run, segs, index, 0, scale
+        )
+        if index == 0:
+            launches.append((clock, number, first, run.steps[segs[-1]] if segs else first))
+        wait = run.cpu[segs[0]] * scale if segs else 1.0
         heapq.heappush(events, _Event(clock + wait, order, job))
         order += 1
 
@@ -433,7 +465,8 @@ def simulate_one(
             else:
                 ended = False
                 job.seg += 1
-                heapq.heappush(events, _Event(clock + run.cpu[job.segs[job.seg]], order, job))
+                wait = run.cpu[job.segs[job.seg]] * job.scale
+                heapq.heappush(events, _Event(clock + wait, order, job))
                 order += 1
         if not ended:
             continue
@@ -463,6 +496,20 @@ def simulate_one(
                     best = value
                     incumbents.append((clock, keys[t.number]))
     os.environ.pop(trial_api.ENV_TRIAL, None)
+    trials = [
+        {
+            "number": t.number,
+            "key": keys.get(t.number),
+            "state": t.state.name,
+            "value": t.value if t.state == optuna.trial.TrialState.COMPLETE else None,
+            "rungs": [
+                [int(r["step"]), float(r["value"])]
+                for r in t.user_attrs.get(records.FIDELITY_RUNGS, [])
+            ],
+            "end": t.user_attrs.get(records.FIDELITY_END),
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
     return SweepResult(
         contender,
         seed,
@@ -474,6 +521,8 @@ def simulate_one(
         len(keys),
         n_segments,
         n_trials,
+        trials=trials,
+        launches=launches,
     )
 
 

@@ -588,13 +588,14 @@ def test_supervised_trial_on_pool_pauses_and_promotes(tmp_path: Path) -> None:
     assert saved["step"] == 30
 
 
-@pytest.mark.e2e
-@pytest.mark.slow
-def test_grpo_trial_pauses_and_promotes(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def grpo_pool_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A live GRPO sweep on pool with 2 workers (the slow part, shared by two tests)."""
+    sweep_dir = tmp_path_factory.mktemp("grpo_pool")
     run_app(
         TRAIN,
         "trial=grpo",
-        f"hydra.sweep.dir={tmp_path}",
+        f"hydra.sweep.dir={sweep_dir}",
         "hydra/launcher=pool",
         "hydra/sweeper/fidelity=asha",
         "hydra.sweeper.n_trials=4",
@@ -609,7 +610,13 @@ def test_grpo_trial_pauses_and_promotes(tmp_path: Path) -> None:
         cwd=REPO,
         timeout=900,
     )
-    study = load(tmp_path, "train")
+    return sweep_dir
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_grpo_trial_pauses_and_promotes(grpo_pool_sweep: Path) -> None:
+    study = load(grpo_pool_sweep, "train")
     promoted = [t for t in study.trials if len(_rungs(t)) > 1]
     assert promoted
     for t in promoted:
@@ -618,6 +625,30 @@ def test_grpo_trial_pauses_and_promotes(tmp_path: Path) -> None:
     assert _rungs(best) == [4, 12]
     ckpt = Path(best.user_attrs[records.FIDELITY_CHECKPOINT])
     assert [p.name for p in ckpt.iterdir() if p.name.startswith("step_")] == ["step_12"]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_simulator_replays_the_live_grpo_sweep_decision_by_decision(
+    grpo_pool_sweep: Path,
+) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    import curves
+    import replay_check
+
+    curves.main(["build", "--from-sweep", str(grpo_pool_sweep)])  # each configuration's curve
+    with curves.Composer() as composer:
+        _, live, sims, _ = replay_check.replay(
+            grpo_pool_sweep, grpo_pool_sweep / "curves.jsonl.gz", composer
+        )
+    cmp = replay_check.compare(live, replay_check.sim_decisions(sims["live clock"]))
+    # Rule: given the live order of job ends, bench/simulate.py (the sweep's sampler, seed and
+    # fidelity settings through the real proposer) pauses, promotes and ends every trial as
+    # the live sweeper did, at the rung values the live jobs reported (the table's, to 1e-6),
+    # and launches the segments in the same order.
+    assert cmp["agree"] == cmp["trials"] == 4, cmp["rows"]
+    assert cmp["max_value_diff"] <= 1e-6, cmp["rows"]
+    assert cmp["same_launch_order"], (cmp["live_launches"], cmp["sim_launches"])
 
 
 def test_when_nothing_more_can_arrive_the_leader_runs_on_to_max_resource() -> None:
