@@ -77,9 +77,12 @@ def states(study: optuna.Study) -> dict[str, int]:
 
 
 def kill9_and_resume(
-    args: list[str], cwd: Path, log_path: Path, ready: Callable[[], bool], timeout: float = 120
+    args: list[str], cwd: Path, log_path: Path, ready: Callable[[], bool], timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """Start a sweep, SIGKILL it once ``ready()``, then run the resume command it printed."""
+    """Start a sweep, SIGKILL it once ``ready()``, then run the resume command it printed.
+
+    ``timeout`` is patience only (how long the first sweep may take to get ready on a loaded
+    2-core machine: 120 s ran out at load average ~30), not a rule under test."""
     with open(log_path, "w") as log:
         proc = subprocess.Popen(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         wait_for(ready, timeout)
