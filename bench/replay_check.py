@@ -22,6 +22,13 @@ table configuration at distance 0). Two clocks:
   workers, which job ends first decides what a freed worker sees, and the table's CPU seconds
   leave out what a live job spends besides training (process start-up, model build, checkpoint
   save and load, a loaded machine's wall time).
+- **table clock + start-up**: the same with a start-up added to every job
+  (``simulate_one(job_start_s=...)``, ``simulate.py --job-start-s``): fitted on the live
+  segments (live = slope x table + intercept; intercept / slope), or ``--job-start-s``, or each
+  value of ``--start-grid``; ``--jitter`` adds replays with randomly scaled segment seconds.
+
+Two sweep dirs of the same command (app, overrides, sweeper config) are also compared with each
+other: how far a live sweep reproduces itself.
 
 Compared per trial: the configuration (table key), the rungs it reached and its value at each
 (live vs table, 1e-6), and how it ended (COMPLETE at max_resource, or "not promoted at N");
@@ -35,6 +42,7 @@ import math
 import random
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +57,8 @@ import simulate  # noqa: E402
 
 VALUE_TOL = 1e-6
 JITTER = "table clock, jittered"
+START = "table clock + start-up"
+GRID = "table clock + start-up of"
 
 
 @dataclass
@@ -112,8 +122,15 @@ def replay(
     composer: curves.Composer,
     jitter: float = 0.0,
     draws: int = 0,
-) -> tuple[dict[int, str], Decisions, dict[str, simulate.SweepResult], float]:
-    """The live decisions and the simulator's under both clocks (and the live/table ratio).
+    job_start_s: float | None = None,
+    start_grid: Sequence[float] = (),
+) -> tuple[dict[int, str], Decisions, dict[str, simulate.SweepResult], dict[str, float]]:
+    """The live decisions and the simulator's under each clock, and the clock fit.
+
+    The fit: live seconds = ``ratio`` x table seconds + ``start`` per job (least squares over
+    the live segments); ``start / ratio`` is the job start-up in table seconds that the
+    ``table clock + start-up`` replay adds to every job (``job_start_s`` overrides it);
+    ``start_grid``: more replays, one per start-up value.
 
     ``jitter``, ``draws``: also ``draws`` replays on the table clock with every segment's
     seconds times ``exp(jitter * z)``, ``z`` standard normal: how much the decisions hang on
@@ -162,6 +179,8 @@ def replay(
 
     ratios = [(b - a) / table_seconds(*k) for k, (a, b) in live.times.items() if table_seconds(*k)]
     ratio = statistics.median(ratios) if ratios else 1.0
+    fit = {"ratio": ratio, **_fit([(table_seconds(*k), b - a) for k, (a, b) in live.times.items()])}
+    start = fit["start_table_s"] if job_start_s is None else job_start_s
 
     def live_clock(key: str, a: int, b: int, now: float) -> float:
         """Ends when the live job ended (so the simulator sees the live order of job ends);
@@ -179,29 +198,57 @@ def replay(
 
         return seconds
 
-    clocks: list[tuple[str, simulate.SegmentSeconds | None]] = [
-        ("live clock", live_clock),
-        ("table clock", None),
+    clocks: list[tuple[str, simulate.SegmentSeconds | None, float]] = [
+        ("live clock", live_clock, 0.0),
+        ("table clock", None, 0.0),
+        (START, None, start),
     ]
-    clocks += [(f"{JITTER} {d}", jittered(d)) for d in range(draws if jitter > 0 else 0)]
+    clocks += [(f"{JITTER} {d}", jittered(d), 0.0) for d in range(draws if jitter > 0 else 0)]
+    clocks += [(f"{GRID} {x:g} s", None, x) for x in start_grid]
+    from nemo_rl_hpo.sweep import context
+
     results = {}
-    for clock, seconds in clocks:
-        results[clock] = simulate.simulate_one(
-            table,
-            space,
-            nearest,
-            composer,
-            clock,
-            [],
-            int(seed),
-            int(cfg["n_jobs"]),
-            None,
-            int(cfg["n_trials"]),
-            [],  # no test seeds: every run is the sweep's own seed
-            sweeper_config=cfg,
-            seconds=seconds,
-        )
-    return keys, live, results, ratio
+    job_seam = context.open_trial  # simulate_one points jobs at its in-memory study: give back
+    try:
+        for clock, seconds, job_start in clocks:
+            results[clock] = simulate.simulate_one(
+                table,
+                space,
+                nearest,
+                composer,
+                clock,
+                [],
+                int(seed),
+                int(cfg["n_jobs"]),
+                None,
+                int(cfg["n_trials"]),
+                [],  # no test seeds: every run is the sweep's own seed
+                sweeper_config=cfg,
+                seconds=seconds,
+                job_start_s=job_start,
+            )
+    finally:
+        context.open_trial = job_seam  # type: ignore[method-assign]
+    return keys, live, results, fit
+
+
+def _command(sweep: dict[str, Any]) -> str:
+    """What makes two live sweeps the same sweep: app, overrides and sweeper config."""
+    cfg = dict(sweep.get("sweep_config") or {})
+    cfg.pop("storage", None)
+    return repr((sweep.get("command"), sweep.get("base_overrides"), sorted(cfg.items())))
+
+
+def _fit(points: list[tuple[float, float]]) -> dict[str, float]:
+    """live = slope x table + intercept (least squares); the intercept per job in table s."""
+    if len(points) < 2:
+        return {"slope": math.nan, "start_s": math.nan, "start_table_s": 0.0}
+    slope, intercept = statistics.linear_regression(*zip(*points, strict=True))
+    return {
+        "slope": slope,
+        "start_s": intercept,
+        "start_table_s": max(0.0, intercept / slope) if slope > 0 else 0.0,
+    }
 
 
 def compare(live: Decisions, sim: Decisions) -> dict[str, Any]:
@@ -266,6 +313,17 @@ def main(argv: list[str] | None = None) -> None:
         help="also replay on the table clock with each segment's seconds x exp(JITTER * z)",
     )
     ap.add_argument("--draws", type=int, default=20, help="replays per sweep with --jitter")
+    ap.add_argument(
+        "--start-grid",
+        default="",
+        metavar="S,S,...",
+        help="also replay on the table clock with each of these job start-ups (table s)",
+    )
+    ap.add_argument(
+        "--job-start-s",
+        type=float,
+        help="table seconds each job spends starting (default: fitted on the live sweep)",
+    )
     args = ap.parse_args(argv)
     import logging
     import warnings
@@ -279,14 +337,27 @@ def main(argv: list[str] | None = None) -> None:
     payload: dict[str, Any] = {"machine": c.machine(), "command": " ".join(sys.argv), "sweeps": []}
     totals: dict[str, list[int]] = {}  # clock -> [trials alike, trials, runs in the same order]
     runs: dict[str, int] = {}
+    lives: dict[str, list[tuple[Path, Decisions]]] = {}  # by command: the same sweep run twice
     with curves.Composer() as composer:
         for sweep_dir in args.sweeps:
             table = args.table or sweep_dir / "curves.jsonl.gz"
-            keys, live, results, ratio = replay(sweep_dir, table, composer, args.jitter, args.draws)
-            print(f"\n{sweep_dir}: {len(keys)} trials; live/table seconds ratio {ratio:.2f}")
-            entry: dict[str, Any] = {"sweep": str(sweep_dir), "table": str(table), "ratio": ratio}
+            keys, live, results, fit = replay(
+                sweep_dir,
+                table,
+                composer,
+                args.jitter,
+                args.draws,
+                args.job_start_s,
+                [float(x) for x in args.start_grid.split(",") if x],
+            )
+            print(
+                f"\n{sweep_dir}: {len(keys)} trials; live seconds = {fit['slope']:.2f} x table "
+                f"seconds + {fit['start_s']:.2f} per job (start-up {fit['start_table_s']:.2f} "
+                f"table s; median live/table {fit['ratio']:.2f})"
+            )
+            entry: dict[str, Any] = {"sweep": str(sweep_dir), "table": str(table), "fit": fit}
             cmp = {clock: compare(live, sim_decisions(res)) for clock, res in results.items()}
-            shown = [k for k in cmp if not k.startswith(JITTER)]
+            shown = [k for k in cmp if not k.startswith((JITTER, GRID))]
             print("| trial | live: rungs reached, end | " + " | ".join(shown) + " |")
             print("|---:|---|" + "---|" * len(shown))
             for i, row in enumerate(cmp["live clock"]["rows"]):
@@ -322,8 +393,26 @@ def main(argv: list[str] | None = None) -> None:
                     f"alike per draw: min {alike[0]}, median {statistics.median(alike):g}"
                 )
             entry["live"] = {str(n): d for n, d in live.trials.items()}
-            entry["compare"] = cmp
+            keep = ("agree", "trials", "same_launch_order", "first_launch_difference")
+            entry["compare"] = {  # in full for the clocks shown above, else their counts
+                k: cm if k in shown else {x: cm[x] for x in keep} for k, cm in cmp.items()
+            }
             payload["sweeps"].append(entry)
+            same = _command(curves.read_sweep(sweep_dir))
+            for other_dir, other in lives.get(same, []):
+                cm = compare(other, live)  # the same command, run twice: the live ceiling
+                print(
+                    f"live vs live ({other_dir} and {sweep_dir}, the same command): "
+                    f"{cm['agree']}/{cm['trials']} trials decided alike; launch order "
+                    f"{'the same' if cm['same_launch_order'] else 'differs'}"
+                )
+                entry.setdefault("live_vs_live", {})[str(other_dir)] = cm
+                t = totals.setdefault("live vs live", [0, 0, 0])
+                t[0] += cm["agree"]
+                t[1] += cm["trials"]
+                t[2] += int(cm["same_launch_order"])
+                runs["live vs live"] = runs.get("live vs live", 0) + 1
+            lives.setdefault(same, []).append((sweep_dir, live))
     print()
     for clock, (agree, n, same_order) in totals.items():
         print(

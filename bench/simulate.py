@@ -289,12 +289,14 @@ def simulate_one(
     held: dict[str, str] | None = None,
     sweeper_config: Mapping[str, Any] | None = None,
     seconds: SegmentSeconds | None = None,
+    job_start_s: float = 0.0,
 ) -> SweepResult:
     """One sweep of one contender on the table, with simulated time.
 
     ``sweeper_config``: a recorded ``hydra.sweeper`` (a results JSON's ``sweep_config``) in
     place of the one ``overrides`` compose, to replay that sweep; ``seconds``: the clock (see
-    ``SegmentSeconds``).
+    ``SegmentSeconds``); ``job_start_s``: simulated seconds every job spends before its first
+    step (a segment is a job: pausing costs one per promotion), which the table does not hold.
 
     Built as ``hydra_plugins/nemo_rl_hpo/_impl.py`` builds a live sweep (settings, sampler,
     pruner, repeats, the fidelity proposer); the loop below is ``AsyncSweep.run`` with events
@@ -407,7 +409,7 @@ def simulate_one(
         )
         if index == 0:
             launches.append((clock, number, first, run.steps[segs[-1]] if segs else first))
-        wait = run.cpu[segs[0]] * scale if segs else 1.0
+        wait = run.cpu[segs[0]] * scale + job_start_s if segs else 1.0
         heapq.heappush(events, _Event(clock + wait, order, job))
         order += 1
 
@@ -725,7 +727,9 @@ def simulate_pbt(
 _WORKER: dict[str, Any] = {}
 
 
-def _init(table_path: str, limit: int = 0, pbt_mode: str = "jump") -> None:
+def _init(
+    table_path: str, limit: int = 0, pbt_mode: str = "jump", job_start_s: float = 0.0
+) -> None:
     logging.getLogger("optuna").setLevel(logging.ERROR)
     logging.getLogger("nemo_rl_hpo").setLevel(logging.ERROR)
     logging.getLogger("hydra_plugins").setLevel(logging.ERROR)
@@ -748,6 +752,7 @@ def _init(table_path: str, limit: int = 0, pbt_mode: str = "jump") -> None:
         if k not in space.conditions
     }
     _WORKER.update(
+        job_start_s=job_start_s,
         table=table,
         composer=composer,
         space=space,
@@ -795,6 +800,7 @@ def _task(args: Task) -> SweepResult:
         n_trials,
         test_seeds,
         {k: w["defaults"][k] for k in HELD.get(contender, [])},
+        job_start_s=w["job_start_s"],
     )
 
 
@@ -850,6 +856,13 @@ def main(argv: list[str] | None = None) -> None:
         default="jump",
         help="how a PBT member's curve continues after an exploit (bench/_pbt_curve.py)",
     )
+    ap.add_argument(
+        "--job-start-s",
+        type=float,
+        default=0.0,
+        help="CPU seconds every job spends before its first step, which the table does not "
+        "hold (a segment of a paused trial is a job); bench/replay_check.py measures it",
+    )
     args = ap.parse_args(argv)
     contenders = dict(CONTENDERS)
     for spec in args.contender:
@@ -903,7 +916,7 @@ def main(argv: list[str] | None = None) -> None:
                 budget_s = max_budget * table.full_run_s / args.n_jobs
                 jobs.append((name, ovs, seed, args.n_jobs, budget_s, 100000, test, None))
     table.pbt_mode = args.pbt_mode
-    init = (args.table, args.records, args.pbt_mode)
+    init = (args.table, args.records, args.pbt_mode, args.job_start_s)
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers, initializer=_init, initargs=init) as ex:
             results = list(ex.map(_task, jobs, chunksize=1))
