@@ -541,6 +541,7 @@ def simulate_pbt(
     budget_runs: float,
     test_seeds: list[int],
     defaults: dict[str, str],
+    compute_clock: bool = False,
 ) -> SweepResult:
     """One PBT sweep (``hydra/sweeper=pbt``) on the table, with simulated time.
 
@@ -553,7 +554,12 @@ def simulate_pbt(
     approximation of ``_pbt_curve`` (after an exploit it continues on the nearest table
     configuration of its explored hyperparameters, from the parent's checkpoint value, on the
     seed it inherited). Conditional keys are not explored (PBT refuses them) and neither are
-    the keys of ``PBT_FIXED[contender]``: they keep the trial's default configuration.
+    the keys of ``HELD[contender]``: they keep the trial's default configuration.
+
+    ``compute_clock``: the budget and the times of results are the worker-seconds consumed /
+    ``n_jobs`` (idle workers at the synchronous barrier cost nothing), the accounting of
+    ``peers.py``'s Ray Tune runs, for comparing with them; the default is the simulated wall
+    clock of every other contender.
     """
     import random
 
@@ -616,6 +622,7 @@ def simulate_pbt(
     # checkpoint path -> (schedule, table seed) of the member that saved it
     saved: dict[str, tuple[list[tuple[int, str]], int]] = {}
     clock, order, n_segments = 0.0, 0, 0
+    consumed = 0.0  # worker-seconds of the segments run so far / n_jobs
     events: list[_Event] = []
     running = 0
     finished: list[dict[str, Any]] = []
@@ -624,7 +631,7 @@ def simulate_pbt(
     best: float | None = None
 
     while True:
-        while running < n_jobs and clock < budget_s:
+        while running < n_jobs and (consumed if compute_clock else clock) < budget_s:
             proposal = proposer.ask()
             if proposal is None:
                 break
@@ -661,10 +668,10 @@ def simulate_pbt(
             heapq.heappush(events, _Event(clock + job["cost"][0], order, job))
             order += 1
             running += 1
-        if not events:
-            break
+        if not events or (compute_clock and consumed >= budget_s):
+            break  # (compute clock: Ray's budget Stopper ends the whole run here)
         ev = heapq.heappop(events)
-        if ev.time > budget_s:
+        if not compute_clock and ev.time > budget_s:
             clock = budget_s
             break
         clock = ev.time
@@ -676,6 +683,7 @@ def simulate_pbt(
         else:
             step, value = vals[job["i"]]
             trial_api.report(step, {kind.objective: value})
+            consumed += job["cost"][job["i"]] / n_jobs
             n_segments += 1
             if job["i"] + 1 < len(vals) and math.isfinite(value):
                 job["i"] += 1
@@ -697,7 +705,7 @@ def simulate_pbt(
             key = pc.schedule_key(job["schedule"])
             finished.append(
                 {
-                    "time": clock,
+                    "time": consumed if compute_clock else clock,
                     "number": frozen.number,
                     "state": "COMPLETE",
                     "value": v,
@@ -706,7 +714,7 @@ def simulate_pbt(
             )
             if v is not None and (best is None or table.sign * (v - best) < 0):
                 best = v
-                incumbents.append((clock, key))
+                incumbents.append((consumed if compute_clock else clock, key))
     os.environ.pop(trial_api.ENV_TRIAL, None)
     return SweepResult(
         contender,
@@ -728,7 +736,11 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init(
-    table_path: str, limit: int = 0, pbt_mode: str = "jump", job_start_s: float = 0.0
+    table_path: str,
+    limit: int = 0,
+    pbt_mode: str = "jump",
+    job_start_s: float = 0.0,
+    compute_clock: bool = False,
 ) -> None:
     logging.getLogger("optuna").setLevel(logging.ERROR)
     logging.getLogger("nemo_rl_hpo").setLevel(logging.ERROR)
@@ -758,6 +770,7 @@ def _init(
         space=space,
         nearest=Nearest(space_spec(space), configs),
         defaults=defaults,
+        compute_clock=compute_clock,
     )
 
 
@@ -786,6 +799,7 @@ def _task(args: Task) -> SweepResult:
             budget_runs,
             test_seeds,
             w["defaults"],
+            w["compute_clock"],
         )
     return simulate_one(
         w["table"],
@@ -863,6 +877,11 @@ def main(argv: list[str] | None = None) -> None:
         help="CPU seconds every job spends before its first step, which the table does not "
         "hold (a segment of a paused trial is a job); bench/replay_check.py measures it",
     )
+    ap.add_argument(
+        "--pbt-compute-clock",
+        action="store_true",
+        help="PBT: budget and times in worker-seconds consumed / n_jobs (peers.py's accounting)",
+    )
     args = ap.parse_args(argv)
     contenders = dict(CONTENDERS)
     for spec in args.contender:
@@ -916,7 +935,7 @@ def main(argv: list[str] | None = None) -> None:
                 budget_s = max_budget * table.full_run_s / args.n_jobs
                 jobs.append((name, ovs, seed, args.n_jobs, budget_s, 100000, test, None))
     table.pbt_mode = args.pbt_mode
-    init = (args.table, args.records, args.pbt_mode, args.job_start_s)
+    init = (args.table, args.records, args.pbt_mode, args.job_start_s, args.pbt_compute_clock)
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers, initializer=_init, initargs=init) as ex:
             results = list(ex.map(_task, jobs, chunksize=1))
