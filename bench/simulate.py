@@ -63,6 +63,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
 import _common as c  # noqa: E402
+import _confirm_stage  # noqa: E402
 import _pbt_curve as pc  # noqa: E402
 import curves  # noqa: E402
 from _nearest import Nearest, active, parse_overrides  # noqa: E402
@@ -266,6 +267,9 @@ class SweepResult:
     trials: list[dict[str, Any]] = field(default_factory=list)
     # every job launched (the first seed's, under repeats): (time, number, from step, to step)
     launches: list[tuple[float, int, int, int]] = field(default_factory=list)
+    # the confirmation stage (hydra.sweeper.confirm): its candidates, pick, and total
+    # worker-seconds of the run (search + confirmation) / the budget's
+    confirm: dict[str, Any] | None = None
 
 
 # A segment's simulated seconds from a clock other than the table's: (table key, from step, to
@@ -290,6 +294,7 @@ def simulate_one(
     sweeper_config: Mapping[str, Any] | None = None,
     seconds: SegmentSeconds | None = None,
     job_start_s: float = 0.0,
+    confirm_seeds: Sequence[int] = (),
 ) -> SweepResult:
     """One sweep of one contender on the table, with simulated time.
 
@@ -297,6 +302,9 @@ def simulate_one(
     place of the one ``overrides`` compose, to replay that sweep; ``seconds``: the clock (see
     ``SegmentSeconds``); ``job_start_s``: simulated seconds every job spends before its first
     step (a segment is a job: pausing costs one per promotion), which the table does not hold.
+    ``confirm_seeds``: the table seeds a confirmation stage (``hydra.sweeper.confirm``) runs
+    on; with one, the search stops ``top_k x seeds`` full runs' worth before ``budget_s`` and
+    the stage (``_confirm_stage.replay``) makes the pick.
 
     Built as ``hydra_plugins/nemo_rl_hpo/_impl.py`` builds a live sweep (settings, sampler,
     pruner, repeats, the fidelity proposer); the loop below is ``AsyncSweep.run`` with events
@@ -389,6 +397,8 @@ def simulate_one(
     n_segments = 0
     per_config = reps.n if reps.active else 1
     deadline = math.inf if budget_s is None else budget_s
+    if s.confirm.active:  # the budget holds the confirmation's full runs
+        deadline -= s.confirm.top_k * s.confirm.seeds * table.full_run_s / n_jobs
 
     def start(number: int, index: int, ctx: dict[str, Any]) -> None:
         nonlocal order
@@ -512,6 +522,23 @@ def simulate_one(
         }
         for t in study.get_trials(deepcopy=False)
     ]
+    confirmed = None
+    if s.confirm.active:
+        stage = _confirm_stage.replay(
+            study,
+            s.confirm,
+            keys,
+            lambda key, seed: table.runs[(key, seed)],
+            confirm_seeds,
+            base_ctx,
+            n_jobs,
+            job_start_s,
+        )
+        clock += stage.compute_s / n_jobs  # the budget's clock: worker-seconds / n_jobs
+        if stage.key is not None:
+            incumbents.append((clock, stage.key))
+        used = clock if budget_s is None else clock / budget_s
+        confirmed = {"candidates": stage.candidates, "pick": stage.key, "compute_ratio": used}
     return SweepResult(
         contender,
         seed,
@@ -525,6 +552,7 @@ def simulate_one(
         n_trials,
         trials=trials,
         launches=launches,
+        confirm=confirmed,
     )
 
 
@@ -774,15 +802,21 @@ def _init(
     )
 
 
-Task = tuple[str, list[str], int, int, "float | None", int, list[int], "float | None"]
+Task = tuple[str, list[str], int, int, "float | None", int, list[int], "float | None", list[int]]
 
 
 def is_pbt(overrides: Sequence[str]) -> bool:
     return "hydra/sweeper=pbt" in overrides
 
 
+def confirms(overrides: Sequence[str]) -> bool:
+    """A contender with a confirmation stage: it splits each budget between search and
+    confirmation, so it runs one sweep per budget."""
+    return any(o.startswith("hydra.sweeper.confirm.top_k=") for o in overrides)
+
+
 def _task(args: Task) -> SweepResult:
-    contender, overrides, seed, n_jobs, budget_s, n_trials, test_seeds, budget_runs = args
+    contender, overrides, seed, n_jobs, budget_s, n_trials, test_seeds, budget_runs, conf = args
     w = _WORKER
     if is_pbt(overrides):
         assert budget_s is not None and budget_runs is not None
@@ -801,7 +835,7 @@ def _task(args: Task) -> SweepResult:
             w["defaults"],
             w["compute_clock"],
         )
-    return simulate_one(
+    res = simulate_one(
         w["table"],
         w["space"],
         w["nearest"],
@@ -815,7 +849,11 @@ def _task(args: Task) -> SweepResult:
         test_seeds,
         {k: w["defaults"][k] for k in HELD.get(contender, [])},
         job_start_s=w["job_start_s"],
+        confirm_seeds=conf,
     )
+    if budget_runs is not None:
+        res.budget = budget_runs
+    return res
 
 
 def anytime(
@@ -851,6 +889,14 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=1,
         help="table seeds the sweep may see (rotating); the others are the test seeds",
+    )
+    ap.add_argument(
+        "--confirm-seeds",
+        type=int,
+        default=0,
+        help="table seeds set aside (rotating, after the tuning seeds) for contenders' "
+        "confirmation stages (hydra.sweeper.confirm); every contender's test seeds exclude "
+        "them",
     )
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", help="bench/results/<out>.json and .png (default: sim_<table>)")
@@ -919,21 +965,28 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         for seed in range(args.seeds):
             n = len(table.seeds)
-            tune = {table.seeds[(seed + j) % n] for j in range(min(args.tune_seeds, n - 1))}
-            test = [s for s in table.seeds if s not in tune]
+            if args.tune_seeds + args.confirm_seeds >= n:
+                ap.error(
+                    f"--tune-seeds {args.tune_seeds} + --confirm-seeds {args.confirm_seeds} "
+                    f"leave no test seed of the table's {n}"
+                )
+            split = [table.seeds[(seed + j) % n] for j in range(n)]
+            tune = set(split[: args.tune_seeds])
+            conf = split[args.tune_seeds : args.tune_seeds + args.confirm_seeds]
+            test = [s for s in table.seeds if s not in tune and s not in conf]
             ovs = contenders[name]
-            if is_pbt(ovs):  # a population per budget ({budget} members where it says so)
+            if is_pbt(ovs) or confirms(ovs):  # a sweep per budget
                 if by_trials:
-                    ap.error(f"{name}: PBT contenders replay --budgets, not --trials")
+                    ap.error(f"{name}: PBT and confirmation replay --budgets, not --trials")
                 for b in budgets:
                     budget_s = b * table.full_run_s / args.n_jobs
-                    jobs.append((name, ovs, seed, args.n_jobs, budget_s, 0, test, b))
+                    jobs.append((name, ovs, seed, args.n_jobs, budget_s, 100000, test, b, conf))
             elif by_trials:
                 for n in by_trials:
-                    jobs.append((name, ovs, seed, args.n_jobs, None, n, test, None))
+                    jobs.append((name, ovs, seed, args.n_jobs, None, n, test, None, conf))
             else:
                 budget_s = max_budget * table.full_run_s / args.n_jobs
-                jobs.append((name, ovs, seed, args.n_jobs, budget_s, 100000, test, None))
+                jobs.append((name, ovs, seed, args.n_jobs, budget_s, 100000, test, None, conf))
     table.pbt_mode = args.pbt_mode
     init = (args.table, args.records, args.pbt_mode, args.job_start_s, args.pbt_compute_clock)
     if args.workers > 1:
@@ -984,20 +1037,23 @@ def report(
                 if res.budget is None or b == res.budget
             ]
         for b, t in points:
+            if res.confirm is not None:  # its pick, made when the stage ended
+                t = max(t, res.end_time)
             q = anytime(table, res, [t], test)[0]
             r = sign * (q - best_true(test)) if not math.isnan(q) else math.inf
             per.setdefault((res.contender, b), []).append(r)
             n_done = sum(1 for f in res.finished if f["time"] <= t)
-            rows.append(
-                {
-                    "contender": res.contender,
-                    "seed": res.seed,
-                    "budget": b,
-                    "regret": r,
-                    "true": q,
-                    "trials": n_done,
-                }
-            )
+            row = {
+                "contender": res.contender,
+                "seed": res.seed,
+                "budget": b,
+                "regret": r,
+                "true": q,
+                "trials": n_done,
+            }
+            if res.confirm is not None:
+                row["confirm"] = res.confirm
+            rows.append(row)
     print(
         f"\n{table.kind.name} table: {len(keys)} configurations x {len(table.seeds)} seeds, "
         f"full run {table.full_run_s:.1f} CPU s, {args.n_jobs} workers, {args.seeds} seeds"
@@ -1040,6 +1096,16 @@ def report(
             "full_runs_to_random_final": r_med,
             "never_reached": r_never,
         }
+        ratios = [
+            r["confirm"]["compute_ratio"]
+            for r in rows
+            if r["contender"] == name and r["budget"] == b and "confirm" in r
+        ]
+        if ratios:  # search + confirmation worker-seconds / the budget's
+            summary[f"{name}@{b}"]["compute_ratio"] = {
+                "median": c.median(ratios),
+                "max": max(ratios),
+            }
         reach_txt = f"{r_med:.1f} ({r_never} never)" if reach else ""
         print(
             f"| {name} | {b:g} | {c.median(regs):.4f} | {lo:.4f}–{hi:.4f} | "

@@ -93,7 +93,17 @@ def test_a_pbt_replay_runs_the_real_population_on_the_table(
     budget = 10.0  # full runs: a population of 8 members (4 workers)
     try:
         res = simulate._task(
-            ("pbt", simulate.CONTENDERS["pbt"], 0, 4, budget * table.full_run_s, 0, test, budget)
+            (
+                "pbt",
+                simulate.CONTENDERS["pbt"],
+                0,
+                4,
+                budget * table.full_run_s,
+                0,
+                test,
+                budget,
+                [],
+            )
         )
     finally:
         w["composer"].__exit__(None, None, None)  # Hydra's global state back
@@ -106,3 +116,54 @@ def test_a_pbt_replay_runs_the_real_population_on_the_table(
     for f in res.finished:
         assert f["value"] == table.final(f["key"], table.seeds[0])
     assert res.incumbents and table.true_quality(res.incumbents[-1][1], test) < math.inf
+
+
+def test_a_confirmation_replay_picks_the_best_candidate_on_the_confirmation_seed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A contender with ``hydra.sweeper.confirm.*`` runs the sweeper's own confirmation stage
+    after its search (bench/_confirm_stage.py): the candidates are the top-k tuning values of
+    the search, each is recorded on the study as a confirmation job would record it, and the
+    pick is the candidate whose final objective on the confirmation seed is best - not the
+    search's own best. The search stops early enough to leave the budget for the stage."""
+    import logging
+
+    import optuna
+    import simulate
+
+    from nemo_rl_hpo.sweep import context
+
+    monkeypatch.setattr(context, "open_trial", context.open_trial)
+    monkeypatch.setattr(context, "open_study", context.open_study)
+    verbosity = optuna.logging.get_verbosity()
+    levels = {n: logging.getLogger(n).level for n in ("optuna", "nemo_rl_hpo", "hydra_plugins")}
+    simulate._init(str(ROOT / "bench" / "data" / "supervised.jsonl.gz"), 106)
+    w = simulate._WORKER
+    table = w["table"]
+    tune, conf = table.seeds[0], table.seeds[1]
+    ovs = ["hydra.sweeper.confirm.top_k=3", "hydra.sweeper.confirm.seeds=1"]
+    assert simulate.confirms(ovs)
+    budget = 16.0  # full runs, 3 of them the confirmation's
+    try:
+        res = simulate._task(
+            ("c3", ovs, 9, 4, budget * table.full_run_s / 4, 100000, [conf], budget, [conf])
+        )
+    finally:
+        w["composer"].__exit__(None, None, None)
+        optuna.logging.set_verbosity(verbosity)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    assert res.confirm is not None
+    done = [f for f in res.finished if f["state"] == "COMPLETE"]
+    assert all(f["time"] <= (budget - 3) * table.full_run_s / 4 for f in done)
+    # the candidates: the search's top 3 tuning values (lower val_loss is better)
+    top = sorted(done, key=lambda f: (f["value"], f["number"]))[:3]
+    assert res.confirm["candidates"] == [f["key"] for f in top]
+    assert all(f["value"] == table.final(f["key"], tune) for f in top)
+    # the pick: the best candidate on the confirmation seed
+    want = min(top, key=lambda f: table.final(f["key"], conf))["key"]
+    assert res.confirm["pick"] == want
+    assert res.incumbents[-1][1] == want
+    assert res.end_time > (budget - 3) * table.full_run_s / 4
+    # (sampler seed 9: a sweep whose own best is not the confirmation's best)
+    assert want != top[0]["key"]
