@@ -190,9 +190,16 @@ def run_ray(
                 )
 
     consumed = [0.0]
+    seen: set[tuple[str, Any]] = set()
     done: list[dict[str, Any]] = []
 
     def stopper(trial_id: str, result: dict[str, Any]) -> bool:
+        # Tune hands a function trainable's last result to the stopper twice (once more when
+        # the trial ends, same training_iteration): count each result once
+        mark = (trial_id, result.get("training_iteration"))
+        if mark in seen:
+            return False
+        seen.add(mark)
         consumed[0] += float(result.get("cost_s", 0.0))
         if result.get("last"):
             done.append({"time": consumed[0] / n_jobs, "value": result[obj], "key": result["key"]})
