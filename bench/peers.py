@@ -21,15 +21,16 @@ sweep consumed (worker-seconds / n_jobs), exactly the simulator's clock. Seeds a
 / test split are the simulator's (seed i: sampler seed i; test seeds rotate).
 PBT and PB2 (``ray_pbt``, ``ray_pb2``): Ray's ``PopulationBasedTraining`` and ``PB2``
 (Parker-Holder et al., NeurIPS 2020) with ``time_attr="step"`` and the project's PBT defaults
-(perturbation every 100 steps, quantile 0.25, resample 0.25, factors 0.8/1.2), on the same space
-as ``simulate.py``'s ``pbt`` contender (the table's space without conditional keys), one
-population per budget (the same size: the largest multiple of n_jobs <= 0.8 x the budget in full
-runs; ``synch=True`` when it exceeds n_jobs, as ours goes synchronous). The trainable checkpoints
-its member's schedule at every report; when Ray exploits, it restores the parent's checkpoint
-with the explored config and continues by the tabular approximation of ``_pbt_curve.py`` (the
-same as ours). PB2 explores only numeric keys (Ray's ``hyperparam_bounds``; a log-scale key is
-given to it as its log10, so its GP models it in the space it is searched in); categorical keys
-keep the member's initial draw or are copied from the parent.
+(perturbation every ``--pbt-interval`` steps, 100 by default; quantile 0.25, resample 0.25,
+factors 0.8/1.2), on the same space as ``simulate.py``'s ``pbt`` contender (the table's space
+without conditional keys), one population per budget (the same size: the largest multiple of
+n_jobs <= 0.8 x the budget in full runs; ``synch=True`` when it exceeds n_jobs, as ours goes
+synchronous). The trainable checkpoints its member's schedule at every report; when Ray exploits,
+it restores the parent's checkpoint with the explored config and continues by the tabular
+approximation of ``_pbt_curve.py`` (the same as ours). PB2 explores only numeric keys (Ray's
+``hyperparam_bounds``; a log-scale key is given to it as its log10, so its GP models it in the
+space it is searched in); categorical keys keep the member's initial draw or are copied from the
+parent.
 """
 
 from __future__ import annotations
@@ -262,6 +263,7 @@ def run_ray_pbt(
     budget_s: float,
     population: int,
     scale: float,
+    interval: int = 100,
 ) -> list[dict[str, Any]]:
     """One Ray Tune PBT or PB2 population on the table; its members that reached the end."""
     import ray
@@ -270,7 +272,6 @@ def run_ray_pbt(
     from ray.tune.schedulers.pb2 import PB2
 
     obj, mode = table.objective, table.mode
-    interval = 100
     maximize = mode == "max"
     plain = [p for p in spec if not p.get("condition")]  # our PBT's space: no conditional keys
     logs = {p["key"] for p in plain if p["kind"] == "float" and p["log"]}
@@ -562,6 +563,12 @@ def main() -> None:
     ap.add_argument("--budgets", default="30,60")
     ap.add_argument("--tune-seeds", type=int, default=1)
     ap.add_argument("--scale", type=float, default=0.01, help="wall s slept per recorded s")
+    ap.add_argument(
+        "--pbt-interval",
+        type=int,
+        default=100,
+        help="PBT/PB2 steps between perturbations (ours: hydra.sweeper.perturbation_interval)",
+    )
     ap.add_argument("--out", help="bench/results/<out>.json (default: peers_<table>)")
     ap.add_argument(
         "--pbt-mode",
@@ -609,6 +616,7 @@ def main() -> None:
                         b * table.full_run_s / args.n_jobs,
                         population_size(b, args.n_jobs),
                         args.scale,
+                        args.pbt_interval,
                     )
                 done = per_budget[max(budgets)]
             elif name.startswith("syne_"):
