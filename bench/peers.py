@@ -247,9 +247,9 @@ def run_ray(
     return done
 
 
-def population_size(budget_runs: float, n_jobs: int) -> int:
-    """The population of a budget (as simulate.py's ``{population}``)."""
-    return max(2, n_jobs * int(0.8 * budget_runs // n_jobs))
+def population_size(budget_runs: float, n_jobs: int, fill: float = 0.8) -> int:
+    """The population of a budget (as simulate.py's ``{population}``, ``--pbt-fill``)."""
+    return max(2, n_jobs * int(fill * budget_runs // n_jobs))
 
 
 def run_ray_pbt(
@@ -563,6 +563,7 @@ def main() -> None:
     ap.add_argument("--budgets", default="30,60")
     ap.add_argument("--tune-seeds", type=int, default=1)
     ap.add_argument("--scale", type=float, default=0.01, help="wall s slept per recorded s")
+    ap.add_argument("--pbt-fill", type=float, default=0.8, help="as simulate.py's")
     ap.add_argument(
         "--pbt-interval",
         type=int,
@@ -614,7 +615,7 @@ def main() -> None:
                         pool,
                         args.n_jobs,
                         b * table.full_run_s / args.n_jobs,
-                        population_size(b, args.n_jobs),
+                        population_size(b, args.n_jobs, args.pbt_fill),
                         args.scale,
                         args.pbt_interval,
                     )

@@ -87,8 +87,8 @@ CONTENDERS: dict[str, list[str]] = {
     "hyperband_pause": ["hydra/sweeper/fidelity=hyperband"],
     "random_asha": ["hydra/sweeper/sampler=random", "hydra/sweeper/fidelity=asha"],
     # PBT (hydra/sweeper=pbt): one population per budget B of full runs; {population} is the
-    # largest multiple of n_jobs <= 0.8 B (members train the full length in synchronous rounds:
-    # the barrier idles workers, and a population of B members overran the budget)
+    # largest multiple of n_jobs <= 0.8 B (--pbt-fill; members train the full length in
+    # synchronous rounds: the barrier idles workers, and a population of B members overran)
     "pbt": ["hydra/sweeper=pbt", "hydra.sweeper.population_size={population}"],
     "pbt4": ["hydra/sweeper=pbt"],  # its defaults: 4 members x 4 rounds of 100 steps
 }
@@ -131,6 +131,7 @@ class Table:
     fixed: list[str] = field(default_factory=list)  # the build's --set overrides
     full_run_s: float = 0.0  # median CPU seconds of a full-length run
     pbt_mode: str = "jump"  # how a PBT member's curve joins after an exploit (_pbt_curve)
+    pbt_fill: float = 0.8  # a PBT population: n_jobs x floor(pbt_fill x budget / n_jobs)
 
     @property
     def sign(self) -> float:
@@ -601,7 +602,7 @@ def simulate_pbt(
     from nemo_rl_hpo.sweep import job as job_api
 
     kind = table.kind
-    population = max(2, n_jobs * int(0.8 * budget_runs // n_jobs))
+    population = max(2, n_jobs * int(table.pbt_fill * budget_runs // n_jobs))
     ovs = [o.replace("{population}", str(population)) for o in overrides]
     cfg = composer.compose([f"trial={kind.name}", *table.fixed, *ovs], hydra=True)
     sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)
@@ -769,6 +770,7 @@ def _init(
     pbt_mode: str = "jump",
     job_start_s: float = 0.0,
     compute_clock: bool = False,
+    pbt_fill: float = 0.8,
 ) -> None:
     logging.getLogger("optuna").setLevel(logging.ERROR)
     logging.getLogger("nemo_rl_hpo").setLevel(logging.ERROR)
@@ -783,6 +785,7 @@ def _init(
     warnings.simplefilter("ignore")
     table = load_table(Path(table_path), limit)
     table.pbt_mode = pbt_mode
+    table.pbt_fill = pbt_fill
     composer = curves.Composer()
     space = composer.space(table.kind)
     configs = {k: table.overrides[k] for k in table.keys()}
@@ -924,6 +927,13 @@ def main(argv: list[str] | None = None) -> None:
         "hold (a segment of a paused trial is a job); bench/replay_check.py measures it",
     )
     ap.add_argument(
+        "--pbt-fill",
+        type=float,
+        default=0.8,
+        help="PBT population: the largest multiple of n_jobs <= this x the budget in full runs "
+        "(lower where run lengths vary: synchronous rounds wait for the slowest member)",
+    )
+    ap.add_argument(
         "--pbt-compute-clock",
         action="store_true",
         help="PBT: budget and times in worker-seconds consumed / n_jobs (peers.py's accounting)",
@@ -988,7 +998,14 @@ def main(argv: list[str] | None = None) -> None:
                 budget_s = max_budget * table.full_run_s / args.n_jobs
                 jobs.append((name, ovs, seed, args.n_jobs, budget_s, 100000, test, None, conf))
     table.pbt_mode = args.pbt_mode
-    init = (args.table, args.records, args.pbt_mode, args.job_start_s, args.pbt_compute_clock)
+    init = (
+        args.table,
+        args.records,
+        args.pbt_mode,
+        args.job_start_s,
+        args.pbt_compute_clock,
+        args.pbt_fill,
+    )
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers, initializer=_init, initargs=init) as ex:
             results = list(ex.map(_task, jobs, chunksize=1))
