@@ -13,8 +13,6 @@ from ``NEMO_RL_HPO_STORAGE_PASSWORD`` and is never printed.
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
 import io
 import json
 import math
@@ -27,13 +25,11 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from nemo_rl_hpo.errors import named
 from nemo_rl_hpo.fidelity import history
+from nemo_rl_hpo.report.status import confirmation_lines, fmt, status_view
 from nemo_rl_hpo.sweep import confirm, cost, records, repeats
-from nemo_rl_hpo.sweep.budget import Budget
-from nemo_rl_hpo.sweep.budget import status as budget_status
 
 if TYPE_CHECKING:
     import optuna
-    from rich.console import RenderableType
 
 PROG = "nemo-rl-hpo"
 
@@ -168,21 +164,6 @@ def _load(args: argparse.Namespace) -> optuna.Study:
         raise CliError(str(e), code=2) from None
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
-
-
-def _fmt_elapsed(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 # ---------------------------------------------------------------- commands
 
 
@@ -201,102 +182,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status_view(study: optuna.Study) -> RenderableType:
-    from rich.console import Group
-    from rich.table import Table
-
-    from nemo_rl_hpo.report.trials import (
-        SweepInfo,
-        best_trial,
-        counts_by_state,
-        elapsed_s,
-        pareto_trials,
-    )
-
-    trials = study.get_trials(deepcopy=False)
-    info = SweepInfo.from_study(study)
-    head = Table(show_header=False, box=None)
-    head.add_row("study", info.study_name)
-    head.add_row("storage", info.storage or "-")
-    head.add_row(
-        "objectives",
-        ", ".join(f"{o} ({d})" for o, d in zip(info.objectives, info.directions, strict=True)),
-    )
-    counts = counts_by_state(trials)
-    head.add_row("trials", "  ".join(f"{k}={v}" for k, v in counts.items() if v) or "none yet")
-    if info.multi_objective:
-        front = pareto_trials(trials, study.directions)
-        head.add_row(
-            "pareto front", f"{len(front)} trials: {', '.join(str(t.number) for t in front[:20])}"
-        )
-    else:
-        best = best_trial(trials, study.directions)
-        line = f"trial {best.number}: {info.objectives[0]}={_fmt(best.value)}" if best else "-"
-        spread = repeats.spread(best) if best else None
-        head.add_row("best", f"{line}; seeds {spread}" if spread else line)
-        confirmed = confirm.read_confirmation(study, trials)
-        if confirmed is not None:
-            head.add_row("confirmed", "\n".join(_confirmation_lines(confirmed, info.objectives[0])))
-    system_attrs = study._storage.get_study_system_attrs(study._study_id)
-    budget = Budget.from_mapping(study.user_attrs.get(records.STUDY_BUDGET) or {})
-    for st in budget_status(system_attrs, budget):
-        head.add_row(f"{st.kind}-hours", st.line().split(": ", 1)[1])
-    missing = cost.study_totals(system_attrs).local_jobs
-    if missing:
-        head.add_row(
-            "accounting",
-            f"{missing} Slurm job(s) measured locally (sacct was unavailable); "
-            "run status --refresh-cost",
-        )
-    fidelity = study.user_attrs.get(records.STUDY_FIDELITY)
-    if fidelity:
-        n_paused, held = history.held_by_paused(trials)
-        head.add_row(
-            "fidelity",
-            f"{'hyperband' if fidelity.get('brackets', 1) > 1 else 'asha'} over "
-            f"{fidelity.get('step_key')}, rungs {fidelity.get('rungs')}; {n_paused} paused, "
-            f"their checkpoints hold {history.human(held)}",
-        )
-    paused = [t for t in trials if t.state.name == "RUNNING" and records.is_paused(t)]
-    running = [t for t in trials if t.state.name == "RUNNING" and not records.is_paused(t)]
-    tables: list[RenderableType] = []
-    if paused:
-        ptable = Table(title=f"paused trials ({len(paused)})")
-        for col in ("trial", "at step", "value", "paused for", "checkpoint"):
-            ptable.add_column(col)
-        for t in paused:
-            segs = history.segments(t)
-            ckpt = t.user_attrs.get(records.FIDELITY_CHECKPOINT)
-            ptable.add_row(
-                str(t.number),
-                _fmt(history.paused_step(t)),
-                _fmt(segs[-1]["value"] if segs else None),
-                _fmt_elapsed(history.paused_s(t)),
-                f"{history.human(history.dir_bytes(ckpt))} in {ckpt}",
-            )
-        tables.append(ptable)
-    if not running:  # a finished sweep: one line, not an empty table
-        head.add_row("running", "none")
-        return Group(head, *tables)
-    table = Table(title=f"running trials ({len(running)})")
-    for col in ("trial", "job id", "node", "elapsed", "last step", "last value"):
-        table.add_column(col)
-    now = dt.datetime.now()
-    for t in running:
-        steps = t.intermediate_values
-        last = max(steps) if steps else None
-        job = t.user_attrs.get(records.SLURM_JOB_ID) or t.user_attrs.get(records.JOB_PID)
-        table.add_row(
-            str(t.number),
-            _fmt(job),
-            _fmt(t.user_attrs.get(records.NODE)),
-            _fmt_elapsed(elapsed_s(t, now)),
-            _fmt(last if last is not None else t.user_attrs.get(records.LAST_STEP)),
-            _fmt(steps[last] if last is not None else None),
-        )
-    return Group(head, *tables, table)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
@@ -309,14 +194,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         n = cost.refresh(study)
         console.print(f"cost: {n} job record(s) filled in from sacct")
     if args.watch is None:
-        console.print(_status_view(study))
+        console.print(status_view(study))
         return 0
     try:
-        with Live(_status_view(study), console=console, auto_refresh=False) as live:
+        with Live(status_view(study), console=console, auto_refresh=False) as live:
             n = 1
             while args.iterations is None or n < args.iterations:
                 time.sleep(args.watch)
-                live.update(_status_view(study), refresh=True)
+                live.update(status_view(study), refresh=True)
                 n += 1
     except KeyboardInterrupt:
         pass
@@ -361,7 +246,7 @@ def cmd_best(args: argparse.Namespace) -> int:
     for t in chosen:
         if t is None:
             continue
-        values = ", ".join(f"{o}={_fmt(v)}" for o, v in zip(info.objectives, t.values, strict=True))
+        values = ", ".join(f"{o}={fmt(v)}" for o, v in zip(info.objectives, t.values, strict=True))
         comment = f"# trial {t.number}: {values}"
         if info.multi_objective and args.objective is None:
             print(comment)
@@ -371,7 +256,7 @@ def cmd_best(args: argparse.Namespace) -> int:
         if seeds:  # a repeated configuration: its value aggregates these seeds
             key = study.user_attrs.get(records.STUDY_REPEATS, {}).get("seed_key", "seed")
             each = ", ".join(
-                f"{key}={r['seed']}: {_fmt((r.get('values') or [None])[0])}" for r in seeds
+                f"{key}={r['seed']}: {fmt((r.get('values') or [None])[0])}" for r in seeds
             )
             print(
                 f"# seeds: {each}; {repeats.spread(t)}; add {key}=N to rerun one", file=sys.stderr
@@ -388,97 +273,20 @@ def cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
-def _confirmation_lines(confirmed: confirm.Confirmation, objective: str) -> list[str]:
-    """Per confirmed configuration: tuning value, test mean ± 95 % interval, ranks; the pick."""
-    lines = [f"confirmation on test seeds {confirmed.settings.get('test_seeds')}:"]
-    for r in confirmed.rows:
-        mark = " <- pick" if confirmed.pick is r else ""
-        lines.append(
-            f"  trial {r.trial.number}: tuning {objective}={_fmt(r.tuning_value)}, test mean "
-            f"{r.mean_text()} ({r.n} seeds), rank {r.rank_before} -> "
-            f"{_fmt(r.rank_after)}{mark}"
-        )
-    if confirmed.optimism is not None:
-        lines.append(f"  winner's optimism (tuning - test mean): {_fmt(confirmed.optimism)}")
-    if confirmed.note:
-        lines.append(f"  note: {confirmed.note}")
-    if confirmed.missing:
-        lines.append(f"  {confirmed.missing} test job(s) without a result (nemo-rl-hpo confirm)")
-    return lines
-
-
 def _say_confirmation(confirmed: confirm.Confirmation, objective: str, out: IO[str]) -> None:
-    for line in _confirmation_lines(confirmed, objective):
+    for line in confirmation_lines(confirmed, objective):
         print(f"# {line}", file=out)
 
 
-def export_csv(study: optuna.Study, out: IO[str]) -> int:
-    """Write one row per trial; return the number of rows."""
-    from nemo_rl_hpo.report.trials import SweepInfo, duration_s, trial_metrics, trial_params
-
-    info = SweepInfo.from_study(study)
-    trials = study.get_trials(deepcopy=False)
-    value_cols = [o if o.startswith("value") else f"value:{o}" for o in info.objectives]
-    params: dict[str, None] = {}
-    metrics: dict[str, None] = {}
-    pbt: dict[str, None] = {}
-    rows_params = []
-    for t in trials:
-        p = trial_params(t)
-        rows_params.append(p)
-        params.update(dict.fromkeys(p))
-        metrics.update(dict.fromkeys(trial_metrics(t)))
-        pbt.update(
-            dict.fromkeys(
-                k
-                for k in t.user_attrs
-                if k.startswith(records.PBT_PREFIX) and k != records.PBT_PARAMS
-            )
-        )
-    extra = [
-        records.JOB_DIR,
-        records.SLURM_JOB_ID,
-        records.NODE,
-        records.FAIL_REASON,
-        records.PRUNED_AT_STEP,
-        records.LAST_STEP,
-    ]
-    header = [
-        "number",
-        "state",
-        *value_cols,
-        *(f"param:{k}" for k in params),
-        *(f"metric:{k}" for k in metrics),
-        "datetime_start",
-        "datetime_complete",
-        "duration_s",
-        *extra,
-        *pbt,
-    ]
-    writer = csv.writer(out)
-    writer.writerow(header)
-    for t, p in zip(trials, rows_params, strict=True):
-        m = trial_metrics(t)
-        values = list(t.values) if t.values else [None] * len(value_cols)
-        row: list[Any] = [t.number, t.state.name, *values]
-        row += [p.get(k) for k in params]
-        row += [m.get(k) for k in metrics]
-        row += [t.datetime_start, t.datetime_complete, duration_s(t)]
-        row += [t.user_attrs.get(k) for k in extra]
-        row += [t.user_attrs.get(k) for k in pbt]
-        writer.writerow(["" if v is None else v for v in row])
-    return len(trials)
-
-
 def cmd_export(args: argparse.Namespace) -> int:
-    from nemo_rl_hpo.report import files
+    from nemo_rl_hpo.report import export, files
 
     study = _load(args)
     if args.output is None:
-        export_csv(study, sys.stdout)
+        export.export_csv(study, sys.stdout)
         return 0
     buf = io.StringIO()
-    n = export_csv(study, buf)
+    n = export.export_csv(study, buf)
     files.write_text(args.output, buf.getvalue())
     print(f"wrote {n} trials to {args.output}", file=sys.stderr)
     return 0
@@ -513,7 +321,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             ",".join(d.name.lower() for d in s.directions),
             str(len(trials)),
             *(str(counts[k]) for k in STATES),
-            _fmt(best.value if best else None),
+            fmt(best.value if best else None),
         )
     Console().print(table)
     return 0
