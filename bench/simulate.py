@@ -927,6 +927,13 @@ def main(argv: list[str] | None = None) -> None:
         "hold (a segment of a paused trial is a job); bench/replay_check.py measures it",
     )
     ap.add_argument(
+        "--reach-of",
+        default="",
+        metavar="CONTENDER",
+        help="also report, seed by seed, the share of the budget each contender needs to reach "
+        "this contender's final true quality (e.g. default: the unpruned sweep)",
+    )
+    ap.add_argument(
         "--pbt-fill",
         type=float,
         default=0.8,
@@ -1141,6 +1148,18 @@ def report(
     print(f"nearest configuration: {nn}")
     spread = landscape(table, keys)
     print(f"landscape: {spread}")
+    paired = {}
+    if not by_trials and args.reach_of:
+        paired = paired_reach(table, results, args, budgets, args.reach_of)
+        print(
+            f"\nseconds to reach {args.reach_of}'s final quality of the same seed, as a share of "
+            f"the budget ({max(budgets):g} full runs):"
+        )
+        print("| contender | median share | seeds within 0.5x | seeds never |")
+        print("|---|---:|---:|---:|")
+        for name, p in paired.items():
+            half, n = p["within_half"], p["seeds"]
+            print(f"| {name} | {p['median']:.2f} | {half} of {n} | {p['never']} |")
     return {
         "machine": c.machine(),
         "command": " ".join(sys.argv),
@@ -1156,6 +1175,7 @@ def report(
         "rows": rows,
         "nearest": nn,
         "landscape": spread,
+        "paired_reach": {"of": args.reach_of, **paired} if paired else None,
     }
 
 
@@ -1191,6 +1211,50 @@ def time_to_reach(
             else:
                 times.append(hit / unit)
         out[name] = (statistics.median(times), never)
+    return out
+
+
+def paired_reach(
+    table: Table,
+    results: Sequence[SweepResult],
+    args: argparse.Namespace,
+    budgets: Sequence[float],
+    ref: str,
+) -> dict[str, dict[str, Any]]:
+    """Per seed: the time a contender's incumbent first reaches the true quality that ``ref``
+    (e.g. the unpruned default) ends with at the largest budget on the same seed, as a share
+    of that budget (inf: never); the median share and the seeds within 0.5x."""
+    top = max(budgets) * table.full_run_s / args.n_jobs
+    final = {
+        r.seed: anytime(table, r, [top], r.test_seeds)[0]
+        for r in results
+        if r.contender == ref and r.budget in (None, max(budgets))
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted({r.contender for r in results}):
+        shares = []
+        for r in results:
+            if r.contender != name or r.budget not in (None, max(budgets)):
+                continue
+            target = final.get(r.seed)
+            if target is None or math.isnan(target):
+                continue
+            hit = next(
+                (
+                    t
+                    for t, k in r.incumbents
+                    if t <= top and table.sign * (table.true_quality(k, r.test_seeds) - target) <= 0
+                ),
+                None,
+            )
+            shares.append(math.inf if hit is None else hit / top)
+        if shares:
+            out[name] = {
+                "median": statistics.median(shares),
+                "within_half": sum(1 for x in shares if x <= 0.5),
+                "never": sum(1 for x in shares if math.isinf(x)),
+                "seeds": len(shares),
+            }
     return out
 
 
