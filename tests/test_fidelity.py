@@ -791,6 +791,48 @@ def test_a_promoted_segment_orphaned_with_its_sweeper_is_paused_again_not_failed
     assert sweeper().ask() is None  # ...nor promote it a second time
 
 
+def test_a_pause_whose_sweeper_died_mid_decision_is_decided_again_once(tmp_path: Path) -> None:
+    """A sweeper killed between taking a paused trial's claim and promoting it leaves the
+    trial paused with its claim taken. A later sweeper re-opens that pause once the claim is
+    older than any live decision could be (not before), promotes it, and nobody does twice."""
+    from nemo_rl_hpo.fidelity import FidelityProposer
+    from nemo_rl_hpo.fidelity.segment import end
+    from nemo_rl_hpo.search.grammar import parse_params
+    from nemo_rl_hpo.search.space import SearchSpace
+    from nemo_rl_hpo.sweep.proposer import OptunaProposer
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db.sqlite'}", study_name="s")
+    space = SearchSpace(
+        parse_params({"x": "interval(0.0, 1.0)"}, []), {}, {}, lambda k: True, ["x"]
+    )
+
+    def sweeper(after_s: float = 900.0) -> FidelityProposer:
+        sched = Scheduler(FidelitySettings(3, 9, 3))
+        return FidelityProposer(
+            OptunaProposer(study, space, 1), sched, tmp_path / "ckpt", undecided_after_s=after_s
+        )
+
+    first = sweeper()
+    p = first.ask()
+    assert p is not None
+    end(study, study._storage.get_trial(p.trial._trial_id), 0.5, p.context[CONTEXT_KEY])
+    # The first sweeper takes the pause's claim to promote it, and dies before it does.
+    assert first.claims.take(p.number, 3, "promote", 0)
+    t = study._storage.get_trial(p.trial._trial_id)
+    assert records.is_paused(t)
+    # A sweeper restarted at once leaves it alone: the claim's owner may still be deciding.
+    assert sweeper().ask() is None
+    assert records.is_paused(study._storage.get_trial(p.trial._trial_id))
+    # Once the claim is older than any live decision could take, the pause is decided again.
+    late = sweeper(after_s=0.0)
+    promoted = late.ask()
+    assert promoted is not None and promoted.number == p.number
+    assert promoted.context["steps"] == 9
+    t = study._storage.get_trial(p.trial._trial_id)
+    assert t.state == TrialState.RUNNING and not records.is_paused(t)
+    assert sweeper(after_s=0.0).ask() is None  # promoted once, by one sweeper
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_two_sweepers_on_one_journal_study_promote_each_pause_once(tmp_path: Path) -> None:

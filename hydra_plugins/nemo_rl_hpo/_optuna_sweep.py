@@ -97,7 +97,7 @@ class OptunaSweeperImpl(HydraSweep):
         proposer: Proposer = optuna_proposer
         if self._fidelity is not None:
             proposer = self._fidelity_proposer(
-                self._fidelity, optuna_proposer, study, opened.sweep_dir
+                self._fidelity, optuna_proposer, study, opened.sweep_dir, s.storage_retry_s
             )
         if self._reps.active:  # each configuration runs as n seed jobs of one trial
             proposer = repeats.SeedRepeats(
@@ -120,7 +120,11 @@ class OptunaSweeperImpl(HydraSweep):
     # -------------------------------------------------------------------- helpers
     @staticmethod
     def _fidelity_proposer(
-        plan: _fidelity.FidelityPlan, base: OptunaProposer, study: optuna.Study, sweep_dir: Any
+        plan: _fidelity.FidelityPlan,
+        base: OptunaProposer,
+        study: optuna.Study,
+        sweep_dir: Any,
+        storage_retry_s: float,
     ) -> FidelityProposer:
         f = plan.settings
         study.set_user_attr(
@@ -139,7 +143,11 @@ class OptunaSweeperImpl(HydraSweep):
             Path(sweep_dir) / "checkpoints",
         )
         return FidelityProposer(
-            base, Scheduler(f), Path(sweep_dir) / "checkpoints", plan.keep_checkpoints
+            base,
+            Scheduler(f),
+            Path(sweep_dir) / "checkpoints",
+            plan.keep_checkpoints,
+            undecided_after_s=max(900.0, 1.5 * storage_retry_s),
         )
 
     @staticmethod

@@ -80,6 +80,22 @@ class Claims:
             )
         }
 
+    def taken_before(self, cutoff: float) -> set[tuple[int, int, int]]:
+        """(trial, step, round) of the claims taken before ``cutoff`` (epoch seconds).
+
+        The storage stamps a trial's ``datetime_start`` when it moves to RUNNING, so this is
+        the moment of the take even if the taker died before writing ``taken_by``.
+        """
+        out = set()
+        for t in self.storage.get_all_trials(
+            self.study._study_id, deepcopy=False, states=(TrialState.RUNNING,)
+        ):
+            start = t.datetime_start
+            if start is not None and start.timestamp() < cutoff:
+                a = t.user_attrs
+                out.add((int(a[_TRIAL]), int(a[_STEP]), int(a.get(_ROUND, 0))))
+        return out
+
     def _find(self, number: int, step: int, round_: int = 0) -> Any:
         for t in self.storage.get_all_trials(self.study._study_id, deepcopy=False):
             a = t.user_attrs

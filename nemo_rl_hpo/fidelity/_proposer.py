@@ -41,6 +41,11 @@ class FidelityProposer:
     scheduler: Scheduler
     checkpoints: Path
     keep_checkpoints: bool = False
+    # A decision (promote, retire) follows its claim within milliseconds. A pause whose claim
+    # was taken this long ago and is still undecided lost its sweeper in between; it is taken
+    # back (``_take_back_undecided``). Longer than a storage outage a live sweeper may be waiting
+    # out mid-decision (``storage_retry_s``), so a slow decision is never decided twice.
+    undecided_after_s: float = 900.0
     claims: Claims = field(init=False)
 
     def __post_init__(self) -> None:
@@ -62,6 +67,7 @@ class FidelityProposer:
         return out
 
     def ask(self) -> Proposal | None:
+        self._take_back_undecided()
         recs = self.records()
         for promo in self.scheduler.promotions(recs, self._more_coming()):
             round_ = _pause_round(self._trial(promo.key))
@@ -90,6 +96,7 @@ class FidelityProposer:
 
     def pending(self) -> bool:
         """A segment still runs somewhere (a peer's), or a paused trial may still be promoted."""
+        self._take_back_undecided()
         trials = self._trials()
         if any(t.state == TrialState.RUNNING and not records.is_paused(t) for t in trials):
             return True
@@ -176,6 +183,43 @@ class FidelityProposer:
             step,
         )
         return True
+
+    def _take_back_undecided(self) -> list[int]:
+        """Re-open the pauses whose claim was taken but never acted on.
+
+        A sweeper killed between taking a pause's claim and promoting (or retiring) the trial
+        leaves it paused with its claim taken: nobody may decide it, so it would be neither
+        promoted nor retired, and the sweep would wait for it forever. Such a pause is moved to
+        a fresh claim (the next round's, taken here atomically, as ``rescue`` does for a dead
+        segment), so the scheduler decides it again. Returns the trials re-opened.
+        """
+        taken = self.claims.taken_before(time.time() - self.undecided_after_s)
+        if not taken:
+            return []
+        reopened = []
+        storage = self.study._storage
+        for t in self._trials():
+            paused = t.system_attrs.get(records.SYS_PAUSED)
+            if t.state != TrialState.RUNNING or not isinstance(paused, dict):
+                continue
+            step, round_ = int(paused["step"]), int(paused.get("round", 0))
+            if (t.number, step, round_) not in taken:
+                continue
+            self.claims.offer(t.number, step, round_ + 1)  # its taker may have died before this
+            if not self.claims.take(t.number, step, "undecided", round_ + 1):
+                continue  # a peer re-opened it
+            self.claims.offer(t.number, step, round_ + 2)
+            storage.set_trial_system_attr(
+                t._trial_id, records.SYS_PAUSED, {**paused, "round": round_ + 2}
+            )
+            log.warning(
+                "trial %d: the sweeper that took its pause at step %d died before deciding it; "
+                "it can be promoted again",
+                t.number,
+                step,
+            )
+            reopened.append(t.number)
+        return reopened
 
     def _promote(self, number: int, target: int) -> Proposal:
         t = self._trial(number)
