@@ -83,16 +83,23 @@ class Claims:
     def taken_before(self, cutoff: float) -> set[tuple[int, int, int]]:
         """(trial, step, round) of the claims taken before ``cutoff`` (epoch seconds).
 
-        The storage stamps a trial's ``datetime_start`` when it moves to RUNNING, so this is
-        the moment of the take even if the taker died before writing ``taken_by``.
+        The taker's ``taken_by`` time (epoch seconds, host-independent) where it wrote one;
+        else the ``datetime_start`` the storage stamped when the claim moved to RUNNING (the
+        taker died before writing ``taken_by``; a naive local time, so hosts in one time zone).
         """
         out = set()
         for t in self.storage.get_all_trials(
             self.study._study_id, deepcopy=False, states=(TrialState.RUNNING,)
         ):
-            start = t.datetime_start
-            if start is not None and start.timestamp() < cutoff:
-                a = t.user_attrs
+            a = t.user_attrs
+            owner = a.get("taken_by")
+            if isinstance(owner, dict) and "time" in owner:
+                when = float(owner["time"])
+            elif t.datetime_start is not None:
+                when = t.datetime_start.timestamp()
+            else:
+                continue
+            if when < cutoff:
                 out.add((int(a[_TRIAL]), int(a[_STEP]), int(a.get(_ROUND, 0))))
         return out
 
