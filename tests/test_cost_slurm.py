@@ -92,12 +92,29 @@ def test_one_gpu_trials_cost_sacct_elapsed_and_a_budget_stops_them(tmp_path: Pat
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
 
 
-def test_a_two_gpu_trial_costs_twice_its_elapsed_time(tmp_path: Path) -> None:
-    run_app("toy", f"hydra.sweep.dir={tmp_path}", *_slurm(2), "hydra.sweeper.n_trials=1")
+def test_a_two_gpu_trial_and_its_confirmation_cost_twice_their_elapsed_time(
+    tmp_path: Path,
+) -> None:
+    run_app(
+        "seeded",
+        f"hydra.sweep.dir={tmp_path}",
+        *_slurm(2),
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.n_jobs=1",
+        "hydra.sweeper.confirm.top_k=1",
+        "hydra.sweeper.confirm.seeds=1",
+    )
     study = _study(tmp_path)
     (t,) = study.trials
-    (job,) = _jobs(study)[t.number].values()
-    elapsed, runs = _sacct_gpu_s(job.job_id)  # type: ignore[arg-type]
-    # Rule: gres/gpu=2 in AllocTRES: GPU-seconds are twice the job's elapsed seconds.
-    assert job.source == "sacct" and job.gpus == 2 and runs == 1
-    assert job.gpu_s == 2 * job.wall_s == elapsed
+    jobs = _jobs(study)[t.number]
+    assert len(jobs) == 2, jobs  # the trial's job and its confirmation's
+    own = jobs[t.user_attrs["slurm_job_id"]]
+    (confirm_key,) = [k for k in jobs if k.startswith(cost.CONFIRM_KEY_PREFIX)]
+    confirmed = jobs[confirm_key]
+    assert confirmed.job_id != own.job_id and confirm_key == f"confirm-1000-{confirmed.job_id}"
+    for job in (own, confirmed):
+        elapsed, runs = _sacct_gpu_s(job.job_id)  # type: ignore[arg-type]
+        # Rule: gres/gpu=2 in AllocTRES: GPU-seconds are twice the job's elapsed seconds,
+        # for a confirmation job (a Slurm job of its own, no trial) as for a trial's.
+        assert job.source == "sacct" and job.gpus == 2 and runs == 1
+        assert job.gpu_s == 2 * job.wall_s == elapsed

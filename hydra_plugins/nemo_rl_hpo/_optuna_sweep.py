@@ -34,7 +34,7 @@ from nemo_rl_hpo.fidelity import Scheduler
 from nemo_rl_hpo.fidelity._proposer import FidelityProposer
 from nemo_rl_hpo.fidelity._sampler import RungSampler
 from nemo_rl_hpo.search.space import SearchSpace
-from nemo_rl_hpo.sweep import confirm, records, repeats
+from nemo_rl_hpo.sweep import confirm, cost, records, repeats
 from nemo_rl_hpo.sweep.core import SweepSettings
 from nemo_rl_hpo.sweep.liveness import job_alive
 from nemo_rl_hpo.sweep.proposer import OptunaProposer, Proposer, counted_trials
@@ -281,6 +281,8 @@ class OptunaSweeperImpl(HydraSweep):
             ovs = [*job.overrides, f"hydra.sweep.subdir=confirm/{job.number}/seed_{job.seed}"]
             idx = _CONFIRM_JOB_IDX + job.number * 1000 + job.index
             out = self.jobs.launch_job(ovs, {**job_ctx, **ctx}, idx)
+            # its cost from Slurm's accounting, as a trial's job (a Slurm job of its own)
+            cost.settle_confirmation(study._storage, study._study_id, job.number, job.seed)
             return out.ok, out.error
 
         done = confirm.run_stage(
@@ -294,6 +296,8 @@ class OptunaSweeperImpl(HydraSweep):
         )
         for line in done.failed:
             log.warning("confirmation FAIL: %s", line)
+        # slurmdbd settles late: its records of the stage's jobs are read once more at its end
+        cost.refresh(study, numbers=[t.number for t in chosen], recheck=True)
         result = confirm.read_confirmation(study)
         if result is not None and result.pick is not None:
             log.info(

@@ -85,6 +85,14 @@ class JobCost:
         )
 
 
+CONFIRM_KEY_PREFIX = "confirm-"  # a confirmation job's record: confirm-<seed>-<job id or key>
+
+
+def confirm_job_key(seed: Any, job: str) -> str:
+    """The key of a confirmation job's record under its configuration's trial."""
+    return f"{CONFIRM_KEY_PREFIX}{seed}-{job}"
+
+
 def key(trial_number: int, job_key: str) -> str:
     """The record's attribute (also written by ``nemo_rl_hpo.trial.record_job_cost``)."""
     return f"{records.COST_PREFIX}{trial_number}:{job_key}"
@@ -214,11 +222,14 @@ def settle_slurm_job(
     job_id: str,
     *,
     wait_s: float = SACCT_WAIT_S,
+    job_key: str | None = None,
 ) -> JobCost | None:
     """After a Slurm job ended: its record from sacct, or (accounting down) the job's own
     measurement closed with the launcher's clock, marked local for ``status --refresh-cost``.
+    ``job_key``: the record's key where it is not the job id (a confirmation job's).
     """
-    k = key(trial_number, job_id)
+    job_key = job_key or job_id
+    k = key(trial_number, job_key)
     found = from_sacct(job_id, wait_s)
     before = storage.get_study_system_attrs(study_id).get(k)
     old = JobCost.from_attr(before) if isinstance(before, Mapping) else None
@@ -244,7 +255,7 @@ def settle_slurm_job(
         found.gpu_s = found.wall_s * found.gpus
     elif old is not None:
         merge_local(found, old)
-    write(storage, study_id, trial_number, job_id, found)
+    write(storage, study_id, trial_number, job_key, found)
     return found
 
 
@@ -273,12 +284,32 @@ def merge_local(found: JobCost, local: JobCost) -> None:
         found.gpu_s = found.wall_s * local.gpus
 
 
+def _own_slurm_jobs(jobs: Mapping[str, JobCost]) -> dict[str, str]:
+    """Record key -> Slurm job id, for the records of Slurm jobs of their own: a trial's
+    (keyed by the job id) and its configuration's confirmation jobs (``confirm-<seed>-<id>``)."""
+    return {
+        k: c.job_id
+        for k, c in jobs.items()
+        if c.job_id and (k == c.job_id or k.startswith(CONFIRM_KEY_PREFIX))
+    }
+
+
 def settle_trial(storage: BaseStorage, study_id: int, trial_number: int) -> None:
     """Settle every Slurm job of a trial whose record is not from sacct yet (see above)."""
     jobs = job_records(storage.get_study_system_attrs(study_id)).get(trial_number, {})
     for job_key, c in jobs.items():
         if c.job_id and c.source != SOURCE_SACCT and job_key == c.job_id:
             settle_slurm_job(storage, study_id, trial_number, c.job_id)
+
+
+def settle_confirmation(storage: BaseStorage, study_id: int, trial_number: int, seed: Any) -> None:
+    """Settle a configuration's ended confirmation job on ``seed`` from sacct, when it was a
+    Slurm job of its own (its record, under the configuration's trial, names the job id)."""
+    prefix = confirm_job_key(seed, "")
+    jobs = job_records(storage.get_study_system_attrs(study_id)).get(trial_number, {})
+    for job_key, c in jobs.items():
+        if job_key.startswith(prefix) and c.job_id and c.ended and c.source != SOURCE_SACCT:
+            settle_slurm_job(storage, study_id, trial_number, c.job_id, job_key=job_key)
 
 
 def slurm_job_ids(trial: FrozenTrial) -> list[str]:
@@ -309,8 +340,9 @@ def refresh(
     for t in study.get_trials(deepcopy=False):
         if not t.state.is_finished() or (wanted is not None and t.number not in wanted):
             continue
-        for job_id in slurm_job_ids(t):
-            old = have.get(t.number, {}).get(job_id)
+        jobs = {i: i for i in slurm_job_ids(t)} | _own_slurm_jobs(have.get(t.number, {}))
+        for job_key, job_id in jobs.items():
+            old = have.get(t.number, {}).get(job_key)
             if old is not None and old.source == SOURCE_SACCT and not recheck:
                 continue
             found = from_sacct(job_id, wait_s=0.0)
@@ -327,7 +359,7 @@ def refresh(
                         old.gpu_s or 0.0,
                         found.gpu_s or 0.0,
                     )
-            write(storage, study_id, t.number, job_id, found)
+            write(storage, study_id, t.number, job_key, found)
             changed += 1
     return changed
 

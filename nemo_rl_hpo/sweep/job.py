@@ -129,7 +129,7 @@ def on_job_start(job_dir: str | None) -> None:
         sid = attrs.get(records.SLURM_JOB_ID)
         own_id = sid if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" else None
         clock = cost.LocalClock(gpus=len(attrs.get(records.DEVICES) or []), job_id=own_id)
-        key = f"confirm-{conf[1]['seed']}-{own_id or cost.local_job_key()}"
+        key = cost.confirm_job_key(conf[1]["seed"], own_id or cost.local_job_key())
         _confirm_clock[:] = [(key, clock)]
         return
     handle = current()
