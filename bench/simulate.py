@@ -432,12 +432,14 @@ def simulate_one(
             number = proposal.number
             ids[number] = proposal.trial._trial_id
             if number not in keys:  # a new configuration (not a promotion)
-                study._storage.set_trial_user_attr(
-                    proposal.trial._trial_id, records.OVERRIDES, proposal.overrides
-                )
                 values = {**parse_overrides(proposal.overrides), **(held or {})}
                 key, mism, dist = nearest(active(nearest.spec, values) if held else values)
                 keys[number] = key
+                # the configuration the trial runs is the table's: two proposals that map to
+                # one table configuration are one configuration (confirmation dedupes on this)
+                study._storage.set_trial_user_attr(
+                    proposal.trial._trial_id, records.OVERRIDES, list(table.overrides[key])
+                )
                 distances.append((mism, dist))
                 for i in range(per_config):
                     seed_of_run = pool[i % len(pool)] if reps.active else rng.choice(pool)
