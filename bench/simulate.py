@@ -68,24 +68,39 @@ import _pbt_curve as pc  # noqa: E402
 import curves  # noqa: E402
 from _nearest import Nearest, active, parse_overrides  # noqa: E402
 
-# name -> Hydra overrides of `python train.py -m trial=<trial>`
+# name -> Hydra overrides of `python train.py -m trial=<trial>`. The trials select
+# hydra/sweeper/fidelity=auto (random proposals under pause/resume ASHA), so "default" is that;
+# a contender without pausing removes it (~hydra/sweeper/fidelity). "auto" is the default before
+# the flip: the auto sampler (multivariate TPE on these conditional spaces), every trial full.
+_FULL = "~hydra/sweeper/fidelity"
 CONTENDERS: dict[str, list[str]] = {
     "default": [],
-    "random": ["hydra/sweeper/sampler=random"],
-    "tpe": ["hydra/sweeper/sampler=tpe"],
-    "tpe_indep": ["hydra/sweeper/sampler=tpe", "hydra.sweeper.sampler.multivariate=false"],
-    "tpe_group": ["hydra/sweeper/sampler=tpe", "hydra.sweeper.sampler.group=true"],
-    "tpe_startup5": ["hydra/sweeper/sampler=tpe", "hydra.sweeper.sampler.n_startup_trials=5"],
-    "gp": ["hydra/sweeper/sampler=gp"],
+    "auto": [_FULL],
+    "random": ["hydra/sweeper/sampler=random", _FULL],
+    "tpe": ["hydra/sweeper/sampler=tpe", _FULL],
+    "tpe_indep": ["hydra/sweeper/sampler=tpe", "hydra.sweeper.sampler.multivariate=false", _FULL],
+    "tpe_group": ["hydra/sweeper/sampler=tpe", "hydra.sweeper.sampler.group=true", _FULL],
+    "tpe_startup5": [
+        "hydra/sweeper/sampler=tpe",
+        "hydra.sweeper.sampler.n_startup_trials=5",
+        _FULL,
+    ],
+    "gp": ["hydra/sweeper/sampler=gp", _FULL],
+    # a pruner turns fidelity=auto off by itself (hydra_plugins/nemo_rl_hpo/_fidelity.py)
     "median": ["hydra/sweeper/pruner=median"],
     "median_w30": ["hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_warmup_steps=30"],
     "hyperband": ["hydra/sweeper/pruner=hyperband"],
     "sha": ["hydra/sweeper/pruner=successive_halving"],
+    "random_sha": ["hydra/sweeper/sampler=random", "hydra/sweeper/pruner=successive_halving"],
     "random_hyperband": ["hydra/sweeper/sampler=random", "hydra/sweeper/pruner=hyperband"],
-    "repeats2": ["hydra.sweeper.repeats=2"],
-    "asha": ["hydra/sweeper/fidelity=asha"],
-    "hyperband_pause": ["hydra/sweeper/fidelity=hyperband"],
+    "repeats2": ["hydra.sweeper.repeats=2", _FULL],
+    "asha": ["hydra/sweeper/fidelity=asha"],  # the auto sampler: random under fidelity
     "random_asha": ["hydra/sweeper/sampler=random", "hydra/sweeper/fidelity=asha"],
+    # ASHA with the rung-fitted TPE (what the auto sampler chose under fidelity before the flip)
+    "tpe_asha": ["hydra/sweeper/sampler=tpe", "hydra/sweeper/fidelity=asha"],
+    "hyperband_pause": ["hydra/sweeper/fidelity=hyperband"],
+    "random_hyperband_pause": ["hydra/sweeper/sampler=random", "hydra/sweeper/fidelity=hyperband"],
+    "tpe_hyperband_pause": ["hydra/sweeper/sampler=tpe", "hydra/sweeper/fidelity=hyperband"],
     # PBT (hydra/sweeper=pbt): one population per budget B of full runs; {population} is the
     # largest multiple of n_jobs <= 0.8 B (--pbt-fill; members train the full length in
     # synchronous rounds: the barrier idles workers, and a population of B members overran)
@@ -345,11 +360,17 @@ def simulate_one(
         sampler_cfg = OmegaConf.merge(sampler_cfg, {"seed": seed})
     reps = repeats.Repeats.from_config(s.repeats, kind.seed_key, s.aggregate)
     in_flight = reps.configurations_in_flight(n_jobs) if reps.active else n_jobs
-    sampler = make_sampler(
-        sampler_cfg, space, n_trials=n_trials, n_jobs=in_flight, n_objectives=1, custom_space=False
-    )
     task_cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
     fidelity = _fidelity.plan(s, task_cfg, len(space.distributions))
+    sampler = make_sampler(
+        sampler_cfg,
+        space,
+        n_trials=n_trials,
+        n_jobs=in_flight,
+        n_objectives=1,
+        custom_space=False,
+        fidelity=fidelity is not None,
+    )
     if fidelity is not None:
         sampler = RungSampler(sampler, fidelity.min_observations or 1)
     storage = optuna.storages.InMemoryStorage()
@@ -1079,6 +1100,8 @@ def report(
             }
             if res.confirm is not None:
                 row["confirm"] = res.confirm
+            if by_trials:  # what the trial budget cost: worker-seconds in full runs' worth
+                row["full_runs"] = res.end_time * args.n_jobs / table.full_run_s
             rows.append(row)
     print(
         f"\n{table.kind.name} table: {len(keys)} configurations x {len(table.seeds)} seeds, "

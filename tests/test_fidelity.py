@@ -273,6 +273,72 @@ def test_a_rung_off_the_validation_steps_is_one_line_before_any_job(tmp_path: Pa
     assert not (sweep / "optuna.db").exists()
 
 
+def _plan_of(*overrides: str) -> object:
+    """What ``python train.py -m <overrides>`` would schedule: the checked plan (or None),
+    and the sampler the auto rule picks with it, from the composed config, before any job."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import hydra_plugins.nemo_rl_hpo._resolvers  # noqa: F401  (the n_jobs resolver)
+    from hydra_plugins.nemo_rl_hpo import _fidelity
+    from hydra_plugins.nemo_rl_hpo._samplers import make_sampler
+    from hydra_plugins.nemo_rl_hpo._settings import OptunaSettings, PBTSettings
+    from nemo_rl_hpo.search.space import SearchSpace
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)
+    assert isinstance(sweeper, dict)
+    sweeper["n_jobs"] = 2
+    if "pbt_sweeper" in str(sweeper["_target_"]):
+        return PBTSettings.from_config(OmegaConf.create(sweeper))
+    s = OptunaSettings.from_config(OmegaConf.create(sweeper))
+    task = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
+    plan = _fidelity.plan(s, task, 3)
+    sampler = make_sampler(
+        s.sampler,
+        SearchSpace([]),
+        n_trials=20,
+        n_jobs=2,
+        n_objectives=len(s.directions),
+        custom_space=False,
+        fidelity=plan is not None,
+    )
+    return plan, type(sampler).__name__
+
+
+def test_the_embedded_trials_pause_by_default_and_yield_to_an_explicit_pruner_or_pbt() -> None:
+    """Both trials select fidelity=auto: ASHA with random proposals, the search that ranked
+    first on both curve tables. A pruner, several objectives or PBT decide instead without
+    an extra override; an explicit fidelity beside a pruner or under PBT is one error line."""
+    from hydra_plugins.nemo_rl_hpo._settings import SweepConfigError
+
+    for trial_name, step_key, rungs in (
+        ("supervised", "max_steps", [50, 150, 400]),
+        ("grpo", "grpo.max_num_steps", [10, 30, 90, 110]),
+    ):
+        plan, sampler = _plan_of(f"trial={trial_name}")  # type: ignore[misc]
+        assert plan is not None and plan.step_key == step_key, trial_name
+        assert plan.settings.rungs() == rungs and plan.settings.reduction_factor == 3
+        assert sampler == "RandomSampler"
+        # an explicit sampler is kept under the default schedule
+        plan, sampler = _plan_of(f"trial={trial_name}", "hydra/sweeper/sampler=tpe")  # type: ignore[misc]
+        assert plan is not None and sampler == "TPESampler"
+        # every trial full length: the auto sampler's own rule again (TPE on these spaces)
+        plan, sampler = _plan_of(f"trial={trial_name}", "~hydra/sweeper/fidelity")  # type: ignore[misc]
+        assert plan is None and sampler != "RandomSampler"
+        plan, _ = _plan_of(f"trial={trial_name}", "hydra/sweeper/pruner=median")  # type: ignore[misc]
+        assert plan is None
+        # PBT composes and schedules its own members
+        assert type(_plan_of(f"trial={trial_name}", "hydra/sweeper=pbt")).__name__ == "PBTSettings"
+    plan, sampler = _plan_of("hydra/sweeper=optuna_mo")  # type: ignore[misc]
+    assert plan is None and sampler == "NSGAIISampler"
+    with pytest.raises(SweepConfigError, match="leave hydra/sweeper/pruner at nop"):
+        _plan_of("hydra/sweeper/fidelity=asha", "hydra/sweeper/pruner=median")
+    with pytest.raises(SweepConfigError, match="PBT schedules its members itself"):
+        _plan_of("hydra/sweeper=pbt", "hydra/sweeper/fidelity=asha")
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_asha_pauses_promotes_from_the_checkpoint_and_best_reached_max(tmp_path: Path) -> None:
@@ -556,11 +622,11 @@ def _promoted_curve_continues(t: optuna.trial.FrozenTrial, metric: str, period: 
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_supervised_trial_on_pool_pauses_and_promotes(tmp_path: Path) -> None:
+    # No fidelity override: the supervised trial's default -m sweep pauses and promotes.
     run_app(
         TRAIN,
         f"hydra.sweep.dir={tmp_path}",
         "hydra/launcher=pool",
-        "hydra/sweeper/fidelity=asha",
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.sampler.seed=0",
@@ -590,14 +656,14 @@ def test_supervised_trial_on_pool_pauses_and_promotes(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def grpo_pool_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A live GRPO sweep on pool with 2 workers (the slow part, shared by two tests)."""
+    """A live GRPO sweep on pool with 2 workers (the slow part, shared by two tests), with
+    the trial's default schedule: no fidelity override."""
     sweep_dir = tmp_path_factory.mktemp("grpo_pool")
     run_app(
         TRAIN,
         "trial=grpo",
         f"hydra.sweep.dir={sweep_dir}",
         "hydra/launcher=pool",
-        "hydra/sweeper/fidelity=asha",
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.n_jobs=2",
         "hydra.sweeper.sampler.seed=0",

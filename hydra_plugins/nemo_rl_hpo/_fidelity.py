@@ -41,17 +41,27 @@ class FidelityPlan:
 
 
 def plan(s: OptunaSettings, config: DictConfig, n_params: int) -> FidelityPlan | None:
-    """The checked schedule, or None when ``hydra/sweeper/fidelity`` is not chosen."""
+    """The checked schedule, or None when ``hydra/sweeper/fidelity`` is not chosen (or is
+    ``auto`` and a pruner or several objectives decide when trials stop instead)."""
     f: Mapping[str, Any] | None = s.fidelity
     if not f:
+        return None
+    pruner = (s.pruner_config or {}).get("_target_", "")
+    pruned = bool(pruner) and not pruner.endswith("NopPruner")
+    if f.get("auto") and (pruned or len(s.directions) != 1):
+        why = (
+            f"the pruner {pruner.rsplit('.', 1)[-1]} decides when trials stop"
+            if pruned
+            else f"{len(s.directions)} objectives: rungs rank by one value"
+        )
+        log.info("fidelity auto: off (%s)", why)
         return None
     if len(s.directions) != 1:
         raise SweepConfigError(
             f"{KEY}: rungs rank trials by one value; give one direction (or weights that "
             "combine the objectives into one)."
         )
-    pruner = (s.pruner_config or {}).get("_target_", "")
-    if pruner and not pruner.endswith("NopPruner"):
+    if pruned:
         raise SweepConfigError(
             f"{KEY} decides when trials stop; leave hydra/sweeper/pruner at nop (got {pruner})."
         )

@@ -52,6 +52,8 @@ class OptunaSweeperImpl(HydraSweep):
     def plan(self, s: OptunaSettings, space: SearchSpace, loop: SweepSettings) -> SweepPlan:
         check_space(self.jobs, space, s.check)
         self._custom = self._custom_search_space(s)
+        assert self.jobs.config is not None
+        self._fidelity = _fidelity.plan(s, self.jobs.config, len(space.distributions))
         sampler = make_sampler(
             s.sampler,
             space,
@@ -59,9 +61,8 @@ class OptunaSweeperImpl(HydraSweep):
             n_jobs=loop.n_jobs,
             n_objectives=len(s.directions),
             custom_space=self._custom is not None,
+            fidelity=self._fidelity is not None,
         )
-        assert self.jobs.config is not None
-        self._fidelity = _fidelity.plan(s, self.jobs.config, len(space.distributions))
         if self._fidelity is not None:  # the model learns from one rung (nemo_rl_hpo/fidelity/)
             sampler = RungSampler(sampler, self._fidelity.min_observations or 1)
         self._reps = self._repeats(s, loop)

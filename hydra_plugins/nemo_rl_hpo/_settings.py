@@ -202,6 +202,12 @@ class PBTSettings(CommonSettings):
             )
         objectives, _ = _objectives(get, common["directions"])
         common["objectives"] = objectives
+        fidelity = get("fidelity")
+        if fidelity and not fidelity.get("auto"):
+            raise SweepConfigError(
+                "hydra/sweeper/fidelity: PBT schedules its members itself; pause/resume "
+                "ASHA runs under hydra/sweeper=optuna (drop the fidelity override)."
+            )
         try:
             return cls(
                 **common,

@@ -240,11 +240,25 @@ class FidelityConfig:
     min_observations: int | None = None  # sampler fits on the highest rung with this many
     # values; null: searched parameters + 1 (BOHB)
     keep_checkpoints: bool = False  # keep checkpoints of trials that can no longer be promoted
+    auto: bool = False  # true (fidelity=auto): on where it applies; off, logged, where a pruner
+    # or several objectives decide instead, and under hydra/sweeper=pbt
 
 
 @dataclass
 class HyperbandFidelityConfig(FidelityConfig):
     scheduler: str = "hyperband"
+
+
+@dataclass
+class AutoFidelityConfig(FidelityConfig):
+    """``hydra/sweeper/fidelity=auto``: ASHA where it applies (the embedded trials' default).
+
+    A trial option that can pause and resume selects it; a user's explicit pruner, a
+    multi-objective sweep or PBT then decides when trials stop instead, without an extra
+    override (``fidelity=asha`` with a pruner stays an error: two explicit choices).
+    """
+
+    auto: bool = True
 
 
 @dataclass
@@ -375,6 +389,7 @@ cs.store(
     node=HyperbandFidelityConfig,
     provider=PROVIDER,
 )
+cs.store(group="hydra/sweeper/fidelity", name="auto", node=AutoFidelityConfig, provider=PROVIDER)
 
 
 @dataclass
@@ -383,6 +398,9 @@ class PBTSweeperConf:
 
     _target_: str = f"{_IMPL}.pbt_sweeper.PBTSweeper"
     _recursive_: bool = False
+    # The fidelity group is here so a trial option that selects fidelity=auto also composes
+    # under PBT, which schedules its members itself: auto is ignored, asha/hyperband an error.
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"fidelity": None}])
     population_size: int = 4  # members trained side by side
     perturbation_interval: int = 100  # training steps per round (exploit/explore after each)
     num_rounds: int | None = 4  # rounds per member (budget = population x rounds x interval)
@@ -405,6 +423,7 @@ class PBTSweeperConf:
     check: str | None = None  # fn(cfg) run on each end of every range before any job (as optuna)
     budget: BudgetConfig = field(default_factory=BudgetConfig)  # no new round once spent
     write_report: bool = True  # write report/ at the end
+    fidelity: Any = None  # only fidelity=auto (a trial's default), which PBT leaves off
 
 
 cs.store(group="hydra/sweeper", name="pbt", node=PBTSweeperConf, provider=PROVIDER)
