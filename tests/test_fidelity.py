@@ -100,6 +100,21 @@ def test_stopping_mode_judges_on_arrival() -> None:
     assert sched.finished(worse, more_coming=True) == [1]  # stopped for good at once
 
 
+def test_past_the_disk_cap_the_paused_trials_least_likely_promoted_end_first() -> None:
+    sched = Scheduler(FidelitySettings(3, 27, 3))
+    # Seven configurations reached step 3 (loss, lower is better); #6 went on and paused at 9.
+    recs = records_from(
+        [(k, 0, {3: 0.1 * (k + 1)}, "paused") for k in range(6)]
+        + [(6, 0, {3: 0.05, 9: 0.5}, "paused")]
+    )
+    sizes = {k: 100 for k in range(7)}
+    assert sched.evictions(recs, sizes, cap=700, more_coming=True) == []  # within the cap
+    # Rung 3's top ⌊7/3⌋ = 2 are #6 and #0; #0 may be promoted now and is never evicted.
+    # The rest of rung 3 goes first, worst first, before the trial that reached step 9.
+    assert sched.evictions(recs, sizes, cap=250, more_coming=True) == [5, 4, 3, 2, 1]
+    assert sched.evictions(recs, sizes, cap=50, more_coming=True) == [5, 4, 3, 2, 1, 6]
+
+
 def test_hyperband_brackets_share_configurations_as_hyperband_does() -> None:
     s = FidelitySettings(10, 90, 3, brackets=3)
     sched = Scheduler(s)
@@ -337,6 +352,8 @@ def test_the_embedded_trials_pause_by_default_and_yield_to_an_explicit_pruner_or
         _plan_of("hydra/sweeper/fidelity=asha", "hydra/sweeper/pruner=median")
     with pytest.raises(SweepConfigError, match="PBT schedules its members itself"):
         _plan_of("hydra/sweeper=pbt", "hydra/sweeper/fidelity=asha")
+    with pytest.raises(SweepConfigError, match=r"max_paused_gb must be a number of GB, 0 or"):
+        _plan_of("hydra.sweeper.fidelity.max_paused_gb=-1")
 
 
 @pytest.mark.e2e
@@ -398,6 +415,35 @@ def test_asha_pauses_promotes_from_the_checkpoint_and_best_reached_max(tmp_path:
         if t.state == TrialState.PRUNED:
             assert t.user_attrs[records.FIDELITY_END].startswith("not promoted at")
             assert not Path(t.user_attrs[records.FIDELITY_CHECKPOINT]).exists()
+
+
+@pytest.mark.e2e
+def test_max_paused_gb_ends_paused_trials_instead_of_holding_their_checkpoints(
+    tmp_path: Path,
+) -> None:
+    sweep = tmp_path / "sweep"
+    run_app(
+        FIDELITY_APP,
+        f"hydra.sweep.dir={sweep}",
+        "hydra/sweeper/fidelity=asha",
+        "hydra.sweeper.fidelity.max_paused_gb=0",  # nothing may wait on disk
+        "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.write_report=false",
+    )
+    study = load(sweep, "app")
+    evicted = [
+        t
+        for t in study.trials
+        if str(t.user_attrs.get(records.FIDELITY_END, "")).endswith("(max_paused_gb)")
+    ]
+    assert evicted, [t.user_attrs.get(records.FIDELITY_END) for t in study.trials]
+    for t in evicted:
+        assert t.state == TrialState.PRUNED
+        assert not Path(t.user_attrs[records.FIDELITY_CHECKPOINT]).exists()
+    # A trial that could be promoted was kept and promoted: the sweep still ends at max.
+    assert study.best_trial.user_attrs[records.FIDELITY_END] == "max_resource"
+    assert _rungs(study.best_trial)[-1] == 27
+    assert all(t.state.is_finished() for t in study.trials)
 
 
 @pytest.mark.e2e

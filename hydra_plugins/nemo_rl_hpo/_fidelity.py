@@ -38,6 +38,7 @@ class FidelityPlan:
     validation_period: int
     min_observations: int | None
     keep_checkpoints: bool
+    max_paused_bytes: int | None = None  # the cap on paused trials' checkpoints
 
 
 def plan(s: OptunaSettings, config: DictConfig, n_params: int) -> FidelityPlan | None:
@@ -104,12 +105,18 @@ def plan(s: OptunaSettings, config: DictConfig, n_params: int) -> FidelityPlan |
                 f"{settings.reduction_factor})."
             )
     n_min = f.get("min_observations")
+    cap = f.get("max_paused_gb")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or cap < 0):
+        raise SweepConfigError(
+            f"{KEY}.max_paused_gb must be a number of GB, 0 or more (null: no cap), got {cap!r}."
+        )
     return FidelityPlan(
         settings=settings,
         step_key=step_key,
         validation_period=period,
         min_observations=int(n_min) if n_min is not None else n_params + 1,
         keep_checkpoints=bool(f.get("keep_checkpoints", False)),
+        max_paused_bytes=None if cap is None else int(cap * 1e9),
     )
 
 

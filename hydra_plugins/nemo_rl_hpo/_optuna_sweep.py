@@ -149,6 +149,7 @@ class OptunaSweeperImpl(HydraSweep):
             Path(sweep_dir) / "checkpoints",
             plan.keep_checkpoints,
             undecided_after_s=max(900.0, 1.5 * storage_retry_s),
+            max_paused_bytes=plan.max_paused_bytes,
         )
 
     @staticmethod

@@ -240,6 +240,8 @@ class FidelityConfig:
     min_observations: int | None = None  # sampler fits on the highest rung with this many
     # values; null: searched parameters + 1 (BOHB)
     keep_checkpoints: bool = False  # keep checkpoints of trials that can no longer be promoted
+    max_paused_gb: float | None = None  # cap on what paused trials' checkpoints hold: past it,
+    # the paused trials least likely to be promoted end (PRUNED, freed); null: no cap
     auto: bool = False  # true (fidelity=auto): on where it applies; off, logged, where a pruner
     # or several objectives decide instead, and under hydra/sweeper=pbt
 

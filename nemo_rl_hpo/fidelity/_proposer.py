@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nemo_rl_hpo.fidelity import history
 from nemo_rl_hpo.fidelity._claims import Claims
 from nemo_rl_hpo.fidelity._schedule import Record, Scheduler
 from nemo_rl_hpo.fidelity.segment import CONTEXT_KEY
@@ -46,6 +47,9 @@ class FidelityProposer:
     # back (``_take_back_undecided``). Longer than a storage outage a live sweeper may be waiting
     # out mid-decision (``storage_retry_s``), so a slow decision is never decided twice.
     undecided_after_s: float = 900.0
+    # The cap on what paused trials' checkpoints hold (hydra.sweeper.fidelity.max_paused_gb):
+    # past it the paused trials least likely to be promoted end (Scheduler.evictions).
+    max_paused_bytes: int | None = None
     claims: Claims = field(init=False)
 
     def __post_init__(self) -> None:
@@ -76,6 +80,7 @@ class FidelityProposer:
                 self.claims.offer(promo.key, promo.rung, round_ + 1)
                 return self._promote(promo.key, promo.target)
         self.retire(recs)
+        self.evict()
         proposal = self.base.ask()
         if proposal is None:
             return None
@@ -92,6 +97,7 @@ class FidelityProposer:
         if trial.state.is_finished():
             self._drop_checkpoints(trial)
         self.retire(self.records())  # stopping mode: a trial that may not continue ends now
+        self.evict()  # a pause just added a checkpoint
         return retried
 
     def pending(self) -> bool:
@@ -139,21 +145,39 @@ class FidelityProposer:
             ended += now
 
     def _retire_once(self, recs: Sequence[Record], more: bool) -> list[int]:
-        ended = []
-        for number in self.scheduler.finished(recs, more_coming=more):
-            rec = next(r for r in recs if r.key == number)
-            if not self.claims.take(number, rec.step, "retire", _pause_round(self._trial(number))):
-                continue  # a peer decided it
-            t = self._trial(number)
-            why = "stopped" if self.scheduler.s.mode == "stopping" else "not promoted"
-            storage = self.study._storage
-            self._add_paused_time(t)
-            storage.set_trial_user_attr(t._trial_id, records.FIDELITY_END, f"{why} at {rec.step}")
-            self.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
-            self._drop_checkpoints(storage.get_trial(t._trial_id))
-            log.info("trial %d ends at step %d (%s)", number, rec.step, why)
-            ended.append(number)
-        return ended
+        why = "stopped" if self.scheduler.s.mode == "stopping" else "not promoted"
+        by_key = {r.key: r for r in recs}
+        numbers = self.scheduler.finished(recs, more_coming=more)
+        return [n for n in numbers if self._end(n, by_key[n].step, f"{why} at {by_key[n].step}")]
+
+    def evict(self) -> list[int]:
+        """Hold paused checkpoints within ``max_paused_bytes``: end the paused trials least
+        likely to be promoted until they fit (PRUNED, checkpoints freed)."""
+        if self.max_paused_bytes is None:
+            return []
+        recs = self.records()
+        sizes = {
+            r.key: history.dir_bytes(self._trial(r.key).user_attrs.get(records.FIDELITY_CHECKPOINT))
+            for r in recs
+            if r.status == "paused"
+        }
+        out = self.scheduler.evictions(recs, sizes, self.max_paused_bytes, self._more_coming())
+        steps = {r.key: r.step for r in recs}
+        why = "evicted at {} (max_paused_gb)"
+        return [n for n in out if self._end(n, steps[n], why.format(steps[n]))]
+
+    def _end(self, number: int, step: int, why: str) -> bool:
+        """End a paused trial for good (PRUNED, checkpoints freed) once its claim is ours."""
+        if not self.claims.take(number, step, "retire", _pause_round(self._trial(number))):
+            return False  # a peer decided it
+        t = self._trial(number)
+        storage = self.study._storage
+        self._add_paused_time(t)
+        storage.set_trial_user_attr(t._trial_id, records.FIDELITY_END, why)
+        self.study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+        self._drop_checkpoints(storage.get_trial(t._trial_id))
+        log.info("trial %d ends at step %d (%s)", number, step, why)
+        return True
 
     def rescue(self, t: FrozenTrial) -> bool:
         """Take back a promoted segment whose job died with its sweeper: pause it again.

@@ -18,7 +18,7 @@ if they lead), and continues at once or stops for good.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 MODES = ("promotion", "stopping")
@@ -171,6 +171,37 @@ class Scheduler:
             ]  # fmt: skip
             if not below:
                 out.append(r.key)
+        return out
+
+    def evictions(
+        self, records: Sequence[Record], sizes: Mapping[int, int], cap: int, more_coming: bool
+    ) -> list[int]:
+        """Paused trials to end so their checkpoints (``sizes``, bytes) fit within ``cap``.
+
+        Those least likely to be promoted go first: never one promotable now (a slot will
+        resume it) or a closing leader; the lowest rung first (least compute spent, and where
+        most trials wait), and within a rung the worst-ranked first.
+        """
+        held = sum(sizes.get(r.key, 0) for r in records if r.status == "paused")
+        if held <= cap:
+            return []
+        keep = {p.key for p in self.promotions(records, more_coming)}
+
+        def rank(r: Record) -> tuple[int, float, int]:
+            peers = [o for o in records if o.bracket == r.bracket and r.step in o.values]
+            ranked = sorted(peers, key=lambda o: (self._sign * o.values[r.step], o.key))
+            position = [o.key for o in ranked].index(r.key) / len(ranked)
+            return (r.step, -position, r.key)
+
+        candidates = sorted(
+            (r for r in records if r.status == "paused" and r.key not in keep), key=rank
+        )
+        out = []
+        for r in candidates:
+            if held <= cap:
+                break
+            out.append(r.key)
+            held -= sizes.get(r.key, 0)
         return out
 
     def _closing_leaders(self, records: Sequence[Record], more_coming: bool) -> set[int]:
