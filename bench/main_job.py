@@ -5,11 +5,12 @@
 
 ``before`` is the old default (Hydra's basic launcher: trials one after another in the sweeper's
 process); ``after`` is today's default (``conf/config.yaml``: warm ``pool`` workers,
-``hydra.sweeper.n_jobs`` = cores / ``num_threads``). Same trial (``num_threads=1``), same
-budget and sampler seed. Reported per run: wall seconds, CPU seconds of the sweep's processes
-(user + system, children included) and CPU use = CPU seconds / (wall x cores). Runs are
-interleaved (before, after, before, ...); the machine may be shared, so the load average at
-start is printed next to the numbers.
+``hydra.sweeper.n_jobs`` = cores / ``num_threads``); the third is ``after`` with every trial
+run to the end (``~hydra/sweeper/fidelity``, the main job before the trials paused by default).
+Same trial (``num_threads=1``), same budget and sampler seed. Reported per run: wall seconds,
+CPU seconds of the sweep's processes (user + system, children included) and CPU use = CPU
+seconds / (wall x cores). Runs are interleaved (before, after, before, ...); the machine may
+be shared, so the load average at start is printed next to the numbers.
 """
 
 from __future__ import annotations
@@ -31,13 +32,16 @@ import _common as c  # noqa: E402
 CONTENDERS = {
     "before (basic launcher, one at a time)": ["hydra/launcher=basic"],
     "after (default: pool, n_jobs = cores / num_threads)": [],
+    # The trials' default schedule (fidelity=auto) pauses trials at rungs; this is the same
+    # launcher with every trial run to the end, as the main job ran before that default.
+    "pool, every trial full length (~hydra/sweeper/fidelity)": ["~hydra/sweeper/fidelity"],
 }
 
 
 def run(
     name: str, extra: list[str], trials: int, max_steps: int | None, k: int
 ) -> dict[str, object]:
-    sweep = c.WORK / "main_job" / f"{k}-{'before' if extra else 'after'}"
+    sweep = c.WORK / "main_job" / f"{k}-{list(CONTENDERS).index(name)}"
     shutil.rmtree(sweep, ignore_errors=True)
     args = [
         str(c.ours_python()),
@@ -105,6 +109,8 @@ def main() -> None:
     names = list(CONTENDERS)
     speedup = summary[names[0]]["wall_s_median"] / summary[names[1]]["wall_s_median"]
     print(f"wall time before / after: {speedup:.2f}x")
+    full = summary[names[2]]["wall_s_median"] / summary[names[1]]["wall_s_median"]
+    print(f"wall time every trial full / paused at rungs: {full:.2f}x")
     c.write_result(
         a.out,
         {
@@ -114,6 +120,7 @@ def main() -> None:
             "runs": rows,
             "summary": summary,
             "speedup_wall": round(speedup, 2),
+            "full_over_paused_wall": round(full, 2),
         },
     )
 
