@@ -198,6 +198,8 @@ def replay(
 
         return seconds
 
+    reaction = _reaction_s(live, int(cfg["n_jobs"]))
+    fit["reaction_s"] = reaction
     clocks: list[tuple[str, simulate.SegmentSeconds | None, float]] = [
         ("live clock", live_clock, 0.0),
         ("table clock", None, 0.0),
@@ -226,10 +228,22 @@ def replay(
                 sweeper_config=cfg,
                 seconds=seconds,
                 job_start_s=job_start,
+                # on the live clock, job ends closer than the live sweeper's reaction time
+                # were seen together by its next ask
+                batch_s=reaction if seconds is live_clock else 0.0,
             )
     finally:
         context.open_trial = job_seam  # type: ignore[method-assign]
     return keys, live, results, fit
+
+
+def _reaction_s(live: Decisions, n_jobs: int) -> float:
+    """The live sweeper's reaction time: the median delay from a segment's end to the next
+    launch (over the launches after the first ``n_jobs``), in live seconds."""
+    ends = sorted(b for _, b in live.times.values())
+    starts = sorted(a for a, _ in live.times.values())[n_jobs:]
+    gaps = [s - max(e for e in ends if e <= s) for s in starts if any(e <= s for e in ends)]
+    return statistics.median(gaps) if gaps else 0.0
 
 
 def _command(sweep: dict[str, Any]) -> str:

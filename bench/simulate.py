@@ -311,6 +311,7 @@ def simulate_one(
     seconds: SegmentSeconds | None = None,
     job_start_s: float = 0.0,
     confirm_seeds: Sequence[int] = (),
+    batch_s: float = 0.0,
 ) -> SweepResult:
     """One sweep of one contender on the table, with simulated time.
 
@@ -445,8 +446,14 @@ def simulate_one(
         heapq.heappush(events, _Event(clock + wait, order, job))
         order += 1
 
+    # The sweeper's reaction time (``batch_s``): live, a job records its own rung value in the
+    # study as it ends, and the sweeper asks only after it has handled the end that woke it, so
+    # its ask already sees the jobs that ended meanwhile. Ends within ``batch_s`` of the end
+    # that opened a batch are all handled before the next ask.
+    batch_until = -math.inf
     while True:
-        while len(busy) * per_config + per_config <= n_jobs and clock < deadline:
+        batching = bool(events) and events[0].time <= batch_until
+        while not batching and len(busy) * per_config + per_config <= n_jobs and clock < deadline:
             proposal = proposer.ask()
             if proposal is None:
                 break
@@ -507,6 +514,8 @@ def simulate_one(
         if not ended:
             continue
         job_api.on_job_end(completed, result)
+        if clock > batch_until:
+            batch_until = clock + batch_s
         busy[job.number] -= 1
         if busy[job.number] > 0:
             continue

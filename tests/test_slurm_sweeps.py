@@ -26,8 +26,9 @@ SLURM = [
     "hydra.launcher.timeout_min=10",
     "hydra.launcher.gpus_per_node=null",
 ]
-# A one-parameter space for tests about the jobs rather than the search.
-FIXED = ["~search", "learning_rate=tag(log, interval(1e-3, 1e-2))"]
+# A one-parameter space for tests about the jobs rather than the search, every trial one job
+# to the end (the trial's default pauses at rungs; tests/test_fidelity.py runs that on Slurm).
+FIXED = ["~search", "learning_rate=tag(log, interval(1e-3, 1e-2))", "~hydra/sweeper/fidelity"]
 SHORT = [
     "max_steps=120",
     "eval_interval=20",
