@@ -164,8 +164,10 @@ def test_driver_restart_reattaches_to_running_jobs(tmp_path: Path) -> None:
     extra = [
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.n_jobs=2",
-        "max_steps=400",
-        "eval_interval=50",
+        # Jobs must outlive the resumed driver's start-up (~8 s on 2 busy cores): 400 steps
+        # (~9 s) sometimes ended first, leaving nothing to re-attach to.
+        "max_steps=1200",
+        "eval_interval=100",
         "warmup_steps=10",
         *FIXED,
     ]
