@@ -70,8 +70,9 @@ from _nearest import Nearest, active, parse_overrides  # noqa: E402
 
 # name -> Hydra overrides of `python train.py -m trial=<trial>`. The trials select
 # hydra/sweeper/fidelity=auto (random proposals under pause/resume ASHA), so "default" is that;
-# a contender without pausing removes it (~hydra/sweeper/fidelity). "auto" is the default before
-# the flip: the auto sampler (multivariate TPE on these conditional spaces), every trial full.
+# a contender without pausing removes it (~hydra/sweeper/fidelity). "auto": the auto sampler
+# with every trial full length (independent TPE on these conditional spaces); the default
+# before the flip was multivariate TPE, full length: today's "tpe".
 _FULL = "~hydra/sweeper/fidelity"
 CONTENDERS: dict[str, list[str]] = {
     "default": [],

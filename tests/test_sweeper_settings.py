@@ -126,10 +126,16 @@ def test_auto_sampler_gets_the_space_and_the_slots() -> None:
     one = make_sampler(cfg, space, n_trials=20, n_jobs=1, n_objectives=1, custom_space=False)
     many = make_sampler(cfg, space, n_trials=20, n_jobs=4, n_objectives=1, custom_space=False)
     custom = make_sampler(cfg, space, n_trials=20, n_jobs=1, n_objectives=1, custom_space=True)
-    # Rule: GP for a fixed space one trial at a time; TPE with parallel trials or conditions.
+    paused = make_sampler(
+        cfg, space, n_trials=20, n_jobs=4, n_objectives=1, custom_space=False, fidelity=True
+    )
+    # Rule: GP for a fixed space one trial at a time; TPE with parallel trials or conditions,
+    # joint over the parameters on a fixed space, one model per parameter on a conditional one
+    # (the curve tables); random proposals under pause/resume fidelity.
     assert isinstance(one, optuna.samplers.GPSampler)
-    assert isinstance(many, optuna.samplers.TPESampler)
-    assert isinstance(custom, optuna.samplers.TPESampler)
+    assert isinstance(many, optuna.samplers.TPESampler) and many._multivariate
+    assert isinstance(custom, optuna.samplers.TPESampler) and not custom._multivariate
+    assert type(paused) is optuna.samplers.RandomSampler
 
 
 def test_sampler_or_pruner_that_cannot_be_built_is_one_line() -> None:
