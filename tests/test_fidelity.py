@@ -903,6 +903,62 @@ def test_a_promoted_segment_orphaned_with_its_sweeper_is_paused_again_not_failed
     assert sweeper().ask() is None  # ...nor promote it a second time
 
 
+@pytest.mark.parametrize("max_resource", [27, 9])
+def test_a_segment_killed_after_recording_its_rung_is_paused_there_not_failed(
+    tmp_path: Path, max_resource: int
+) -> None:
+    """The kill -9 test's rare case: the job recorded its new rung's value, then died with its
+    sweeper before pausing there (or, at max_resource, before telling COMPLETE)."""
+    from nemo_rl_hpo.fidelity import FidelityProposer
+    from nemo_rl_hpo.fidelity.segment import end
+    from nemo_rl_hpo.search.grammar import parse_params
+    from nemo_rl_hpo.search.space import SearchSpace
+    from nemo_rl_hpo.sweep.core import AsyncSweep, LaunchOutcome, SweepSettings
+    from nemo_rl_hpo.sweep.proposer import OptunaProposer
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db.sqlite'}", study_name="s")
+    space = SearchSpace(
+        parse_params({"x": "interval(0.0, 1.0)"}, []), {}, {}, lambda k: True, ["x"]
+    )
+
+    def sweeper() -> FidelityProposer:
+        sched = Scheduler(FidelitySettings(3, max_resource, 3))
+        return FidelityProposer(OptunaProposer(study, space, 1), sched, tmp_path / "ckpt")
+
+    first = sweeper()
+    p = first.ask()
+    assert p is not None
+    end(study, study._storage.get_trial(p.trial._trial_id), 0.5, p.context[CONTEXT_KEY])
+    promoted = first.ask()
+    assert promoted is not None and promoted.context["steps"] == 9
+    # The segment's end wrote its rung-9 record, then the process was killed (no pause, no tell).
+    storage = study._storage
+    rungs = storage.get_trial(p.trial._trial_id).user_attrs[records.FIDELITY_RUNGS]
+    storage.set_trial_user_attr(
+        p.trial._trial_id, records.FIDELITY_RUNGS, [*rungs, {**rungs[0], "step": 9, "value": 0.4}]
+    )
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    owner = {"host": os.uname().nodename, "pid": dead.pid, "token": "gone"}
+    storage.set_trial_system_attr(p.trial._trial_id, records.SYS_OWNER, owner)
+    storage.set_trial_user_attr(p.trial._trial_id, records.OVERRIDES, p.overrides)
+
+    def launch(_: object) -> LaunchOutcome:
+        return LaunchOutcome(ok=True)
+
+    restarted = sweeper()
+    loop = AsyncSweep(study, restarted, launch, SweepSettings(n_trials=1), lambda t: False)
+    assert loop.recover() == []
+    t = storage.get_trial(p.trial._trial_id)
+    if max_resource == 9:
+        assert t.state == TrialState.COMPLETE and t.value == 0.4
+        return
+    assert t.state == TrialState.RUNNING and t.system_attrs[records.SYS_PAUSED]["step"] == 9
+    assert not sweeper().rescue(t)  # once
+    again = restarted.ask()  # promoted on from step 9, its recorded rung
+    assert again is not None and again.number == p.number and again.context["steps"] == 27
+
+
 def test_a_pause_whose_sweeper_died_mid_decision_is_decided_again_once(tmp_path: Path) -> None:
     """A sweeper killed between taking a paused trial's claim and promoting it leaves the
     trial paused with its claim taken. A later sweeper re-opens that pause once the claim is

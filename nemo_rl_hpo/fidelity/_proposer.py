@@ -184,27 +184,41 @@ class FidelityProposer:
 
         Called by the loop for an orphan before failing it. The trial's checkpoints are intact
         (exact resume from any of them), so instead of failing the configuration it is paused
-        again at its last rung and stays promotable. True when this sweeper did so.
+        again at its last recorded rung and stays promotable. The decision is the claim offered
+        when it was promoted from its earlier rung (one writer). A job killed after recording
+        its new rung but before pausing there is paused there now (or, at ``max_resource``,
+        told COMPLETE with the value it recorded). True when this sweeper did so.
         """
         segs = t.user_attrs.get(records.FIDELITY_RUNGS) or []
         if records.FIDELITY_BRACKET not in t.user_attrs or not segs:
             return False  # a first segment: nothing to go back to (the loop fails it)
-        step = int(segs[-1]["step"])
+        steps = [int(r["step"]) for r in segs]
+        target = int(t.user_attrs.get(records.FIDELITY_TARGET, steps[-1] + 1))
+        below = [st for st in steps if st < target]
+        if not below:
+            return False
+        promoted_from, reached = below[-1], steps[-1]
         round_ = int(t.user_attrs.get(records.FIDELITY_ROUND, 0)) + 1
-        if not self.claims.take(t.number, step, "re-pause", round_):
+        if not self.claims.take(t.number, promoted_from, "re-pause", round_):
             return False  # a peer took it back, or it was never promoted from there
         storage = self.study._storage
-        self.claims.offer(t.number, step, round_ + 1)
-        storage.set_trial_system_attr(
-            t._trial_id,
-            records.SYS_PAUSED,
-            {"step": step, "since": time.time(), "round": round_ + 1},
-        )
+        if reached >= self.scheduler.s.max_resource:  # it ended; only its tell was lost
+            storage.set_trial_user_attr(t._trial_id, records.FIDELITY_END, "max_resource")
+            self.study.tell(t.number, float(segs[-1]["value"]), skip_if_finished=True)
+            log.warning("trial %d: its sweeper died as it completed; told COMPLETE", t.number)
+            return True
+        if reached > promoted_from:  # its rung was recorded: the pause its end would have made
+            self.claims.offer(t.number, reached)
+            paused = {"step": reached, "since": time.time()}
+        else:
+            self.claims.offer(t.number, reached, round_ + 1)
+            paused = {"step": reached, "since": time.time(), "round": round_ + 1}
+        storage.set_trial_system_attr(t._trial_id, records.SYS_PAUSED, paused)
         log.warning(
             "trial %d: its segment to step %s died with its sweeper; paused again at step %d",
             t.number,
             t.user_attrs.get(records.FIDELITY_TARGET),
-            step,
+            reached,
         )
         return True
 
